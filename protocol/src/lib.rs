@@ -1,0 +1,16 @@
+//! NATS subject names and wire payload types shared by the bot, the database service and the harness.
+//!
+//! This is the only crate that derives `Serialize`/`Deserialize` for wire types, so the three
+//! components cannot drift apart. It has no async, no NATS client and no SQL: serde only.
+//!
+//! * [`subjects`]: every subject of the seed's contract plus the documented additions.
+//! * [`db`]: payloads of the bot ↔ database-service subjects (seed-system.md §1–3).
+//! * [`headers`]: optional NATS headers (event id, correlation id) used for tracing and delivery proof.
+//! * [`seed_json`]: encoding that is byte-compatible with Python's `json.dumps`.
+
+pub mod db;
+pub mod headers;
+pub mod seed_json;
+pub mod subjects;
+
+pub use seed_json::{to_seed_json, to_seed_json_string};
