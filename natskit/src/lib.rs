@@ -1,0 +1,22 @@
+//! Find, install and start nats-server for tests and the harness.
+//!
+//! Every test that needs NATS, and the benchmark harness, gets its own real
+//! `nats-server` child process from here: on a port the server picks itself,
+//! with its own temporary directory, so tests run in parallel and never talk
+//! to a server someone else left running.
+//!
+//! ```no_run
+//! let server = natskit::NatsServer::start()?;
+//! println!("nats-server {} at {}", server.version(), server.url());
+//! # anyhow::Ok(())
+//! ```
+//!
+//! The API is synchronous (std only, no tokio) so it works from sync tests,
+//! async tests and the harness alike.
+
+mod child;
+mod locate;
+mod server;
+
+pub use locate::{find, find_or_install, version_of, PINNED_VERSION};
+pub use server::{free_port, NatsServer, ServerOptions};
