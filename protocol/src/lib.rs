@@ -6,10 +6,12 @@
 //! * [`subjects`]: every subject of the seed's contract plus the documented additions.
 //! * [`db`]: payloads of the bot ↔ database-service subjects (seed-system.md §1–3).
 //! * [`headers`]: optional NATS headers (event id, correlation id) used for tracing and delivery proof.
+//! * [`platform`]: the platform boundary: chat-site events in, bot actions out.
 //! * [`seed_json`]: encoding that is byte-compatible with Python's `json.dumps`.
 
 pub mod db;
 pub mod headers;
+pub mod platform;
 pub mod seed_json;
 pub mod subjects;
 
