@@ -1,0 +1,183 @@
+//! HdrHistogram conventions of the harness: nanoseconds, 3 significant digits, V2 deflate +
+//! base64 serialization, summaries, and the HdrHistogram interval-log format.
+
+use crate::results::{LatencySummary, NamedHistogram};
+use anyhow::Context;
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use std::time::{Duration, SystemTime};
+
+/// Highest trackable value: one hour in nanoseconds. Larger values are clamped (and counted as
+/// such by [`record`]); no scenario waits that long for one event.
+pub const MAX_NS: u64 = 3_600_000_000_000;
+
+/// A new latency histogram: 1 ns .. 1 h, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_NS, 3).expect("static bounds are valid")
+}
+
+/// Record `ns` (at least 1, at most [`MAX_NS`]).
+pub fn record(h: &mut Histogram<u64>, ns: u64) {
+    h.saturating_record(ns.clamp(1, MAX_NS));
+}
+
+/// Record a duration.
+pub fn record_duration(h: &mut Histogram<u64>, d: Duration) {
+    record(h, u64::try_from(d.as_nanos()).unwrap_or(MAX_NS));
+}
+
+/// Percentile summary.
+pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    LatencySummary {
+        count: h.len(),
+        min_ns: h.min(),
+        mean_ns: h.mean(),
+        stdev_ns: h.stdev(),
+        p50_ns: h.value_at_quantile(0.50),
+        p90_ns: h.value_at_quantile(0.90),
+        p99_ns: h.value_at_quantile(0.99),
+        p999_ns: h.value_at_quantile(0.999),
+        p9999_ns: h.value_at_quantile(0.9999),
+        max_ns: h.max(),
+    }
+}
+
+/// V2 deflate serialization, base64.
+pub fn encode(h: &Histogram<u64>) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut buf).map_err(|e| anyhow::anyhow!("serialize histogram: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+/// Inverse of [`encode`].
+pub fn decode(encoded: &str) -> anyhow::Result<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).context("histogram is not base64")?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("decode histogram: {e:?}"))
+}
+
+/// A [`NamedHistogram`] for the results.
+pub fn named(name: &str, description: &str, h: &Histogram<u64>) -> anyhow::Result<NamedHistogram> {
+    Ok(NamedHistogram { name: name.to_owned(), description: description.to_owned(), summary: summarize(h), encoded: encode(h)? })
+}
+
+/// One interval of an interval log.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// Offset of the interval start from the log's start time.
+    pub start: Duration,
+    pub length: Duration,
+    pub tag: Option<String>,
+    pub histogram: Histogram<u64>,
+}
+
+/// Write intervals in the HdrHistogram interval-log format (readable by HdrHistogram's
+/// `HistogramLogProcessor` and friends). `start_time` is the wall clock of offset zero.
+pub fn write_interval_log(path: &std::path::Path, start_time: SystemTime, intervals: &[Interval]) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("create interval log {}", path.display()))?,
+    );
+    let mut serializer = V2DeflateSerializer::new();
+    {
+        let mut writer = IntervalLogWriterBuilder::new()
+            .with_start_time(start_time)
+            .with_base_time(start_time)
+            .with_max_value_divisor(1_000_000.0)
+            .begin_log_with(&mut file, &mut serializer)
+            .map_err(|e| anyhow::anyhow!("write interval log header: {e}"))?;
+        for iv in intervals {
+            let tag = iv.tag.as_deref().and_then(Tag::new);
+            writer
+                .write_histogram(&iv.histogram, iv.start, iv.length, tag)
+                .map_err(|e| anyhow::anyhow!("write interval: {e:?}"))?;
+        }
+    }
+    use std::io::Write as _;
+    file.flush()?;
+    Ok(())
+}
+
+/// Read an interval log written by [`write_interval_log`] (or any HdrHistogram tool).
+pub fn read_interval_log(path: &std::path::Path) -> anyhow::Result<Vec<Interval>> {
+    let bytes = std::fs::read(path).with_context(|| format!("read interval log {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        match entry.map_err(|e| anyhow::anyhow!("parse interval log {}: {e:?}", path.display()))? {
+            LogEntry::Interval(iv) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(iv.encoded_histogram())
+                    .context("interval histogram is not base64")?;
+                let histogram: Histogram<u64> = deserializer
+                    .deserialize(&mut raw.as_slice())
+                    .map_err(|e| anyhow::anyhow!("decode interval histogram: {e:?}"))?;
+                out.push(Interval {
+                    start: iv.start_timestamp(),
+                    length: iv.duration(),
+                    tag: iv.tag().map(|t| t.as_str().to_owned()),
+                    histogram,
+                });
+            }
+            LogEntry::StartTime(_) | LogEntry::BaseTime(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let mut h = new_histogram();
+        for v in [1_000u64, 2_000, 3_000, 1_000_000, 50_000_000] {
+            record(&mut h, v);
+        }
+        let back = decode(&encode(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+        let s = summarize(&back);
+        assert_eq!(s.count, 5);
+        assert_eq!(s.min_ns, 1_000);
+        assert!(s.max_ns >= 50_000_000 && s.max_ns < 50_100_000);
+    }
+
+    #[test]
+    fn interval_log_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.hlog");
+        let mut a = new_histogram();
+        record(&mut a, 5_000);
+        let mut b = new_histogram();
+        record(&mut b, 7_000_000);
+        record(&mut b, 9_000_000);
+        let intervals = vec![
+            Interval { start: Duration::from_secs(0), length: Duration::from_secs(1), tag: None, histogram: a.clone() },
+            Interval { start: Duration::from_secs(1), length: Duration::from_secs(1), tag: Some("latency".into()), histogram: b.clone() },
+        ];
+        write_interval_log(&path, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), &intervals).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("#[StartTime: 1700000000"), "{text}");
+        let back = read_interval_log(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].histogram, a);
+        assert_eq!(back[1].histogram, b);
+        assert_eq!(back[1].tag.as_deref(), Some("latency"));
+        assert_eq!(back[1].start, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn clamps_out_of_range() {
+        let mut h = new_histogram();
+        record(&mut h, 0);
+        record(&mut h, u64::MAX);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.min(), 1);
+    }
+}

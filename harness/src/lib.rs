@@ -1,0 +1,7 @@
+//! Rosey bench: provisions NATS, starts the services under test, runs scenarios, records
+//! HdrHistograms, writes results, renders reports, keeps history and compares runs.
+//!
+//! Nothing depends on this crate; `xtask` is its thin command-line front.
+
+pub mod histogram;
+pub mod results;

@@ -1,0 +1,292 @@
+//! The versioned `results.json` schema: everything one `cargo xtask bench` run measured.
+//!
+//! This is the contract between the scenario runner (which writes it), the report renderer, the
+//! history store and the regression gate (which read it). Add fields with `#[serde(default)]`;
+//! bump [`SCHEMA_VERSION`] when a field changes meaning or is removed.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of this schema. Readers reject files with a different major version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// File name of the results inside a run directory.
+pub const RESULTS_FILE: &str = "results.json";
+
+/// One run of the bench: one `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub schema_version: u32,
+    /// Unique and sortable: `<UTC yyyymmddThhmmssZ>-<short revision>`.
+    pub run_id: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    /// `quick`, `default` or `soak`.
+    pub profile: String,
+    pub environment: Environment,
+    pub scenarios: Vec<ScenarioResult>,
+    /// Failures of the harness itself (not of targets), e.g. a service that never became ready.
+    #[serde(default)]
+    pub harness_errors: Vec<String>,
+}
+
+/// Where NATS came from for this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatsProvision {
+    /// `external`, `container` or `local`.
+    pub kind: String,
+    /// URL for external, image reference for container, binary path for local.
+    pub detail: String,
+    pub server_version: String,
+}
+
+/// The environment fingerprint of methodology.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub git_revision: String,
+    pub git_dirty: bool,
+    #[serde(default)]
+    pub git_branch: Option<String>,
+    /// First line of the commit message (untrusted text: escape when rendering).
+    #[serde(default)]
+    pub commit_subject: Option<String>,
+    pub rustc_version: String,
+    pub nats: NatsProvision,
+    pub cpu_model: String,
+    pub cpu_count: u32,
+    pub kernel: String,
+    pub os: String,
+    /// Hash of the full scenario configuration (the TOML after profile selection).
+    pub config_hash: String,
+    /// The full scenario configuration as loaded (TOML rendered as JSON).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    pub seed: u64,
+}
+
+impl Environment {
+    /// The fields that must match for two runs to be comparable: machine, toolchain, NATS and
+    /// configuration — but not the revision, which is what a comparison is about.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "cpu={}x{}|kernel={}|rustc={}|nats={}:{}|config={}",
+            self.cpu_count,
+            self.cpu_model,
+            self.kernel,
+            self.rustc_version,
+            self.nats.kind,
+            self.nats.server_version,
+            self.config_hash
+        )
+    }
+
+    /// The fields in which two fingerprints differ, for "not comparable" explanations.
+    pub fn differences(&self, other: &Environment) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{name}: {a} vs {b}"));
+            }
+        };
+        check("cpu", format!("{}x{}", self.cpu_count, self.cpu_model), format!("{}x{}", other.cpu_count, other.cpu_model));
+        check("kernel", self.kernel.clone(), other.kernel.clone());
+        check("rustc", self.rustc_version.clone(), other.rustc_version.clone());
+        check(
+            "nats",
+            format!("{} {}", self.nats.kind, self.nats.server_version),
+            format!("{} {}", other.nats.kind, other.nats.server_version),
+        );
+        check("config", self.config_hash.clone(), other.config_hash.clone());
+        out
+    }
+}
+
+/// Outcome of one scenario against its absolute targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Ran, accounting clean, every target met.
+    Pass,
+    /// Ran, but a target was missed or events were lost/duplicated unexpectedly.
+    Fail,
+    /// The harness could not run or finish the scenario.
+    Error,
+    /// Not selected or not applicable in this profile.
+    Skipped,
+}
+
+/// How load was offered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadInfo {
+    /// `open_loop` (fixed schedule, latency from intended time), `closed_loop` (service time /
+    /// saturation; labelled as such), or `burst` (everything at once, drain time measured).
+    pub model: String,
+    #[serde(default)]
+    pub target_rate_per_s: Option<f64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub payload_bytes: Option<u32>,
+}
+
+/// Percentiles of one histogram, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min_ns: u64,
+    pub mean_ns: f64,
+    pub stdev_ns: f64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub p9999_ns: u64,
+    pub max_ns: u64,
+}
+
+/// One recorded histogram, serialized so reports can re-render and runs can be merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedHistogram {
+    /// `latency` (the headline: end to end from intended send time), `send_delay`
+    /// (actual − intended send time), `service_time` (closed loop), `hop.<name>` (per hop), ...
+    pub name: String,
+    pub description: String,
+    pub summary: LatencySummary,
+    /// HdrHistogram V2 deflate-compressed, base64 (standard alphabet).
+    pub encoded: String,
+}
+
+/// Per-interval summary of the headline histogram (the full interval histograms are in the
+/// scenario's HdrHistogram interval log).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct IntervalPoint {
+    /// Seconds since the start of the measured phase.
+    pub t_s: f64,
+    pub length_s: f64,
+    pub count: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// One CPU/RSS sample of one process, on the same clock as [`IntervalPoint::t_s`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResourceSample {
+    pub t_s: f64,
+    /// `dbservice`, `bot`, `nats-server` or `harness`.
+    pub process: String,
+    /// CPU (user + system) since the previous sample, in percent of one core.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+}
+
+/// CPU and memory of one process over the measured phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProcessResources {
+    pub process: String,
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// Mean CPU over the phase in percent of one core.
+    pub cpu_percent: f64,
+    /// (user + system) CPU microseconds divided by events committed in the phase.
+    #[serde(default)]
+    pub cpu_us_per_event: Option<f64>,
+    pub rss_start_bytes: u64,
+    pub rss_end_bytes: u64,
+    pub rss_max_bytes: u64,
+    /// Least-squares slope of RSS over the phase, bytes per hour.
+    #[serde(default)]
+    pub rss_slope_bytes_per_hour: Option<f64>,
+}
+
+/// Where every event went. `lost = sent − committed − (still unaccounted)`; see the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Accounting {
+    pub sent: u64,
+    /// Proven committed by the service (commit notice or reply), counted once per id.
+    pub committed: u64,
+    pub lost: u64,
+    /// Ids confirmed more than once.
+    pub duplicated: u64,
+    /// True when the scenario is about loss (e.g. core-mode restart) and loss is reported, not failed.
+    #[serde(default)]
+    pub loss_expected: bool,
+}
+
+/// One absolute target (SLO) and whether it was met.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    /// Metric key, e.g. `latency.p99_ms`, `throughput_per_s`, `cpu_us_per_event.dbservice`.
+    pub metric: String,
+    /// `<=` or `>=`.
+    pub op: String,
+    pub threshold: f64,
+    pub unit: String,
+    #[serde(default)]
+    pub actual: Option<f64>,
+    pub passed: bool,
+    /// Where the target comes from, e.g. "seed §5.1 P0".
+    #[serde(default)]
+    pub source: String,
+}
+
+/// Everything one scenario measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// Stable key, e.g. `single_event_latency`.
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub load: LoadInfo,
+    /// The scenario's full configuration as used.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Headline histogram summary (same as `histograms[name == "latency"]`), if any.
+    #[serde(default)]
+    pub latency: Option<LatencySummary>,
+    #[serde(default)]
+    pub histograms: Vec<NamedHistogram>,
+    /// Committed events per second over the measured phase.
+    #[serde(default)]
+    pub throughput_per_s: Option<f64>,
+    pub accounting: Accounting,
+    #[serde(default)]
+    pub resources: Vec<ProcessResources>,
+    /// Other scalar figures: `recovery_ms`, `drain_ms`, `cpu_ratio_nats_vs_direct`, ...
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub targets: Vec<TargetCheck>,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub intervals: Vec<IntervalPoint>,
+    #[serde(default)]
+    pub resource_timeline: Vec<ResourceSample>,
+    /// Path of the HdrHistogram interval log, relative to the run directory.
+    #[serde(default)]
+    pub interval_log: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl RunResults {
+    /// Parse and check the schema version.
+    pub fn from_json(text: &str) -> anyhow::Result<RunResults> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let version = value.get("schema_version").and_then(|v| v.as_u64());
+        anyhow::ensure!(
+            version == Some(u64::from(SCHEMA_VERSION)),
+            "unsupported results schema version {version:?} (this build reads {SCHEMA_VERSION})"
+        );
+        Ok(serde_json::from_value(value)?)
+    }
+
+    pub fn scenario(&self, name: &str) -> Option<&ScenarioResult> {
+        self.scenarios.iter().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,66 @@
+//! `cargo xtask`: the project's entry points. Thin: parses arguments and calls into `harness`.
+//!
+//! * `cargo xtask bench`   — run the benchmark suite (builds services, provisions NATS, writes a run directory).
+//! * `cargo xtask test`    — run the whole test suite (installs nats-server on demand first).
+//! * `cargo xtask report`  — render markdown/HTML reports from a run and the history.
+//! * `cargo xtask compare` — compare a run with a baseline (the regression gate).
+
+mod bench;
+mod compare;
+mod report;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Rosey bench: benchmarks, tests, reports and the regression gate", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmark scenarios against real services and write a run directory.
+    Bench(bench::Args),
+    /// Run every test of the workspace (finds or installs nats-server first).
+    Test(test::Args),
+    /// Render report.md / report.html for a run and the history index.
+    Report(report::Args),
+    /// Compare a run with a baseline; exit code tells whether something regressed.
+    Compare(compare::Args),
+}
+
+/// Exit codes shared by every subcommand.
+pub mod exit {
+    /// Everything ran; no target missed, no regression.
+    pub const OK: u8 = 0;
+    /// The harness or a tool failed (could not measure).
+    pub const HARNESS_ERROR: u8 = 1;
+    /// Measured fine, but a target was missed or a regression was found.
+    pub const TARGETS_MISSED: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROSEY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Compare(args) => compare::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HARNESS_ERROR)
+        }
+    }
+}
