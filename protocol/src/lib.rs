@@ -4,11 +4,13 @@
 //! components cannot drift apart. It has no async, no NATS client and no SQL: serde only.
 //!
 //! * [`subjects`]: every subject of the seed's contract plus the documented additions.
+//! * [`connect`]: NATS connection settings (URL, authentication, TLS) as plain data.
 //! * [`db`]: payloads of the bot ↔ database-service subjects (seed-system.md §1–3).
 //! * [`headers`]: optional NATS headers (event id, correlation id) used for tracing and delivery proof.
 //! * [`platform`]: the platform boundary: chat-site events in, bot actions out.
 //! * [`seed_json`]: encoding that is byte-compatible with Python's `json.dumps`.
 
+pub mod connect;
 pub mod db;
 pub mod headers;
 pub mod platform;

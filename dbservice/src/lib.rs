@@ -1,0 +1,2 @@
+//! The Rosey database service: SQLite behind NATS.
+pub mod db;

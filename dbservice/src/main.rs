@@ -1,0 +1,2 @@
+//! `rosey-dbservice` binary.
+fn main() {}
