@@ -326,8 +326,8 @@ pub enum PlaylistAction {
     /// Queue `url` at the end; `temp` items are removed after playing.
     Add { url: String, temp: bool },
     Remove { uid: i64 },
-    /// Move `uid` to just after `after`.
-    Move { uid: i64, after: i64 },
+    /// Move `uid` to just after `after`; `null` moves it to the front.
+    Move { uid: i64, after: Option<i64> },
     /// Play `uid` now (the `jump` and `next` commands).
     Jump { uid: i64 },
     Pause,
@@ -396,8 +396,12 @@ mod tests {
         .unwrap();
         assert!(matches!(m, MediaEvent::Queue { after: Some(3), .. }));
         assert_eq!(
-            to_seed_json_string(&PlaylistAction::Move { uid: 1, after: 2 }),
+            to_seed_json_string(&PlaylistAction::Move { uid: 1, after: Some(2) }),
             r#"{"action": "move", "uid": 1, "after": 2}"#
+        );
+        assert_eq!(
+            to_seed_json_string(&PlaylistAction::Move { uid: 1, after: None }),
+            r#"{"action": "move", "uid": 1, "after": null}"#
         );
         assert_eq!(to_seed_json_string(&PlaylistAction::Pause), r#"{"action": "pause"}"#);
         assert_eq!(
