@@ -1,0 +1,633 @@
+//! Starting, running and stopping the service: NATS connections, the event intake (core
+//! subscription or durable consumer), the request handlers, the writer thread and the task that
+//! publishes commit notices and acknowledgements.
+//!
+//! Two NATS connections: `events` carries the event intake, commit notices and JetStream acks;
+//! `requests` carries only requests and replies, so a query never queues behind an event flood in
+//! the same socket.
+//!
+//! In core mode the intake is ONE wildcard subscription, `rosey.db.>`, filtered to the event
+//! subjects. One subscription keeps the publisher's order across subjects (a join is applied
+//! before that user's first chat line); separate subscriptions per subject would not.
+
+use crate::config::{Config, Mode};
+use crate::db::{Database, OpenOptions};
+use crate::durable::{self, ConsumerSettings};
+use crate::events;
+use crate::nats_connect;
+use crate::requests::{ReadPool, RequestContext};
+use crate::stats::Stats;
+use crate::writer::{Event, Outcome, Writer, WriterConfig, WriterMsg};
+use anyhow::{anyhow, Context as _};
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use futures::{FutureExt as _, StreamExt as _};
+use rosey_protocol::db::{CommitNotice, ServiceStats};
+use rosey_protocol::{subjects, to_seed_json};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Concurrent request handlers at most; further requests wait in their subscription.
+const MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Deadline of the readiness round trip.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages per pull request in durable mode.
+const PULL_BATCH: usize = 1000;
+
+/// Runs the service until `shutdown` is cancelled (or a fatal error), then stops cleanly: stops
+/// taking messages, commits what was received, publishes the last commit notices and acks,
+/// drains NATS and closes the database (ending open user sessions).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, shutdown.clone()).await?;
+    tracing::info!("ready");
+    running.wait(shutdown).await
+}
+
+/// Starts the service in-process and returns once it is ready: every subscription is active at
+/// the server (proven by a request to its own `rosey.db.service.ping` through the server).
+pub async fn spawn(config: Config) -> anyhow::Result<ServiceHandle> {
+    let token = CancellationToken::new();
+    let running = start(config, token.clone()).await?;
+    let stats = Arc::clone(&running.stats);
+    let mode = running.mode;
+    let wait_token = token.clone();
+    let task = tokio::spawn(running.wait(wait_token));
+    Ok(ServiceHandle { token, task: Some(task), stats, mode })
+}
+
+/// A service started by [`spawn`]. Dropping it cancels the service without waiting; call
+/// [`ServiceHandle::shutdown`] for a clean, awaited stop.
+#[derive(Debug)]
+pub struct ServiceHandle {
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    stats: Arc<Stats>,
+    mode: Mode,
+}
+
+impl ServiceHandle {
+    /// Stops the service cleanly and waits until it has (see [`run`]).
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        match self.task.take() {
+            Some(task) => task.await.context("service task panicked")?,
+            None => Ok(()),
+        }
+    }
+
+    /// The counters `rosey.db.service.ping` would report now.
+    pub fn stats(&self) -> ServiceStats {
+        self.stats.snapshot(self.mode.as_str())
+    }
+
+    /// Cancelling this token stops the service (as [`ServiceHandle::shutdown`] does, without
+    /// waiting).
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// True once the service has stopped (after a shutdown or a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Everything a started service owns.
+struct Running {
+    mode: Mode,
+    stats: Arc<Stats>,
+    shutdown_timeout: Duration,
+    events_client: Client,
+    requests_client: Client,
+    pool: Arc<ReadPool>,
+    /// Stops the intake, the request handlers and maintenance (in that order, see `stop`).
+    intake_stop: CancellationToken,
+    requests_stop: CancellationToken,
+    intake: JoinHandle<anyhow::Result<()>>,
+    request_tasks: TaskTracker,
+    maintenance: Option<JoinHandle<()>>,
+    writer_done: oneshot::Receiver<Result<(), crate::db::DbError>>,
+    publisher: JoinHandle<()>,
+    fatal: mpsc::Receiver<anyhow::Error>,
+}
+
+async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    if shutdown.is_cancelled() {
+        anyhow::bail!("shutdown requested before start");
+    }
+    let stats = Arc::new(Stats::default());
+
+    // Database first: a bad path fails before anything touches NATS.
+    let db_path = config.db_path.clone();
+    let options = OpenOptions { read_only: false, synchronous_full: config.synchronous_full };
+    let read_connections = config.read_connections;
+    let (db, pool) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Database, ReadPool)> {
+        let mut db = Database::with_options(&db_path, options);
+        db.open().with_context(|| format!("opening database {}", db_path.display()))?;
+        let pool = ReadPool::open(&db_path, read_connections).context("opening read connections")?;
+        Ok((db, pool))
+    })
+    .await
+    .context("database open task failed")??;
+    let pool = Arc::new(pool);
+
+    let name = config.nats.name.clone().unwrap_or_else(|| "rosey-dbservice".to_owned());
+    let events_opts = nats_connect::connect_options(&config.nats, &name)
+        .await?
+        .subscription_capacity(config.subscription_capacity)
+        .client_capacity(65_536);
+    let events_client = nats_connect::connect(&config.nats, events_opts).await?;
+    let requests_opts = nats_connect::connect_options(&config.nats, &format!("{name}-requests")).await?;
+    let requests_client = nats_connect::connect(&config.nats, requests_opts).await?;
+    tracing::info!(url = %config.nats.redacted_url(), mode = config.mode.as_str(), "connected to nats");
+
+    // Subscribe before spawning anything, so a failure here leaves nothing running: dropped
+    // subscribers unsubscribe, dropped clients disconnect, the database closes on drop.
+    let mut request_subs = Vec::with_capacity(subjects::REQUEST_SUBJECTS.len());
+    // SERVICE_PING last: when the readiness ping is answered, the server has processed every
+    // earlier SUB on this connection.
+    let mut request_subjects: Vec<&str> =
+        subjects::REQUEST_SUBJECTS.iter().copied().filter(|s| *s != subjects::SERVICE_PING).collect();
+    request_subjects.push(subjects::SERVICE_PING);
+    for subject in request_subjects {
+        let sub = requests_client
+            .subscribe(subject)
+            .await
+            .with_context(|| format!("subscribing to {subject}"))?;
+        request_subs.push(sub);
+    }
+    let intake_source = match config.mode {
+        Mode::Core => IntakeSource::Core(
+            events_client
+                .subscribe("rosey.db.>")
+                .await
+                .context("subscribing to rosey.db.>")?,
+        ),
+        Mode::Durable => {
+            let js = async_nats::jetstream::new(events_client.clone());
+            let settings = ConsumerSettings { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending };
+            let consumer = durable::ensure(&js, settings).await?;
+            let messages = durable::messages(&consumer, PULL_BATCH.min(config.max_ack_pending)).await?;
+            IntakeSource::Durable { consumer, messages }
+        }
+    };
+
+    // From here on nothing fails before the readiness check.
+    let (writer_tx, writer_rx) = mpsc::channel(config.channel_capacity);
+    let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(1024);
+    let (done_tx, writer_done) = oneshot::channel();
+    let writer = Writer::new(
+        db,
+        writer_rx,
+        outcome_tx,
+        Arc::clone(&stats),
+        WriterConfig {
+            max_events: config.batch_max_events,
+            max_wait: config.batch_max_wait,
+            dedupe: config.mode == Mode::Durable,
+        },
+        tokio::runtime::Handle::current(),
+    );
+    std::thread::Builder::new()
+        .name("rosey-db-writer".to_owned())
+        .spawn(move || {
+            let result = writer.run();
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "writer stopped with an error");
+            }
+            let _ = done_tx.send(result);
+        })
+        .context("spawning the writer thread")?;
+
+    let publisher = tokio::spawn(publish_outcomes(outcome_rx, events_client.clone(), config.commit_notices));
+
+    let (fatal_tx, fatal) = mpsc::channel(4);
+    let intake_stop = CancellationToken::new();
+    let intake_ctx = IntakeContext {
+        writer: writer_tx.clone(),
+        stats: Arc::clone(&stats),
+        max_payload_bytes: config.max_payload_bytes,
+        client: events_client.clone(),
+    };
+    let intake = tokio::spawn(run_intake(
+        intake_source,
+        intake_ctx,
+        intake_stop.clone(),
+        config.shutdown_timeout,
+        fatal_tx.clone(),
+    ));
+
+    let requests_stop = CancellationToken::new();
+    let request_tasks = TaskTracker::new();
+    let ctx = Arc::new(RequestContext {
+        pool: Arc::clone(&pool),
+        writer: writer_tx.clone(),
+        stats: Arc::clone(&stats),
+        mode: config.mode.as_str(),
+        max_payload_bytes: config.max_payload_bytes,
+        fault_stats_delay: config.fault_stats_delay,
+        write_timeout: config.shutdown_timeout,
+    });
+    let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+    for sub in request_subs {
+        request_tasks.spawn(serve_requests(
+            sub,
+            requests_client.clone(),
+            Arc::clone(&ctx),
+            Arc::clone(&limit),
+            requests_stop.clone(),
+            request_tasks.clone(),
+            config.shutdown_timeout,
+        ));
+    }
+    drop(ctx);
+
+    let maintenance = config.maintenance_interval.map(|interval| {
+        tokio::spawn(run_maintenance(interval, writer_tx.clone(), requests_stop.clone()))
+    });
+    drop(writer_tx);
+
+    let running = Running {
+        mode: config.mode,
+        stats,
+        shutdown_timeout: config.shutdown_timeout,
+        events_client,
+        requests_client,
+        pool,
+        intake_stop,
+        requests_stop,
+        intake,
+        request_tasks,
+        maintenance,
+        writer_done,
+        publisher,
+        fatal,
+    };
+    // Readiness: a round trip through the server from the events connection to the requests
+    // connection's last subscription. The server handles each connection's commands in order, so
+    // an answer proves every SUB of both connections is active.
+    let ping = timeout(READY_TIMEOUT, running.events_client.request(subjects::SERVICE_PING, Bytes::new())).await;
+    match ping {
+        Ok(Ok(_)) => Ok(running),
+        Ok(Err(e)) => {
+            let err = anyhow!("readiness ping failed: {e}");
+            running.stop().await.ok();
+            Err(err)
+        }
+        Err(_) => {
+            running.stop().await.ok();
+            Err(anyhow!("readiness ping not answered within {READY_TIMEOUT:?}"))
+        }
+    }
+}
+
+impl Running {
+    async fn wait(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let fatal = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            Some(e) = self.fatal.recv() => Some(e),
+            r = &mut self.writer_done => Some(match r {
+                Ok(Ok(())) => anyhow!("the writer thread stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("the writer thread failed"),
+                Err(_) => anyhow!("the writer thread panicked"),
+            }),
+        };
+        if let Some(e) = &fatal {
+            tracing::error!(error = format!("{e:#}"), "fatal error; stopping");
+        } else {
+            tracing::info!("shutting down");
+        }
+        let stopped = self.stop().await;
+        match (fatal, stopped) {
+            (Some(e), _) => Err(e),
+            (None, r) => r,
+        }
+    }
+
+    /// The clean stop, every step with a deadline. Continues past failed steps and reports the
+    /// first failure.
+    async fn stop(self) -> anyhow::Result<()> {
+        let d = self.shutdown_timeout;
+        let mut first_error: Option<anyhow::Error> = None;
+        let mut note = |e: anyhow::Error| {
+            tracing::warn!(error = format!("{e:#}"), "shutdown step failed");
+            first_error.get_or_insert(e);
+        };
+
+        // 1. Stop taking events; what was already delivered still goes to the writer.
+        self.intake_stop.cancel();
+        match timeout(d, self.intake).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => note(e.context("stopping the intake")),
+            Ok(Err(e)) => note(anyhow!("intake task panicked: {e}")),
+            Err(_) => note(anyhow!("intake did not stop within {d:?}")),
+        }
+        // 2. Stop requests (in-flight ones finish) and maintenance.
+        self.requests_stop.cancel();
+        self.request_tasks.close();
+        if timeout(d, self.request_tasks.wait()).await.is_err() {
+            note(anyhow!("request handlers did not finish within {d:?}"));
+        }
+        if let Some(m) = self.maintenance {
+            if timeout(d, m).await.is_err() {
+                note(anyhow!("maintenance did not stop within {d:?}"));
+            }
+        }
+        // 3. Every queue sender is gone now: the writer commits the rest and closes the database.
+        let mut writer_done = self.writer_done;
+        match timeout(d, &mut writer_done).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => note(anyhow::Error::new(e).context("closing the database")),
+            Ok(Err(_)) => {} // already reported by `wait`
+            Err(_) => note(anyhow!("writer did not commit and close within {d:?}")),
+        }
+        // 4. The last commit notices and acks.
+        if timeout(d, self.publisher).await.is_err() {
+            note(anyhow!("publishing the last commit notices did not finish within {d:?}"));
+        }
+        // 5. Flush and drain both connections.
+        for (what, client) in [("events", &self.events_client), ("requests", &self.requests_client)] {
+            match timeout(d, client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => note(anyhow!("flushing the {what} connection: {e}")),
+                Err(_) => note(anyhow!("flushing the {what} connection took longer than {d:?}")),
+            }
+            if let Err(e) = client.drain().await {
+                tracing::debug!(error = %e, what, "draining connection");
+            }
+        }
+        // 6. Read connections.
+        self.pool.close();
+        tracing::info!(stats = ?self.stats.snapshot(self.mode.as_str()), "stopped");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+enum IntakeSource {
+    Core(Subscriber),
+    Durable {
+        consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+        messages: async_nats::jetstream::consumer::pull::Stream,
+    },
+}
+
+struct IntakeContext {
+    writer: mpsc::Sender<WriterMsg>,
+    stats: Arc<Stats>,
+    max_payload_bytes: usize,
+    client: Client,
+}
+
+impl IntakeContext {
+    /// Validates one event message and queues it for the writer. Returns false if the writer
+    /// is gone.
+    /// `stream_seq` is the JetStream stream sequence (durable mode).
+    async fn handle(&self, msg: async_nats::Message, durable: bool, stream_seq: Option<u64>) -> bool {
+        let subject = msg.subject.as_str();
+        if !events::is_event_subject(subject) {
+            return true; // requests and our own commit notices share the wildcard
+        }
+        self.stats.received.fetch_add(1, Relaxed);
+        let op = match events::parse(subject, &msg.payload, self.max_payload_bytes) {
+            Ok(op) => op,
+            Err(reason) => {
+                self.stats.malformed(subject, &reason);
+                if let (true, Some(reply)) = (durable, msg.reply) {
+                    // Nothing to commit; never redeliver.
+                    if let Err(e) = self.client.publish(reply, durable::TERM).await {
+                        tracing::warn!(error = %e, "terminating a malformed message");
+                    }
+                }
+                return true;
+            }
+        };
+        let id = events::event_id(msg.headers.as_ref()).unwrap_or_else(|reason| {
+            self.stats.malformed(subject, &reason);
+            None
+        });
+        let (dedupe_key, ack) = if durable {
+            (id.clone().or_else(|| stream_seq.map(|s| format!("js:{s}"))), msg.reply)
+        } else {
+            (None, None)
+        };
+        self.writer.send(WriterMsg::Event(Event { op, id, dedupe_key, ack })).await.is_ok()
+    }
+
+    async fn handle_js(&self, msg: async_nats::jetstream::Message) -> bool {
+        let seq = msg.info().ok().map(|i| i.stream_sequence);
+        self.handle(msg.message, true, seq).await
+    }
+}
+
+async fn run_intake(
+    source: IntakeSource,
+    ctx: IntakeContext,
+    stop: CancellationToken,
+    deadline: Duration,
+    fatal: mpsc::Sender<anyhow::Error>,
+) -> anyhow::Result<()> {
+    let result = match source {
+        IntakeSource::Core(sub) => core_intake(sub, &ctx, &stop, deadline).await,
+        IntakeSource::Durable { consumer, messages } => durable_intake(consumer, messages, &ctx, &stop).await,
+    };
+    if let Err(e) = &result {
+        if !stop.is_cancelled() {
+            let _ = fatal.try_send(anyhow!("event intake failed: {e:#}"));
+        }
+    }
+    result
+}
+
+async fn core_intake(
+    mut sub: Subscriber,
+    ctx: &IntakeContext,
+    stop: &CancellationToken,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    if !ctx.handle(msg, false, None).await {
+                        anyhow::bail!("the writer stopped");
+                    }
+                }
+                None => anyhow::bail!("the event subscription ended (connection closed)"),
+            },
+        }
+    }
+    // Unsubscribe at the server, then apply everything it had already sent.
+    sub.drain().await.context("draining the event subscription")?;
+    let until = Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(until, sub.next()).await {
+            Ok(Some(msg)) => {
+                if !ctx.handle(msg, false, None).await {
+                    anyhow::bail!("the writer stopped while draining");
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(_) => anyhow::bail!("draining the event subscription took longer than {deadline:?}"),
+        }
+    }
+}
+
+async fn durable_intake(
+    consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    mut messages: async_nats::jetstream::consumer::pull::Stream,
+    ctx: &IntakeContext,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            msg = messages.next() => match msg {
+                Some(Ok(msg)) => {
+                    backoff = Duration::from_millis(100);
+                    if !ctx.handle_js(msg).await {
+                        anyhow::bail!("the writer stopped");
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "jetstream consumer error");
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+                    if matches!(e.kind(), K::ConsumerDeleted | K::RequestLimitExceeded | K::PushBasedConsumer) {
+                        anyhow::bail!("jetstream consumer unusable: {e}");
+                    }
+                }
+                None => {
+                    // The pull stream ended; start a new one after a pause.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    messages = durable::messages(&consumer, PULL_BATCH).await?;
+                }
+            },
+        }
+    }
+    // Apply what the client already holds; anything else is redelivered after ack_wait.
+    while let Some(Some(msg)) = messages.next().now_or_never() {
+        match msg {
+            Ok(msg) => {
+                if !ctx.handle_js(msg).await {
+                    anyhow::bail!("the writer stopped while draining");
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+async fn publish_outcomes(mut rx: mpsc::Receiver<Outcome>, client: Client, notices: bool) {
+    while let Some(o) = rx.recv().await {
+        if notices && !(o.ids.is_empty() && o.duplicate_ids.is_empty()) {
+            let notice = CommitNotice { batch: o.batch, ids: o.ids, events: o.events, duplicate_ids: o.duplicate_ids };
+            if let Err(e) = client.publish(subjects::COMMITTED, to_seed_json(&notice).into()).await {
+                tracing::warn!(error = %e, "publishing commit notice");
+            }
+        }
+        for (subjects, payload) in [(o.ack, durable::ACK), (o.term, durable::TERM), (o.nak, durable::NAK_1S)] {
+            for s in subjects {
+                if let Err(e) = client.publish(s, payload.clone()).await {
+                    tracing::warn!(error = %e, "publishing jetstream acknowledgement");
+                }
+            }
+        }
+    }
+}
+
+async fn serve_requests(
+    mut sub: Subscriber,
+    client: Client,
+    ctx: Arc<RequestContext>,
+    limit: Arc<Semaphore>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    deadline: Duration,
+) {
+    let spawn_one = |msg: async_nats::Message, permit| {
+        let client = client.clone();
+        let ctx = Arc::clone(&ctx);
+        tracker.spawn(async move {
+            let _permit = permit;
+            let reply = ctx.handle(msg.subject.as_str(), &msg.payload).await;
+            match msg.reply {
+                Some(to) => match client.publish(to, reply.into()).await {
+                    Ok(()) => {
+                        ctx.stats.requests.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "publishing reply"),
+                },
+                None => tracing::debug!(subject = %msg.subject, "request without a reply subject"),
+            }
+        });
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
+                    spawn_one(msg, permit);
+                }
+                None => return,
+            },
+        }
+    }
+    // Answer the requests already delivered, then stop.
+    if sub.drain().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + deadline;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(until, sub.next()).await {
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
+        spawn_one(msg, permit);
+    }
+}
+
+async fn run_maintenance(interval: Duration, writer: mpsc::Sender<WriterMsg>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        if writer.send(WriterMsg::Maintenance(tx)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx => match r {
+                Ok(Ok(report)) => tracing::info!(?report, "periodic maintenance done"),
+                Ok(Err(e)) => tracing::error!(error = %e, "periodic maintenance failed"),
+                Err(_) => return,
+            },
+        }
+    }
+}
