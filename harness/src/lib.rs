@@ -3,5 +3,8 @@
 //!
 //! Nothing depends on this crate; `xtask` is its thin command-line front.
 
+pub mod env;
 pub mod histogram;
+pub mod provision;
 pub mod results;
+pub mod sampler;

@@ -39,6 +39,10 @@ pub struct NatsProvision {
     /// URL for external, image reference for container, binary path for local.
     pub detail: String,
     pub server_version: String,
+    /// For a container: true when the image was built locally (no registry reachable), false
+    /// when an official image was used; `None` for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_built_locally: Option<bool>,
 }
 
 /// The environment fingerprint of methodology.md.

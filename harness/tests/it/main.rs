@@ -1,0 +1,3 @@
+//! The harness's one integration-test binary; one module per area.
+
+mod infra;
