@@ -28,7 +28,12 @@ pub(crate) struct Bot {
 }
 
 impl Bot {
-    pub fn new(config: Config, db: DbClient, sender: Arc<dyn PlatformSender>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Config,
+        db: DbClient,
+        sender: Arc<dyn PlatformSender>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let now = SystemTime::now();
         Bot {
             traces: TraceSource::new(&config.bot_name),
@@ -51,7 +56,10 @@ impl Bot {
     }
 
     pub fn connected_since(&self) -> SystemTime {
-        *self.connected_since.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .connected_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends a platform action, counting the outcome.

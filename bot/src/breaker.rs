@@ -47,7 +47,11 @@ pub enum BreakerState {
 
 impl CircuitBreaker {
     pub fn new(threshold: u32, open_for: Duration) -> Self {
-        CircuitBreaker { threshold: threshold.max(1), open_for, state: State::Closed { failures: 0 } }
+        CircuitBreaker {
+            threshold: threshold.max(1),
+            open_for,
+            state: State::Closed { failures: 0 },
+        }
     }
 
     /// Asks to send a request at `now`.
@@ -58,8 +62,12 @@ impl CircuitBreaker {
                 self.state = State::HalfOpen;
                 Admit::Probe
             }
-            State::Open { until } => Admit::No { retry_in: until - now },
-            State::HalfOpen => Admit::No { retry_in: Duration::ZERO },
+            State::Open { until } => Admit::No {
+                retry_in: until - now,
+            },
+            State::HalfOpen => Admit::No {
+                retry_in: Duration::ZERO,
+            },
         }
     }
 
@@ -71,8 +79,12 @@ impl CircuitBreaker {
     /// The admitted request failed (no responders, timeout, connection error).
     pub fn on_failure(&mut self, now: Instant) {
         self.state = match self.state {
-            State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
-            State::Closed { .. } | State::HalfOpen => State::Open { until: now + self.open_for },
+            State::Closed { failures } if failures + 1 < self.threshold => State::Closed {
+                failures: failures + 1,
+            },
+            State::Closed { .. } | State::HalfOpen => State::Open {
+                until: now + self.open_for,
+            },
             // A request admitted before the breaker opened failed late: keep the current window.
             open @ State::Open { .. } => open,
         };
@@ -103,9 +115,19 @@ mod tests {
         assert_eq!(b.admit(Instant::now()), Admit::Yes);
         b.on_failure(Instant::now());
         assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(b.admit(Instant::now()), Admit::No { retry_in: Duration::from_secs(5) });
+        assert_eq!(
+            b.admit(Instant::now()),
+            Admit::No {
+                retry_in: Duration::from_secs(5)
+            }
+        );
         advance(Duration::from_secs(2)).await;
-        assert_eq!(b.admit(Instant::now()), Admit::No { retry_in: Duration::from_secs(3) });
+        assert_eq!(
+            b.admit(Instant::now()),
+            Admit::No {
+                retry_in: Duration::from_secs(3)
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -125,10 +147,20 @@ mod tests {
         assert_eq!(b.admit(Instant::now()), Admit::Probe);
         assert_eq!(b.state(), BreakerState::HalfOpen);
         // Others fail fast while the probe is out.
-        assert_eq!(b.admit(Instant::now()), Admit::No { retry_in: Duration::ZERO });
+        assert_eq!(
+            b.admit(Instant::now()),
+            Admit::No {
+                retry_in: Duration::ZERO
+            }
+        );
         // Probe fails: open for another full window.
         b.on_failure(Instant::now());
-        assert_eq!(b.admit(Instant::now()), Admit::No { retry_in: Duration::from_secs(5) });
+        assert_eq!(
+            b.admit(Instant::now()),
+            Admit::No {
+                retry_in: Duration::from_secs(5)
+            }
+        );
         advance(Duration::from_secs(5)).await;
         assert_eq!(b.admit(Instant::now()), Admit::Probe);
         b.on_success();
@@ -142,6 +174,11 @@ mod tests {
         b.on_failure(Instant::now());
         advance(Duration::from_secs(4)).await;
         b.on_failure(Instant::now());
-        assert_eq!(b.admit(Instant::now()), Admit::No { retry_in: Duration::from_secs(1) });
+        assert_eq!(
+            b.admit(Instant::now()),
+            Admit::No {
+                retry_in: Duration::from_secs(1)
+            }
+        );
     }
 }

@@ -103,7 +103,10 @@ pub struct OutboundPolicy {
 
 impl Default for OutboundPolicy {
     fn default() -> Self {
-        OutboundPolicy { limit: 20, max_retries: 3 }
+        OutboundPolicy {
+            limit: 20,
+            max_retries: 3,
+        }
     }
 }
 
@@ -124,7 +127,11 @@ impl Default for Config {
 impl Config {
     /// Defaults for everything but the server and the channel.
     pub fn new(nats_url: impl Into<String>, channel: impl Into<String>) -> Self {
-        Config { nats: NatsConnectConfig::new(nats_url), channel: channel.into(), ..Default::default() }
+        Config {
+            nats: NatsConnectConfig::new(nats_url),
+            channel: channel.into(),
+            ..Default::default()
+        }
     }
 
     /// Parses a TOML config file's text; missing keys keep their defaults.
@@ -140,7 +147,10 @@ impl Config {
             self.channel
         );
         ensure!(!self.bot_name.is_empty(), "bot name is empty");
-        ensure!(self.moderator_rank.is_finite(), "moderator rank must be a number");
+        ensure!(
+            self.moderator_rank.is_finite(),
+            "moderator rank must be a number"
+        );
         for (name, d) in [
             ("user_count", self.intervals.user_count),
             ("status", self.intervals.status),
@@ -152,7 +162,10 @@ impl Config {
         ] {
             ensure!(!d.is_zero(), "{name} interval must be positive");
         }
-        ensure!(self.requests.breaker_failures > 0, "breaker_failures must be at least 1");
+        ensure!(
+            self.requests.breaker_failures > 0,
+            "breaker_failures must be at least 1"
+        );
         self.nats.auth_method().map_err(anyhow::Error::msg)?;
         Ok(())
     }
@@ -165,7 +178,8 @@ mod secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(|e| D::Error::custom(format!("bad duration {v}: {e}")))
+        Duration::try_from_secs_f64(v)
+            .map_err(|e| D::Error::custom(format!("bad duration {v}: {e}")))
     }
 }
 

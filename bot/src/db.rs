@@ -66,14 +66,24 @@ pub(crate) struct DbClient {
 
 impl fmt::Debug for DbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DbClient").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("DbClient")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl DbClient {
     pub fn new(client: Client, policy: RequestPolicy, metrics: Arc<Metrics>) -> Self {
-        let breaker = Mutex::new(CircuitBreaker::new(policy.breaker_failures, policy.breaker_open));
-        DbClient { client, policy, breaker, metrics }
+        let breaker = Mutex::new(CircuitBreaker::new(
+            policy.breaker_failures,
+            policy.breaker_open,
+        ));
+        DbClient {
+            client,
+            policy,
+            breaker,
+            metrics,
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -91,7 +101,12 @@ impl DbClient {
 
     /// Publishes a database event; failures are logged and counted, never returned (the seed's
     /// events are fire-and-forget too). Returns the event id.
-    pub async fn publish<T: Serialize + ?Sized>(&self, subject: &'static str, payload: &T, trace: &Trace) -> String {
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        subject: &'static str,
+        payload: &T,
+        trace: &Trace,
+    ) -> String {
         let (headers, event_id) = trace.event_headers();
         let body = Bytes::from(to_seed_json(payload));
         let publish = self.client.publish_with_headers(subject, headers, body);
@@ -106,7 +121,11 @@ impl DbClient {
             }
             Err(_) => {
                 Metrics::inc(&self.metrics.db_publish_failures);
-                tracing::warn!(subject, event_id, "database event not published: client buffer full (disconnected?)");
+                tracing::warn!(
+                    subject,
+                    event_id,
+                    "database event not published: client buffer full (disconnected?)"
+                );
             }
         }
         event_id
@@ -120,7 +139,8 @@ impl DbClient {
         trace: &Trace,
         retry: Retry,
     ) -> Result<Bytes, RequestError> {
-        self.request_with_timeout(subject, payload, trace, retry, self.policy.timeout).await
+        self.request_with_timeout(subject, payload, trace, retry, self.policy.timeout)
+            .await
     }
 
     /// Sends a request: breaker, timeout, retries with backoff (read-only only).
@@ -140,7 +160,10 @@ impl DbClient {
         let mut last = RequestError::NotConnected;
         for attempt in 0..attempts {
             if attempt > 0 {
-                let backoff = self.policy.retry_backoff.saturating_mul(1 << (attempt - 1).min(16));
+                let backoff = self
+                    .policy
+                    .retry_backoff
+                    .saturating_mul(1 << (attempt - 1).min(16));
                 tokio::time::sleep(backoff).await;
             }
             match self.attempt(subject, body.clone(), trace, timeout).await {
@@ -160,14 +183,22 @@ impl DbClient {
             }
         }
         match last {
-            RequestError::CircuitOpen { .. } => Metrics::inc(&self.metrics.requests_short_circuited),
+            RequestError::CircuitOpen { .. } => {
+                Metrics::inc(&self.metrics.requests_short_circuited)
+            }
             _ => Metrics::inc(&self.metrics.requests_failed),
         }
         tracing::warn!(subject, correlation_id = trace.correlation_id(), error = %last, "request failed");
         Err(last)
     }
 
-    async fn attempt(&self, subject: &'static str, body: Bytes, trace: &Trace, timeout: Duration) -> Result<Bytes, RequestError> {
+    async fn attempt(
+        &self,
+        subject: &'static str,
+        body: Bytes,
+        trace: &Trace,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
         if !self.is_connected() {
             return Err(RequestError::NotConnected);
         }
@@ -178,7 +209,10 @@ impl DbClient {
         if admit == Admit::Probe {
             tracing::info!(subject, "circuit half-open: probing the database service");
         }
-        let request = Request::new().payload(body).headers(trace.headers()).timeout(Some(timeout));
+        let request = Request::new()
+            .payload(body)
+            .headers(trace.headers())
+            .timeout(Some(timeout));
         let result = self.client.send_request(subject, request).await;
         let mut breaker = self.breaker();
         match result {
@@ -211,14 +245,23 @@ mod tests {
 
     #[test]
     fn user_facing_texts() {
-        assert_eq!(RequestError::NoResponders.to_string(), "database service not running");
+        assert_eq!(
+            RequestError::NoResponders.to_string(),
+            "database service not running"
+        );
         assert_eq!(RequestError::Timeout.to_string(), "timeout");
         assert_eq!(
-            RequestError::CircuitOpen { retry_in: Duration::from_millis(4200) }.to_string(),
+            RequestError::CircuitOpen {
+                retry_in: Duration::from_millis(4200)
+            }
+            .to_string(),
             "circuit open, retrying in 5s"
         );
         assert_eq!(
-            RequestError::CircuitOpen { retry_in: Duration::ZERO }.to_string(),
+            RequestError::CircuitOpen {
+                retry_in: Duration::ZERO
+            }
+            .to_string(),
             "circuit open, probing for recovery"
         );
     }

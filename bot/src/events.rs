@@ -14,7 +14,8 @@ use async_nats::Message;
 use rosey_protocol::db::{HighWater, MessageLog, UserEvent};
 use rosey_protocol::headers::CORRELATION_ID;
 use rosey_protocol::platform::{
-    self, kind, ChatMessage, MediaEvent, PlatformUser, PrivateMessage, UserCountEvent, UserLeave, UserListEvent,
+    self, kind, ChatMessage, MediaEvent, PlatformUser, PrivateMessage, UserCountEvent, UserLeave,
+    UserListEvent,
 };
 use rosey_protocol::subjects;
 use serde::de::DeserializeOwned;
@@ -40,7 +41,11 @@ pub(crate) async fn handle(bot: &Arc<Bot>, msg: Message) {
 async fn dispatch(bot: &Arc<Bot>, msg: &Message) -> Result<(), Malformed> {
     let kind = platform::in_kind(&bot.config.channel, &msg.subject)
         .ok_or_else(|| Malformed("not an incoming subject of this channel".into()))?;
-    let header = msg.headers.as_ref().and_then(|h| h.get(CORRELATION_ID)).map(|v| v.as_str());
+    let header = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(CORRELATION_ID))
+        .map(|v| v.as_str());
     match kind {
         kind::MESSAGE => {
             let m: ChatMessage = parse(msg)?;
@@ -68,14 +73,16 @@ async fn dispatch(bot: &Arc<Bot>, msg: &Message) -> Result<(), Malformed> {
             if l.users().iter().any(|u| u.user.is_empty()) {
                 return Err(Malformed("userlist entry with an empty user name".into()));
             }
-            bot.state().replace_users(l.into_users(), &bot.config.bot_name);
+            bot.state()
+                .replace_users(l.into_users(), &bot.config.bot_name);
             Ok(())
         }
         kind::PM => {
             let pm: PrivateMessage = parse(msg)?;
             let trace = bot.traces.adopt(header, pm.correlation_id.as_deref());
             let bot2 = Arc::clone(bot);
-            bot.tasks.spawn(async move { shell::handle_pm(&bot2, pm, trace).await });
+            bot.tasks
+                .spawn(async move { shell::handle_pm(&bot2, pm, trace).await });
             Ok(())
         }
         kind::MEDIA => {
@@ -100,7 +107,10 @@ async fn on_message(bot: &Bot, m: ChatMessage, trace: &Trace) -> Result<(), Malf
         tracing::debug!(user = %m.user, "empty chat message not logged");
         return Ok(());
     }
-    let payload = MessageLog { username: Some(m.user), message: Some(m.content) };
+    let payload = MessageLog {
+        username: Some(m.user),
+        message: Some(m.content),
+    };
     bot.db.publish(subjects::MESSAGE_LOG, &payload, trace).await;
     Ok(())
 }
@@ -113,10 +123,23 @@ async fn on_user_join(bot: &Bot, user: PlatformUser, trace: &Trace) -> Result<()
     let high_water = {
         let mut state = bot.state();
         state.upsert_user(user, &bot.config.bot_name);
-        HighWater { chat_count: Some(state.users.len() as i64), connected_count: state.usercount }
+        HighWater {
+            chat_count: Some(state.users.len() as i64),
+            connected_count: state.usercount,
+        }
     };
-    bot.db.publish(subjects::USER_JOINED, &UserEvent { username: Some(username) }, trace).await;
-    bot.db.publish(subjects::HIGH_WATER, &high_water, trace).await;
+    bot.db
+        .publish(
+            subjects::USER_JOINED,
+            &UserEvent {
+                username: Some(username),
+            },
+            trace,
+        )
+        .await;
+    bot.db
+        .publish(subjects::HIGH_WATER, &high_water, trace)
+        .await;
     Ok(())
 }
 
@@ -127,7 +150,15 @@ async fn on_user_leave(bot: &Bot, leave: UserLeave, trace: &Trace) -> Result<(),
     if !bot.state().remove_user(&leave.user) {
         tracing::debug!(user = %leave.user, "leave of a user not in the local userlist");
     }
-    bot.db.publish(subjects::USER_LEFT, &UserEvent { username: Some(leave.user) }, trace).await;
+    bot.db
+        .publish(
+            subjects::USER_LEFT,
+            &UserEvent {
+                username: Some(leave.user),
+            },
+            trace,
+        )
+        .await;
     Ok(())
 }
 
@@ -137,7 +168,12 @@ async fn on_usercount(bot: &Bot, count: i64, trace: &Trace) {
     let high_water = {
         let mut state = bot.state();
         state.usercount = Some(count);
-        HighWater { chat_count: Some(state.users.len() as i64), connected_count: Some(count) }
+        HighWater {
+            chat_count: Some(state.users.len() as i64),
+            connected_count: Some(count),
+        }
     };
-    bot.db.publish(subjects::HIGH_WATER, &high_water, trace).await;
+    bot.db
+        .publish(subjects::HIGH_WATER, &high_water, trace)
+        .await;
 }

@@ -6,7 +6,8 @@
 //! database service by request/reply) and publishes its actions on
 //! `rosey.platform.<channel>.out.<kind>` for a connector to carry out.
 //!
-//! * [`spawn`] starts a bot in-process and returns once its subscription is live at the server.
+//! * [`spawn`] starts a bot in-process and returns once its subscription is live at the server
+//!   (proved by [`round_trip`]).
 //! * [`run`] runs one until a [`CancellationToken`] fires (what `rosey-bot` does).
 //!
 //! Code map: `events` (platform events → database events), `shell` (PM commands), `tasks`
@@ -60,7 +61,9 @@ pub struct BotHandle {
 
 impl std::fmt::Debug for BotHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotHandle").field("channel", &self.bot.config.channel).finish_non_exhaustive()
+        f.debug_struct("BotHandle")
+            .field("channel", &self.bot.config.channel)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +112,10 @@ pub async fn spawn(config: Config) -> Result<BotHandle> {
 
 /// [`spawn`] with a custom [`PlatformSender`] (e.g. one that fails on purpose); `None` uses
 /// the NATS sender on `rosey.platform.<channel>.out.<kind>`.
-pub async fn spawn_with_sender(config: Config, sender: Option<Arc<dyn PlatformSender>>) -> Result<BotHandle> {
+pub async fn spawn_with_sender(
+    config: Config,
+    sender: Option<Arc<dyn PlatformSender>>,
+) -> Result<BotHandle> {
     start(config, sender, CancellationToken::new()).await
 }
 
@@ -120,25 +126,75 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     handle.wait().await
 }
 
-async fn start(config: Config, sender: Option<Arc<dyn PlatformSender>>, shutdown: CancellationToken) -> Result<BotHandle> {
+async fn start(
+    config: Config,
+    sender: Option<Arc<dyn PlatformSender>>,
+    shutdown: CancellationToken,
+) -> Result<BotHandle> {
     config.validate()?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let client = nats::connect(&config.nats, &format!("rosey-bot {}", config.channel), events_tx).await?;
+    let client = nats::connect(
+        &config.nats,
+        &format!("rosey-bot {}", config.channel),
+        events_tx,
+    )
+    .await?;
     let subject = platform::in_wildcard(&config.channel);
-    let subscription = client.subscribe(subject.clone()).await.with_context(|| format!("subscribing to {subject}"))?;
-    // A PING/PONG round trip: the server has processed the SUB before it answers.
-    client.flush().await.context("confirming the platform subscription with the server")?;
+    let subscription = client
+        .subscribe(subject.clone())
+        .await
+        .with_context(|| format!("subscribing to {subject}"))?;
+    round_trip(&client)
+        .await
+        .context("confirming the platform subscription with the server")?;
 
     let metrics = Arc::new(Metrics::default());
     let sender = sender.unwrap_or_else(|| {
-        Arc::new(NatsPlatformSender::new(client.clone(), config.channel.clone(), config.requests.publish_timeout))
+        Arc::new(NatsPlatformSender::new(
+            client.clone(),
+            config.channel.clone(),
+            config.requests.publish_timeout,
+        ))
     });
-    let db = DbClient::new(client.clone(), config.requests.clone(), Arc::clone(&metrics));
+    let db = DbClient::new(
+        client.clone(),
+        config.requests.clone(),
+        Arc::clone(&metrics),
+    );
     let bot = Arc::new(Bot::new(config, db, sender, metrics));
     tracing::info!(channel = %bot.config.channel, bot = %bot.config.bot_name, nats = %bot.config.nats.redacted_url(), "bot started");
 
-    let task = tokio::spawn(serve(Arc::clone(&bot), client, subscription, events_rx, shutdown.clone()));
-    Ok(BotHandle { shutdown, task: Some(task), bot })
+    let task = tokio::spawn(serve(
+        Arc::clone(&bot),
+        client,
+        subscription,
+        events_rx,
+        shutdown.clone(),
+    ));
+    Ok(BotHandle {
+        shutdown,
+        task: Some(task),
+        bot,
+    })
+}
+
+/// Sends a message to itself through the server. The server handles one connection's commands
+/// in order, so when it comes back every earlier subscription of this client is active.
+/// (`Client::flush` only flushes the socket; it does not wait for the server.)
+pub async fn round_trip(client: &async_nats::Client) -> Result<()> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, bytes::Bytes::new()).await?;
+    let got = tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .context("timed out after 10s waiting for a message to come back from the server")?;
+    anyhow::ensure!(
+        got.is_some(),
+        "the connection closed while waiting for the round trip"
+    );
+    // Best effort: the inbox is unique and unused after this.
+    let _ = echo.unsubscribe().await;
+    Ok(())
 }
 
 async fn serve(
@@ -152,7 +208,11 @@ async fn serve(
     background.spawn(tasks::user_counts(Arc::clone(&bot), shutdown.clone()));
     background.spawn(tasks::status(Arc::clone(&bot), shutdown.clone()));
     background.spawn(tasks::outbound(Arc::clone(&bot), shutdown.clone()));
-    background.spawn(tasks::watch_connection(Arc::clone(&bot), events_rx, shutdown.clone()));
+    background.spawn(tasks::watch_connection(
+        Arc::clone(&bot),
+        events_rx,
+        shutdown.clone(),
+    ));
     background.close();
 
     let outcome = loop {

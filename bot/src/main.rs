@@ -13,7 +13,11 @@ use rosey_bot::{CancellationToken, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "rosey-bot", version, about = "The Rosey chat bot: platform events in, database events and PM commands out")]
+#[command(
+    name = "rosey-bot",
+    version,
+    about = "The Rosey chat bot: platform events in, database events and PM commands out"
+)]
 struct Args {
     /// TOML config file; flags override its values.
     #[arg(long)]
@@ -84,7 +88,8 @@ fn secs(v: f64, what: &str) -> Result<Duration> {
 fn build_config(args: &Args) -> Result<Config> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Config::from_toml_str(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Config::default(),
@@ -147,7 +152,9 @@ async fn wait_for_signal(token: CancellationToken) -> Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("signal received: shutting down");
     token.cancel();
     Ok(())

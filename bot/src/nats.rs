@@ -10,7 +10,11 @@ use tokio::sync::mpsc;
 
 /// Connects, failing if the first connection cannot be made (later losses are reconnected
 /// forever). Client events are sent to `events`.
-pub(crate) async fn connect(cfg: &NatsConnectConfig, default_name: &str, events: mpsc::UnboundedSender<Event>) -> Result<Client> {
+pub(crate) async fn connect(
+    cfg: &NatsConnectConfig,
+    default_name: &str,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<Client> {
     let mut opts = ConnectOptions::new()
         .name(cfg.name.clone().unwrap_or_else(|| default_name.to_owned()))
         .connection_timeout(Duration::from_secs(5))
@@ -32,12 +36,19 @@ pub(crate) async fn connect(cfg: &NatsConnectConfig, default_name: &str, events:
         }
         AuthMethod::Token => opts = opts.token(cfg.token.clone().unwrap_or_default()),
         AuthMethod::NkeySeedFile => {
-            let path = cfg.nkey_seed_file.as_ref().expect("auth_method checked it is set");
-            let seed = std::fs::read_to_string(path).with_context(|| format!("reading nkey seed file {}", path.display()))?;
+            let path = cfg
+                .nkey_seed_file
+                .as_ref()
+                .expect("auth_method checked it is set");
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("reading nkey seed file {}", path.display()))?;
             opts = opts.nkey(seed.trim().to_owned());
         }
         AuthMethod::CredsFile => {
-            let path = cfg.creds_file.as_ref().expect("auth_method checked it is set");
+            let path = cfg
+                .creds_file
+                .as_ref()
+                .expect("auth_method checked it is set");
             opts = opts
                 .credentials_file(path)
                 .await
@@ -53,10 +64,20 @@ pub(crate) async fn connect(cfg: &NatsConnectConfig, default_name: &str, events:
     if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    let urls: Vec<String> = cfg.url.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    let urls: Vec<String> = cfg
+        .url
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
-        .map(|u| u.parse().with_context(|| format!("invalid nats url {:?}", cfg.redacted_url())))
+        .map(|u| {
+            u.parse()
+                .with_context(|| format!("invalid nats url {:?}", cfg.redacted_url()))
+        })
         .collect::<Result<_>>()?;
-    opts.connect(addrs).await.with_context(|| format!("connecting to NATS at {}", cfg.redacted_url()))
+    opts.connect(addrs)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", cfg.redacted_url()))
 }

@@ -25,11 +25,16 @@ pub enum PlatformAction {
 
 impl PlatformAction {
     pub fn chat(content: impl Into<String>) -> Self {
-        PlatformAction::Chat(ChatAction { content: content.into() })
+        PlatformAction::Chat(ChatAction {
+            content: content.into(),
+        })
     }
 
     pub fn pm(user: impl Into<String>, content: impl Into<String>) -> Self {
-        PlatformAction::Pm(PmAction { user: user.into(), content: content.into() })
+        PlatformAction::Pm(PmAction {
+            user: user.into(),
+            content: content.into(),
+        })
     }
 
     /// The `out.<kind>` token.
@@ -63,11 +68,17 @@ pub struct SendError {
 
 impl SendError {
     pub fn transient(message: impl Into<String>) -> Self {
-        SendError { message: message.into(), permanent: false }
+        SendError {
+            message: message.into(),
+            permanent: false,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        SendError { message: message.into(), permanent: true }
+        SendError {
+            message: message.into(),
+            permanent: true,
+        }
     }
 }
 
@@ -82,7 +93,11 @@ impl std::error::Error for SendError {}
 /// Carries actions to the platform.
 pub trait PlatformSender: Send + Sync + 'static {
     /// Sends `action`, tagged with `correlation_id` (the `Rosey-Correlation-Id` header on NATS).
-    fn send<'a>(&'a self, action: PlatformAction, correlation_id: &'a str) -> BoxFuture<'a, Result<(), SendError>>;
+    fn send<'a>(
+        &'a self,
+        action: PlatformAction,
+        correlation_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
 }
 
 /// The default sender: publishes on the channel's `out.<kind>` subjects.
@@ -95,14 +110,24 @@ pub struct NatsPlatformSender {
 
 impl NatsPlatformSender {
     pub fn new(client: Client, channel: impl Into<String>, publish_timeout: Duration) -> Self {
-        NatsPlatformSender { client, channel: channel.into(), publish_timeout }
+        NatsPlatformSender {
+            client,
+            channel: channel.into(),
+            publish_timeout,
+        }
     }
 }
 
 impl PlatformSender for NatsPlatformSender {
-    fn send<'a>(&'a self, action: PlatformAction, correlation_id: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(
+        &'a self,
+        action: PlatformAction,
+        correlation_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            if let PlatformAction::Chat(ChatAction { content }) | PlatformAction::Pm(PmAction { content, .. }) = &action {
+            if let PlatformAction::Chat(ChatAction { content })
+            | PlatformAction::Pm(PmAction { content, .. }) = &action
+            {
                 if content.is_empty() {
                     return Err(SendError::permanent("empty message"));
                 }
@@ -110,11 +135,15 @@ impl PlatformSender for NatsPlatformSender {
             let subject = platform::out_subject(&self.channel, action.kind());
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(rosey_protocol::headers::CORRELATION_ID, correlation_id);
-            let publish = self.client.publish_with_headers(subject, headers, Bytes::from(action.to_json()));
+            let publish =
+                self.client
+                    .publish_with_headers(subject, headers, Bytes::from(action.to_json()));
             match tokio::time::timeout(self.publish_timeout, publish).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(SendError::transient(format!("publish failed: {e}"))),
-                Err(_) => Err(SendError::transient("publish timed out (NATS disconnected?)")),
+                Err(_) => Err(SendError::transient(
+                    "publish timed out (NATS disconnected?)",
+                )),
             }
         })
     }

@@ -114,7 +114,11 @@ impl ChannelState {
                 pl.current = Some(uid);
                 pl.current_time = 0.0;
             }
-            MediaEvent::MediaUpdate { current_time, paused, .. } => {
+            MediaEvent::MediaUpdate {
+                current_time,
+                paused,
+                ..
+            } => {
                 pl.current_time = current_time;
                 pl.paused = paused;
             }
@@ -128,27 +132,58 @@ mod tests {
     use super::*;
 
     fn item(uid: i64) -> MediaItem {
-        MediaItem { uid, title: format!("t{uid}"), ..Default::default() }
+        MediaItem {
+            uid,
+            title: format!("t{uid}"),
+            ..Default::default()
+        }
     }
 
     fn uids(s: &ChannelState) -> Vec<i64> {
-        s.playlist.as_ref().unwrap().queue.iter().map(|i| i.uid).collect()
+        s.playlist
+            .as_ref()
+            .unwrap()
+            .queue
+            .iter()
+            .map(|i| i.uid)
+            .collect()
     }
 
     #[test]
     fn playlist_edits() {
         let mut s = ChannelState::default();
         assert!(s.playlist.is_none());
-        s.apply_media(MediaEvent::Playlist { items: vec![item(1), item(2)], correlation_id: None });
-        s.apply_media(MediaEvent::Queue { item: item(3), after: Some(1), correlation_id: None });
+        s.apply_media(MediaEvent::Playlist {
+            items: vec![item(1), item(2)],
+            correlation_id: None,
+        });
+        s.apply_media(MediaEvent::Queue {
+            item: item(3),
+            after: Some(1),
+            correlation_id: None,
+        });
         assert_eq!(uids(&s), [1, 3, 2]);
-        s.apply_media(MediaEvent::Move { uid: 2, after: None, correlation_id: None });
+        s.apply_media(MediaEvent::Move {
+            uid: 2,
+            after: None,
+            correlation_id: None,
+        });
         assert_eq!(uids(&s), [2, 1, 3]);
-        s.apply_media(MediaEvent::Move { uid: 2, after: Some(3), correlation_id: None });
+        s.apply_media(MediaEvent::Move {
+            uid: 2,
+            after: Some(3),
+            correlation_id: None,
+        });
         assert_eq!(uids(&s), [1, 3, 2]);
-        s.apply_media(MediaEvent::SetCurrent { uid: 3, correlation_id: None });
+        s.apply_media(MediaEvent::SetCurrent {
+            uid: 3,
+            correlation_id: None,
+        });
         assert_eq!(s.playlist.as_ref().unwrap().current_item().unwrap().uid, 3);
-        s.apply_media(MediaEvent::Delete { uid: 3, correlation_id: None });
+        s.apply_media(MediaEvent::Delete {
+            uid: 3,
+            correlation_id: None,
+        });
         assert_eq!(uids(&s), [1, 2]);
         assert!(s.playlist.as_ref().unwrap().current_item().is_none());
     }
@@ -158,7 +193,13 @@ mod tests {
         let mut s = ChannelState::default();
         s.upsert_user(PlatformUser::new("amy", 1.0), "rosey");
         s.upsert_user(PlatformUser::new("amy", 3.0), "rosey");
-        s.upsert_user(PlatformUser { afk: true, ..PlatformUser::new("rosey", 2.0) }, "rosey");
+        s.upsert_user(
+            PlatformUser {
+                afk: true,
+                ..PlatformUser::new("rosey", 2.0)
+            },
+            "rosey",
+        );
         assert_eq!(s.users.len(), 2);
         assert_eq!(s.user("amy").unwrap().rank, 3.0);
         assert!(s.bot_afk);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::Event;
-use rosey_protocol::db::{MarkFailed, MarkSent, OutboundGet, OutboundMessage, StatusData, StatusUpdate, UserCount};
+use rosey_protocol::db::{
+    MarkFailed, MarkSent, OutboundGet, OutboundMessage, StatusData, StatusUpdate, UserCount,
+};
 use rosey_protocol::subjects;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -34,7 +36,10 @@ where
 }
 
 pub(crate) async fn user_counts(bot: Arc<Bot>, shutdown: CancellationToken) {
-    every(bot.config.intervals.user_count, shutdown, || publish_user_count(&bot)).await;
+    every(bot.config.intervals.user_count, shutdown, || {
+        publish_user_count(&bot)
+    })
+    .await;
 }
 
 /// The seed's periodic sample, fixed: connected is the platform's viewer count, not the chat
@@ -43,15 +48,23 @@ async fn publish_user_count(bot: &Bot) {
     let sample = {
         let state = bot.state();
         let chat = state.users.len() as i64;
-        (chat > 0).then(|| UserCount { chat_count: Some(chat), connected_count: Some(state.usercount.unwrap_or(chat)) })
+        (chat > 0).then(|| UserCount {
+            chat_count: Some(chat),
+            connected_count: Some(state.usercount.unwrap_or(chat)),
+        })
     };
     if let Some(sample) = sample {
-        bot.db.publish(subjects::USER_COUNT, &sample, &bot.traces.fresh()).await;
+        bot.db
+            .publish(subjects::USER_COUNT, &sample, &bot.traces.fresh())
+            .await;
     }
 }
 
 pub(crate) async fn status(bot: Arc<Bot>, shutdown: CancellationToken) {
-    every(bot.config.intervals.status, shutdown, || publish_status(&bot, true)).await;
+    every(bot.config.intervals.status, shutdown, || {
+        publish_status(&bot, true)
+    })
+    .await;
 }
 
 /// Publishes the status row (`bot_connected` 0 is sent once, on shutdown).
@@ -74,15 +87,27 @@ pub(crate) async fn publish_status(bot: &Bot, connected: bool) {
             current_media_duration: current.map(|i| i.duration),
         }
     };
-    bot.db.publish(subjects::STATUS_UPDATE, &StatusUpdate { status_data: Some(data) }, &bot.traces.fresh()).await;
+    bot.db
+        .publish(
+            subjects::STATUS_UPDATE,
+            &StatusUpdate {
+                status_data: Some(data),
+            },
+            &bot.traces.fresh(),
+        )
+        .await;
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(crate) async fn outbound(bot: Arc<Bot>, shutdown: CancellationToken) {
-    every(bot.config.intervals.outbound, shutdown, || process_outbound(&bot)).await;
+    every(bot.config.intervals.outbound, shutdown, || {
+        process_outbound(&bot)
+    })
+    .await;
 }
 
 /// One poll of the outbound queue: fetch, send each as a chat action, mark sent or failed.
@@ -91,10 +116,17 @@ async fn process_outbound(bot: &Bot) {
         return;
     }
     let trace = bot.traces.fresh();
-    let query = OutboundGet { limit: Some(bot.config.outbound.limit), max_retries: Some(bot.config.outbound.max_retries) };
+    let query = OutboundGet {
+        limit: Some(bot.config.outbound.limit),
+        max_retries: Some(bot.config.outbound.max_retries),
+    };
     // Not retried: the next poll is the retry.
     let timeout = bot.config.requests.outbound_timeout;
-    let bytes = match bot.db.request_with_timeout(subjects::OUTBOUND_GET, &query, &trace, Retry::Once, timeout).await {
+    let bytes = match bot
+        .db
+        .request_with_timeout(subjects::OUTBOUND_GET, &query, &trace, Retry::Once, timeout)
+        .await
+    {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(error = %e, "outbound poll failed");
@@ -114,22 +146,41 @@ async fn process_outbound(bot: &Bot) {
         match bot.act(PlatformAction::chat(&m.message), &trace).await {
             Ok(()) => {
                 Metrics::inc(&bot.metrics.outbound_sent);
-                bot.db.publish(subjects::OUTBOUND_MARK_SENT, &MarkSent { message_id: Some(m.id) }, &trace).await;
+                bot.db
+                    .publish(
+                        subjects::OUTBOUND_MARK_SENT,
+                        &MarkSent {
+                            message_id: Some(m.id),
+                        },
+                        &trace,
+                    )
+                    .await;
             }
             Err(e) => {
                 Metrics::inc(&bot.metrics.outbound_failed);
                 // This failure is attempt retry_count+1; the last allowed one gives up for good.
-                let is_permanent = e.permanent || m.retry_count + 1 >= bot.config.outbound.max_retries;
-                let mark = MarkFailed { message_id: Some(m.id), error: Some(e.message.clone()), is_permanent };
+                let is_permanent =
+                    e.permanent || m.retry_count + 1 >= bot.config.outbound.max_retries;
+                let mark = MarkFailed {
+                    message_id: Some(m.id),
+                    error: Some(e.message.clone()),
+                    is_permanent,
+                };
                 tracing::warn!(message_id = m.id, retry_count = m.retry_count, is_permanent, error = %e, "outbound message not sent");
-                bot.db.publish(subjects::OUTBOUND_MARK_FAILED, &mark, &trace).await;
+                bot.db
+                    .publish(subjects::OUTBOUND_MARK_FAILED, &mark, &trace)
+                    .await;
             }
         }
     }
 }
 
 /// Logs connection changes and announces a reconnection with a fresh status update.
-pub(crate) async fn watch_connection(bot: Arc<Bot>, mut events: mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
+pub(crate) async fn watch_connection(
+    bot: Arc<Bot>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    shutdown: CancellationToken,
+) {
     let mut disconnected = false;
     loop {
         let event = tokio::select! {
@@ -144,7 +195,9 @@ pub(crate) async fn watch_connection(bot: Arc<Bot>, mut events: mpsc::UnboundedR
             Event::Connected if disconnected => {
                 disconnected = false;
                 Metrics::inc(&bot.metrics.reconnects);
-                *bot.connected_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = SystemTime::now();
+                *bot.connected_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = SystemTime::now();
                 tracing::info!("NATS connection re-established");
                 publish_status(&bot, true).await;
             }

@@ -36,7 +36,12 @@ struct TraceInner {
 
 impl Trace {
     fn new(correlation_id: String) -> Self {
-        Trace { inner: Arc::new(TraceInner { correlation_id, next_event: AtomicU32::new(1) }) }
+        Trace {
+            inner: Arc::new(TraceInner {
+                correlation_id,
+                next_event: AtomicU32::new(1),
+            }),
+        }
     }
 
     pub fn correlation_id(&self) -> &str {
@@ -71,14 +76,23 @@ impl TraceSource {
     /// Generated ids look like `<bot_name>-<nonce>-<seq>`; the nonce differs between processes
     /// and restarts.
     pub fn new(bot_name: &str) -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let nonce = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
-        let mut name: String =
-            bot_name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').take(24).collect();
+        let mut name: String = bot_name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(24)
+            .collect();
         if name.is_empty() {
             name.push_str("bot");
         }
-        TraceSource { prefix: format!("{name}-{nonce:016x}"), seq: AtomicU64::new(1) }
+        TraceSource {
+            prefix: format!("{name}-{nonce:016x}"),
+            seq: AtomicU64::new(1),
+        }
     }
 
     /// A trace with a fresh id.
@@ -89,7 +103,11 @@ impl TraceSource {
 
     /// The trace of an incoming event: the header's id, else the payload's, else a fresh one.
     pub fn adopt(&self, header: Option<&str>, payload: Option<&str>) -> Trace {
-        match [header, payload].into_iter().flatten().find(|id| usable(id)) {
+        match [header, payload]
+            .into_iter()
+            .flatten()
+            .find(|id| usable(id))
+        {
             Some(id) => Trace::new(id.to_owned()),
             None => self.fresh(),
         }
@@ -113,7 +131,11 @@ mod tests {
         assert_eq!(src.adopt(Some(""), Some("p1")).correlation_id(), "p1");
         let a = src.adopt(None, None);
         let b = src.adopt(Some("has space"), None);
-        assert!(a.correlation_id().starts_with("roseybot-"), "{}", a.correlation_id());
+        assert!(
+            a.correlation_id().starts_with("roseybot-"),
+            "{}",
+            a.correlation_id()
+        );
         assert_ne!(a.correlation_id(), b.correlation_id());
         let long = "x".repeat(MAX_CORRELATION_ID_LEN + 1);
         assert_ne!(src.adopt(Some(&long), None).correlation_id(), long);

@@ -27,7 +27,15 @@ pub(super) async fn run(bot: &Bot, command: &str, args: &str, trace: &Trace) -> 
         "afk" => afk(bot, args, trace).await,
         "say" => say(bot, args, trace).await,
         "pm" => pm(bot, args, trace).await,
-        "clear" => done(bot, PlatformAction::Channel(ChannelAction::Clear), trace, "Chat cleared").await,
+        "clear" => {
+            done(
+                bot,
+                PlatformAction::Channel(ChannelAction::Clear),
+                trace,
+                "Chat cleared",
+            )
+            .await
+        }
         "playlist" => playlist(bot, args),
         "current" => current(bot),
         "add" => add(bot, args, trace).await,
@@ -35,15 +43,30 @@ pub(super) async fn run(bot: &Bot, command: &str, args: &str, trace: &Trace) -> 
         "move" => move_item(bot, args, trace).await,
         "jump" => jump(bot, args, trace).await,
         "next" => next(bot, trace).await,
-        "pause" => done(bot, PlatformAction::Playlist(PlaylistAction::Pause), trace, "Paused").await,
+        "pause" => {
+            done(
+                bot,
+                PlatformAction::Playlist(PlaylistAction::Pause),
+                trace,
+                "Paused",
+            )
+            .await
+        }
         "kick" => kick(bot, args, trace).await,
         "voteskip" => voteskip(bot),
-        other => Reply::err(format!("Unknown command: {other}\nType 'help' for available commands")),
+        other => Reply::err(format!(
+            "Unknown command: {other}\nType 'help' for available commands"
+        )),
     }
 }
 
 /// Sends `action`; replies `ok_text`, or the seed's `Error: <e>` if it could not be sent.
-async fn done(bot: &Bot, action: PlatformAction, trace: &Trace, ok_text: impl Into<String>) -> Reply {
+async fn done(
+    bot: &Bot,
+    action: PlatformAction,
+    trace: &Trace,
+    ok_text: impl Into<String>,
+) -> Reply {
     match bot.act(action, trace).await {
         Ok(()) => Reply::ok(ok_text),
         Err(e) => Reply::err(format!("Error: {e}")),
@@ -51,7 +74,10 @@ async fn done(bot: &Bot, action: PlatformAction, trace: &Trace, ok_text: impl In
 }
 
 fn secs_since(t: SystemTime) -> f64 {
-    SystemTime::now().duration_since(t).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn info(bot: &Bot) -> Reply {
@@ -65,7 +91,9 @@ fn info(bot: &Bot) -> Reply {
     ];
     let chat = state.users.len() as i64;
     match state.usercount {
-        Some(total) if total != 0 && total != chat => out.push(format!("Users: {chat} in chat, {total} connected")),
+        Some(total) if total != 0 && total != chat => {
+            out.push(format!("Users: {chat} in chat, {total} connected"))
+        }
         _ => out.push(format!("Users: {chat}")),
     }
     if let Some(pl) = &state.playlist {
@@ -82,12 +110,18 @@ fn info(bot: &Bot) -> Reply {
 }
 
 fn status(bot: &Bot) -> Reply {
-    let mut out = vec![format!("Uptime: {}", format_duration(secs_since(bot.start_time)))];
+    let mut out = vec![format!(
+        "Uptime: {}",
+        format_duration(secs_since(bot.start_time))
+    )];
     let connected = bot.db.is_connected();
     out.push(format!("Connected: {}", yes_no(connected)));
     if connected {
         out.push(format!("Server: {}", bot.config.nats.redacted_url()));
-        out.push(format!("Conn time: {}", format_duration(secs_since(bot.connected_since()))));
+        out.push(format!(
+            "Conn time: {}",
+            format_duration(secs_since(bot.connected_since()))
+        ));
     }
     out.push(format!("Channel: {}", bot.config.channel));
     let state = bot.state();
@@ -95,7 +129,10 @@ fn status(bot: &Bot) -> Reply {
         out.push(format!("Leader: {}", leader.user));
     }
     if let Some(pl) = &state.playlist {
-        out.push(format!("Playback: {}", if pl.paused { "Paused" } else { "Playing" }));
+        out.push(format!(
+            "Playback: {}",
+            if pl.paused { "Paused" } else { "Playing" }
+        ));
     }
     Reply::ok(out.join("\n"))
 }
@@ -103,7 +140,11 @@ fn status(bot: &Bot) -> Reply {
 async fn stats(bot: &Bot, trace: &Trace) -> Reply {
     // The seed sends `{}` and the service never parses it.
     let body = serde_json::Map::new();
-    let bytes = match bot.db.request(subjects::QUERY_CHANNEL_STATS, &body, trace, Retry::ReadOnly).await {
+    let bytes = match bot
+        .db
+        .request(subjects::QUERY_CHANNEL_STATS, &body, trace, Retry::ReadOnly)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return Reply::err(format!("Stats unavailable ({e})")),
     };
@@ -132,11 +173,19 @@ fn users(bot: &Bot) -> Reply {
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
-            let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) };
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            };
             format!("  [{}] {}{flags}", py_float(u.rank), u.user)
         })
         .collect();
-    Reply::ok(format!("Users in channel ({}):\n{}", lines.len(), lines.join("\n")))
+    Reply::ok(format!(
+        "Users in channel ({}):\n{}",
+        lines.len(),
+        lines.join("\n")
+    ))
 }
 
 async fn user(bot: &Bot, name: &str, trace: &Trace) -> Reply {
@@ -168,8 +217,14 @@ async fn user(bot: &Bot, name: &str, trace: &Trace) -> Reply {
         }
         out
     };
-    let query = UserStatsQuery { username: Some(name.to_owned()) };
-    let problem = match bot.db.request(subjects::QUERY_USER_STATS, &query, trace, Retry::ReadOnly).await {
+    let query = UserStatsQuery {
+        username: Some(name.to_owned()),
+    };
+    let problem = match bot
+        .db
+        .request(subjects::QUERY_USER_STATS, &query, trace, Retry::ReadOnly)
+        .await
+    {
         Err(e) => Some(format!("Database stats unavailable ({e})")),
         Ok(bytes) => match serde_json::from_slice::<UserStatsReply>(&bytes) {
             Ok(UserStatsReply::Found(s)) => {
@@ -182,7 +237,9 @@ async fn user(bot: &Bot, name: &str, trace: &Trace) -> Reply {
                 None
             }
             Ok(UserStatsReply::Err(e)) => Some(format!("Database stats error: {}", e.error)),
-            Err(_) => Some("Database stats error: Invalid response from DatabaseService".to_owned()),
+            Err(_) => {
+                Some("Database stats error: Invalid response from DatabaseService".to_owned())
+            }
         },
     };
     // The user part was answered; the missing statistics make it an error all the same.
@@ -190,19 +247,31 @@ async fn user(bot: &Bot, name: &str, trace: &Trace) -> Reply {
         out.push("\n--- Database Statistics ---".to_owned());
         out.push(p.clone());
     }
-    Reply { text: out.join("\n"), error: problem }
+    Reply {
+        text: out.join("\n"),
+        error: problem,
+    }
 }
 
 async fn afk(bot: &Bot, args: &str, trace: &Trace) -> Reply {
     if args.is_empty() {
-        return Reply::ok(format!("Current AFK status: {}", if bot.state().bot_afk { "On" } else { "Off" }));
+        return Reply::ok(format!(
+            "Current AFK status: {}",
+            if bot.state().bot_afk { "On" } else { "Off" }
+        ));
     }
     let on = match args.to_lowercase().as_str() {
         "on" | "yes" | "true" | "1" => true,
         "off" | "no" | "false" | "0" => false,
         _ => return Reply::err("Usage: afk [on|off]"),
     };
-    let reply = done(bot, PlatformAction::Channel(ChannelAction::Afk { afk: on }), trace, format!("AFK status: {}", if on { "On" } else { "Off" })).await;
+    let reply = done(
+        bot,
+        PlatformAction::Channel(ChannelAction::Afk { afk: on }),
+        trace,
+        format!("AFK status: {}", if on { "On" } else { "Off" }),
+    )
+    .await;
     if reply.error.is_none() {
         bot.state().bot_afk = on;
     }
@@ -213,7 +282,13 @@ async fn say(bot: &Bot, message: &str, trace: &Trace) -> Reply {
     if message.is_empty() {
         return Reply::err("Usage: say <message>");
     }
-    done(bot, PlatformAction::chat(message), trace, format!("Sent: {message}")).await
+    done(
+        bot,
+        PlatformAction::chat(message),
+        trace,
+        format!("Sent: {message}"),
+    )
+    .await
 }
 
 async fn pm(bot: &Bot, args: &str, trace: &Trace) -> Reply {
@@ -223,7 +298,13 @@ async fn pm(bot: &Bot, args: &str, trace: &Trace) -> Reply {
     if message.is_empty() {
         return Reply::err("Usage: pm <user> <message>");
     }
-    done(bot, PlatformAction::pm(user, message), trace, format!("PM sent to {user}: {message}")).await
+    done(
+        bot,
+        PlatformAction::pm(user, message),
+        trace,
+        format!("PM sent to {user}: {message}"),
+    )
+    .await
 }
 
 /// `"a  b c"` → `("a", "b c")`, like Python's `split(None, 1)`.
@@ -245,7 +326,10 @@ fn parse_int(s: &str) -> Option<i64> {
 
 /// A copy of the playlist, or the seed's "no playlist" reply.
 fn playlist_copy(bot: &Bot, missing: &str) -> Result<Playlist, Reply> {
-    bot.state().playlist.clone().ok_or_else(|| Reply::err(missing))
+    bot.state()
+        .playlist
+        .clone()
+        .ok_or_else(|| Reply::err(missing))
 }
 
 fn playlist(bot: &Bot, args: &str) -> Reply {
@@ -268,8 +352,17 @@ fn playlist(bot: &Bot, args: &str) -> Reply {
         .take(limit)
         .enumerate()
         .map(|(i, item)| {
-            let marker = if pl.current == Some(item.uid) { "► " } else { "  " };
-            format!("{marker}{}. {} ({})", i + 1, item.title, format_duration(item.duration as f64))
+            let marker = if pl.current == Some(item.uid) {
+                "► "
+            } else {
+                "  "
+            };
+            format!(
+                "{marker}{}. {} ({})",
+                i + 1,
+                item.title,
+                format_duration(item.duration as f64)
+            )
         })
         .collect();
     let mut out = format!("Playlist ({} items):\n{}", pl.queue.len(), items.join("\n"));
@@ -306,10 +399,19 @@ async fn add(bot: &Bot, args: &str, trace: &Trace) -> Reply {
     let Some(url) = parts.next() else {
         return Reply::err("Usage: add <url> [temp]  (temp: yes/no, default=yes)");
     };
-    let temp = !matches!(parts.next().map(str::to_lowercase).as_deref(), Some("no" | "false" | "0" | "perm"));
-    let action = PlatformAction::Playlist(PlaylistAction::Add { url: url.to_owned(), temp });
+    let temp = !matches!(
+        parts.next().map(str::to_lowercase).as_deref(),
+        Some("no" | "false" | "0" | "perm")
+    );
+    let action = PlatformAction::Playlist(PlaylistAction::Add {
+        url: url.to_owned(),
+        temp,
+    });
     match bot.act(action, trace).await {
-        Ok(()) => Reply::ok(format!("Added: {url} ({})", if temp { "temporary" } else { "permanent" })),
+        Ok(()) => Reply::ok(format!(
+            "Added: {url} ({})",
+            if temp { "temporary" } else { "permanent" }
+        )),
         Err(e) => Reply::err(format!("Failed to add media: {e}")),
     }
 }
@@ -379,8 +481,17 @@ async fn move_item(bot: &Bot, args: &str, trace: &Trace) -> Reply {
     if from == to {
         return Reply::ok(format!("Moved {} from position {from} to {to}", item.title));
     }
-    let action = PlatformAction::Playlist(PlaylistAction::Move { uid: item.uid, after });
-    done(bot, action, trace, format!("Moved {} from position {from} to {to}", item.title)).await
+    let action = PlatformAction::Playlist(PlaylistAction::Move {
+        uid: item.uid,
+        after,
+    });
+    done(
+        bot,
+        action,
+        trace,
+        format!("Moved {} from position {from} to {to}", item.title),
+    )
+    .await
 }
 
 async fn next(bot: &Bot, trace: &Trace) -> Reply {
@@ -407,8 +518,15 @@ async fn kick(bot: &Bot, args: &str, trace: &Trace) -> Reply {
     let Some((user, reason)) = split_first(args) else {
         return Reply::err("Usage: kick <user> [reason]");
     };
-    let text = if reason.is_empty() { format!("Kicked {user}") } else { format!("Kicked {user}: {reason}") };
-    let action = PlatformAction::Channel(ChannelAction::Kick { user: user.to_owned(), reason: reason.to_owned() });
+    let text = if reason.is_empty() {
+        format!("Kicked {user}")
+    } else {
+        format!("Kicked {user}: {reason}")
+    };
+    let action = PlatformAction::Channel(ChannelAction::Kick {
+        user: user.to_owned(),
+        reason: reason.to_owned(),
+    });
     done(bot, action, trace, text).await
 }
 
@@ -431,7 +549,10 @@ mod tests {
 
     #[test]
     fn argument_splitting() {
-        assert_eq!(split_first("bob  spamming a lot"), Some(("bob", "spamming a lot")));
+        assert_eq!(
+            split_first("bob  spamming a lot"),
+            Some(("bob", "spamming a lot"))
+        );
         assert_eq!(split_first("bob"), Some(("bob", "")));
         assert_eq!(split_first("  "), None);
         assert_eq!(parse_int(" +3 "), Some(3));

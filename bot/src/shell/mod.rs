@@ -31,13 +31,19 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub fn ok(text: impl Into<String>) -> Self {
-        Reply { text: text.into(), error: None }
+        Reply {
+            text: text.into(),
+            error: None,
+        }
     }
 
     /// A reply that is itself the error message.
     pub fn err(text: impl Into<String>) -> Self {
         let text = text.into();
-        Reply { error: Some(text.clone()), text }
+        Reply {
+            error: Some(text.clone()),
+            text,
+        }
     }
 }
 
@@ -59,7 +65,11 @@ pub(crate) async fn handle_pm(bot: &Bot, pm: PrivateMessage, trace: Trace) {
     let rank = bot.state().user(&username).map(|u| u.rank);
     let denial = match rank {
         Some(r) if r >= bot.config.moderator_rank => None,
-        Some(r) => Some(format!("rank {} below moderator rank {}", text::py_float(r), text::py_float(bot.config.moderator_rank))),
+        Some(r) => Some(format!(
+            "rank {} below moderator rank {}",
+            text::py_float(r),
+            text::py_float(bot.config.moderator_rank)
+        )),
         None => Some("sender not in userlist".to_owned()),
     };
     let audit = |result: &str, error: Option<String>| PmCommandAudit {
@@ -74,12 +84,16 @@ pub(crate) async fn handle_pm(bot: &Bot, pm: PrivateMessage, trace: Trace) {
         // No reply, as in the seed (answering non-moderators invites spam), but audited.
         Metrics::inc(&bot.metrics.pm_denied);
         tracing::info!(user = %username, command = %command, reason = %why, "PM command denied");
-        bot.db.publish(subjects::PM_COMMAND, &audit("denied", Some(why)), &trace).await;
+        bot.db
+            .publish(subjects::PM_COMMAND, &audit("denied", Some(why)), &trace)
+            .await;
         return;
     }
     Metrics::inc(&bot.metrics.pm_commands);
     tracing::info!(user = %username, command = %command, correlation_id = trace.correlation_id(), "PM command");
-    bot.db.publish(subjects::PM_COMMAND, &audit("pending", None), &trace).await;
+    bot.db
+        .publish(subjects::PM_COMMAND, &audit("pending", None), &trace)
+        .await;
 
     let reply = commands::run(bot, &command, &args, &trace).await;
     let mut error = reply.error.clone();
@@ -93,9 +107,14 @@ pub(crate) async fn handle_pm(bot: &Bot, pm: PrivateMessage, trace: Trace) {
         }
     }
     let result = if error.is_some() { "error" } else { "success" };
-    bot.db.publish(subjects::PM_COMMAND, &audit(result, error), &trace).await;
+    bot.db
+        .publish(subjects::PM_COMMAND, &audit(result, error), &trace)
+        .await;
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

@@ -105,14 +105,27 @@ fn peak_line(label: &str, users: i64, ts: Option<i64>) -> String {
 pub fn channel_stats(stats: &ChannelStats) -> String {
     let mut out = vec![
         "=== Channel Statistics ===".to_owned(),
-        peak_line("Peak chat users", stats.high_water_mark.users, stats.high_water_mark.timestamp),
-        peak_line("Peak connected viewers", stats.high_water_connected.users, stats.high_water_connected.timestamp),
+        peak_line(
+            "Peak chat users",
+            stats.high_water_mark.users,
+            stats.high_water_mark.timestamp,
+        ),
+        peak_line(
+            "Peak connected viewers",
+            stats.high_water_connected.users,
+            stats.high_water_connected.timestamp,
+        ),
         format!("Total unique users: {}", stats.total_users_seen),
     ];
     if !stats.top_chatters.is_empty() {
         out.push("\n=== Top Chatters ===".to_owned());
         for (i, c) in stats.top_chatters.iter().take(10).enumerate() {
-            out.push(format!("{}. {}: {} messages", i + 1, c.username, c.chat_lines));
+            out.push(format!(
+                "{}. {}: {} messages",
+                i + 1,
+                c.username,
+                c.chat_lines
+            ));
         }
     }
     out.join("\n")
@@ -124,7 +137,11 @@ pub fn user_stats(stats: &UserStatsFound) -> Vec<String> {
     let mut out = vec![
         "\n--- Database Statistics ---".to_owned(),
         format!("Chat messages: {}", stats.total_chat_lines),
-        format!("Time connected: {}h {}m", total.div_euclid(3600), total.rem_euclid(3600) / 60),
+        format!(
+            "Time connected: {}h {}m",
+            total.div_euclid(3600),
+            total.rem_euclid(3600) / 60
+        ),
         format!("First seen: {}", local_time(stats.first_seen)),
         format!("Last seen: {}", local_time(stats.last_seen)),
     ];
@@ -184,11 +201,23 @@ mod tests {
     fn stats_layout() {
         let ts = 1_700_000_000;
         let s = ChannelStats {
-            high_water_mark: HighWaterMark { users: 5, timestamp: Some(ts) },
-            high_water_connected: HighWaterMark { users: 0, timestamp: Some(0) },
+            high_water_mark: HighWaterMark {
+                users: 5,
+                timestamp: Some(ts),
+            },
+            high_water_connected: HighWaterMark {
+                users: 0,
+                timestamp: Some(0),
+            },
             top_chatters: vec![
-                TopChatter { username: "amy".into(), chat_lines: 9 },
-                TopChatter { username: "bob".into(), chat_lines: 2 },
+                TopChatter {
+                    username: "amy".into(),
+                    chat_lines: 9,
+                },
+                TopChatter {
+                    username: "bob".into(),
+                    chat_lines: 2,
+                },
             ],
             total_users_seen: 2,
             success: true,
@@ -198,7 +227,10 @@ mod tests {
             local_time(ts)
         );
         assert_eq!(channel_stats(&s), expected);
-        let none = ChannelStats { top_chatters: vec![], ..s };
+        let none = ChannelStats {
+            top_chatters: vec![],
+            ..s
+        };
         assert!(channel_stats(&none).ends_with("Total unique users: 2"));
     }
 
@@ -218,8 +250,14 @@ mod tests {
         assert_eq!(lines[1], "Chat messages: 10");
         assert_eq!(lines[2], "Time connected: 2h 3m");
         assert_eq!(lines.len(), 5);
-        let live = UserStatsFound { current_session_start: Some(5), ..f };
-        assert_eq!(user_stats(&live).last().unwrap(), "Status: Currently connected");
+        let live = UserStatsFound {
+            current_session_start: Some(5),
+            ..f
+        };
+        assert_eq!(
+            user_stats(&live).last().unwrap(),
+            "Status: Currently connected"
+        );
     }
 
     #[test]
@@ -227,19 +265,22 @@ mod tests {
         assert_eq!(chunks("a\nb"), ["a\nb"]);
         // 5 lines of 99 chars: each counts 100, so exactly 500 fit in one chunk.
         let line = "x".repeat(99);
-        let five = vec![line.as_str(); 5].join("\n");
+        let five = [line.as_str(); 5].join("\n");
         assert_eq!(chunks(&five).len(), 1);
-        let six = vec![line.as_str(); 6].join("\n");
+        let six = [line.as_str(); 6].join("\n");
         let c = chunks(&six);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0], five);
         assert_eq!(c[1], line);
         // A long single line stays whole.
         let long = "y".repeat(700);
-        assert_eq!(chunks(&long), [long.clone()]);
+        assert_eq!(chunks(&long), std::slice::from_ref(&long));
         // Characters, not bytes.
         let wide = vec!["é".repeat(99); 5].join("\n");
         assert_eq!(chunks(&wide).len(), 1);
-        assert_eq!(chunks(HELP_TEXT).concat().replace('\n', ""), HELP_TEXT.replace('\n', ""));
+        assert_eq!(
+            chunks(HELP_TEXT).concat().replace('\n', ""),
+            HELP_TEXT.replace('\n', "")
+        );
     }
 }

@@ -1,0 +1,7 @@
+//! Integration tests of the bot against a real nats-server (natskit) and, in `flows`, the real
+//! database service in-process. One test binary; modules by concern.
+
+mod correlation;
+mod resilience;
+mod shell;
+mod support;

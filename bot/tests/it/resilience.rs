@@ -1,0 +1,247 @@
+//! Requests to a database service that is missing, slow or flaky (played by responders the
+//! tests control), malformed platform events, a NATS restart, and the outbound loop's failures.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rosey_bot::{BreakerState, NatsPlatformSender, PlatformAction, PlatformSender, SendError};
+use rosey_protocol::platform::{self, kind};
+use rosey_protocol::subjects;
+use serde_json::json;
+
+use crate::support::*;
+
+fn stats_reply() -> serde_json::Value {
+    json!({
+        "high_water_mark": {"users": 3, "timestamp": null},
+        "high_water_connected": {"users": 9, "timestamp": 0},
+        "top_chatters": [],
+        "total_users_seen": 4,
+        "success": true
+    })
+}
+
+const STATS_TEXT: &str = "=== Channel Statistics ===\nPeak chat users: 3\nPeak connected viewers: 9\nTotal unique users: 4";
+
+#[tokio::test]
+async fn without_a_service_commands_say_so_and_chat_keeps_flowing() {
+    let w = World::start().await;
+    let bot = w.bot().await;
+    w.join(MOD, 2.0).await;
+    let o = w.command(MOD, "stats").await;
+    assert_eq!(o.text, "Stats unavailable (database service not running)");
+    assert_eq!(
+        (o.result.as_str(), o.error.as_deref()),
+        ("error", Some(o.text.as_str()))
+    );
+
+    let mut log = w.sub(subjects::MESSAGE_LOG).await;
+    w.chat("amy", "still here", None).await;
+    let (v, _) = next_json(&mut log, "message.log while the service is down").await;
+    assert_eq!(v, json!({"username": "amy", "message": "still here"}));
+    assert_eq!(bot.stats().events_malformed, 0);
+}
+
+#[tokio::test]
+async fn a_silent_service_times_out() {
+    let w = World::start().await;
+    let mut c = w.bot_config();
+    c.requests.timeout = Duration::from_millis(150);
+    c.requests.read_retries = 0;
+    let _bot = w.bot_with(c, None).await;
+    let _silent = responder(&w.client, subjects::QUERY_CHANNEL_STATS, |_| None).await;
+    w.join(MOD, 2.0).await;
+    let o = w.command(MOD, "stats").await;
+    assert_eq!(
+        (o.text.as_str(), o.result.as_str()),
+        ("Stats unavailable (timeout)", "error")
+    );
+}
+
+#[tokio::test]
+async fn read_only_queries_are_retried_with_backoff() {
+    let w = World::start().await;
+    let mut c = w.bot_config();
+    c.requests.timeout = Duration::from_millis(150);
+    c.requests.read_retries = 2;
+    let bot = w.bot_with(c, None).await;
+    let seen = Arc::new(AtomicU32::new(0));
+    let seen2 = Arc::clone(&seen);
+    // Drops the first two requests, answers the third.
+    let _flaky = responder(&w.client, subjects::QUERY_CHANNEL_STATS, move |_| {
+        (seen2.fetch_add(1, Ordering::SeqCst) >= 2).then(stats_reply)
+    })
+    .await;
+    w.join(MOD, 2.0).await;
+    let o = w.command(MOD, "stats").await;
+    assert_eq!(
+        (o.text.as_str(), o.result.as_str()),
+        (STATS_TEXT, "success")
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    assert_eq!(bot.breaker_state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn the_breaker_fails_fast_then_probes_and_recovers() {
+    let w = World::start().await;
+    let mut c = w.bot_config();
+    c.requests.read_retries = 0;
+    c.requests.breaker_failures = 2;
+    c.requests.breaker_open = Duration::from_millis(400);
+    let bot = w.bot_with(c, None).await;
+    w.join(MOD, 2.0).await;
+    for _ in 0..2 {
+        assert_eq!(
+            w.command(MOD, "stats").await.text,
+            "Stats unavailable (database service not running)"
+        );
+    }
+    assert_eq!(bot.breaker_state(), BreakerState::Open);
+    let o = w.command(MOD, "stats").await;
+    assert_eq!(o.text, "Stats unavailable (circuit open, retrying in 1s)");
+    assert_eq!(o.result, "error");
+    assert_eq!(bot.stats().requests_short_circuited, 1);
+
+    // The service comes back; the first request after the window is the probe and succeeds.
+    let _service = responder(&w.client, subjects::QUERY_CHANNEL_STATS, |_| {
+        Some(stats_reply())
+    })
+    .await;
+    let text = eventually("the breaker to let a probe through", || async {
+        let o = w.command(MOD, "stats").await;
+        (o.result == "success").then_some(o.text)
+    })
+    .await;
+    assert_eq!(text, STATS_TEXT);
+    assert_eq!(bot.breaker_state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn malformed_events_are_counted_and_ignored() {
+    let w = World::start().await;
+    let bot = w.bot().await;
+    let mut log = w.sub(subjects::MESSAGE_LOG).await;
+    w.send_raw(kind::MESSAGE, "not json".into(), None).await;
+    w.send_raw(kind::MESSAGE, r#"{"content": "no user"}"#.into(), None)
+        .await;
+    w.send_raw(kind::USERCOUNT, r#""12""#.into(), None).await;
+    w.send_raw(kind::USERLIST, r#"{"users": 3}"#.into(), None)
+        .await;
+    w.send_raw(kind::MEDIA, r#"{"kind": "explode"}"#.into(), None)
+        .await;
+    w.send_raw("bogus", "{}".into(), None).await;
+    w.send_raw(kind::MESSAGE, vec![0xff, 0xfe].into(), None)
+        .await;
+    w.chat("amy", "after the junk", None).await;
+    let (v, _) = next_json(&mut log, "the valid message after the junk").await;
+    assert_eq!(v["message"], "after the junk");
+    let s = bot.stats();
+    assert_eq!((s.events_received, s.events_malformed), (8, 7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_survives_a_nats_restart() {
+    let mut w = World::start().await;
+    let bot = w.bot().await;
+    tokio::task::block_in_place(|| w.nats.restart()).expect("nats-server restarts");
+    eventually("the bot to reconnect", || async {
+        (bot.stats().reconnects >= 1).then_some(())
+    })
+    .await;
+    // The test client reconnects on its own schedule; until it has, its events are lost, so
+    // keep sending until one comes back through the bot (bounded by the deadline).
+    let mut log = w.sub(subjects::MESSAGE_LOG).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let got = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no chat event flowed after the restart"
+        );
+        w.chat("amy", "back", None).await;
+        if let Ok(m) =
+            tokio::time::timeout(Duration::from_millis(200), next(&mut log, "message.log")).await
+        {
+            break m;
+        }
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&got.payload).unwrap()["message"],
+        "back"
+    );
+    bot.shutdown().await.unwrap();
+}
+
+/// A sender that refuses chat lines containing "FAIL" and sends the rest over NATS.
+struct Picky(NatsPlatformSender);
+
+impl PlatformSender for Picky {
+    fn send<'a>(
+        &'a self,
+        action: PlatformAction,
+        cid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        if matches!(&action, PlatformAction::Chat(c) if c.content.contains("FAIL")) {
+            return Box::pin(async { Err(SendError::transient("platform rejected the message")) });
+        }
+        self.0.send(action, cid)
+    }
+}
+
+#[tokio::test]
+async fn outbound_messages_are_sent_and_marked_or_marked_failed() {
+    let w = World::start().await;
+    let mut c = w.bot_config();
+    c.intervals.outbound = Duration::from_millis(50);
+    let sender = Picky(NatsPlatformSender::new(
+        w.client.clone(),
+        CHANNEL,
+        Duration::from_secs(1),
+    ));
+    let polls = Arc::new(AtomicU32::new(0));
+    let polls2 = Arc::clone(&polls);
+    let _queue = responder(&w.client, subjects::OUTBOUND_GET, move |m| {
+        let req: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(req, json!({"limit": 20, "max_retries": 3}));
+        Some(if polls2.fetch_add(1, Ordering::SeqCst) == 0 {
+            json!([
+                {"id": 1, "timestamp": 1, "message": "hello", "retry_count": 0, "last_error": null},
+                {"id": 2, "timestamp": 2, "message": "FAIL soft", "retry_count": 0, "last_error": null},
+                {"id": 3, "timestamp": 3, "message": "FAIL last", "retry_count": 2, "last_error": "x"}
+            ])
+        } else {
+            json!([])
+        })
+    })
+    .await;
+    let mut chat = w
+        .sub(platform::out_subject(CHANNEL, platform::action::CHAT))
+        .await;
+    let mut sent = w.sub(subjects::OUTBOUND_MARK_SENT).await;
+    let mut failed = w.sub(subjects::OUTBOUND_MARK_FAILED).await;
+    let bot = w.bot_with(c, Some(Arc::new(sender))).await;
+
+    let (v, chat_msg) = next_json(&mut chat, "the outbound chat line").await;
+    assert_eq!(v, json!({"content": "hello"}));
+    let (v, sent_msg) = next_json(&mut sent, "mark_sent").await;
+    assert_eq!(v, json!({"message_id": 1}));
+    assert_eq!(
+        cid_of(&chat_msg),
+        cid_of(&sent_msg),
+        "chat action and mark_sent share a correlation id"
+    );
+    let (v, _) = next_json(&mut failed, "mark_failed (transient)").await;
+    assert_eq!(
+        v,
+        json!({"message_id": 2, "error": "platform rejected the message", "is_permanent": false})
+    );
+    let (v, _) = next_json(&mut failed, "mark_failed (last attempt)").await;
+    assert_eq!(
+        v,
+        json!({"message_id": 3, "error": "platform rejected the message", "is_permanent": true})
+    );
+    let s = bot.stats();
+    assert_eq!((s.outbound_sent, s.outbound_failed), (1, 2));
+}
