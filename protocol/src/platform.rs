@@ -44,7 +44,9 @@ pub mod kind {
     pub const PM: &str = "pm";
     pub const MEDIA: &str = "media";
     /// Every incoming kind, in the order of the module table.
-    pub const ALL: [&str; 7] = [MESSAGE, USER_JOIN, USER_LEAVE, USERCOUNT, USERLIST, PM, MEDIA];
+    pub const ALL: [&str; 7] = [
+        MESSAGE, USER_JOIN, USER_LEAVE, USERCOUNT, USERLIST, PM, MEDIA,
+    ];
 }
 
 /// The kinds of outgoing actions (the last subject token after `out.`).
@@ -60,7 +62,9 @@ pub mod action {
 /// True if `channel` can be used as one subject token.
 pub fn valid_channel(channel: &str) -> bool {
     !channel.is_empty()
-        && !channel.chars().any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control())
+        && !channel
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control())
 }
 
 /// `rosey.platform.<channel>.in.<kind>`.
@@ -142,7 +146,11 @@ pub struct PlatformUser {
 impl PlatformUser {
     /// A user with rank `rank` and defaults elsewhere.
     pub fn new(user: impl Into<String>, rank: f64) -> Self {
-        PlatformUser { user: user.into(), rank, ..Default::default() }
+        PlatformUser {
+            user: user.into(),
+            rank,
+            ..Default::default()
+        }
     }
 }
 
@@ -324,12 +332,22 @@ pub struct PmAction {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum PlaylistAction {
     /// Queue `url` at the end; `temp` items are removed after playing.
-    Add { url: String, temp: bool },
-    Remove { uid: i64 },
+    Add {
+        url: String,
+        temp: bool,
+    },
+    Remove {
+        uid: i64,
+    },
     /// Move `uid` to just after `after`; `null` moves it to the front.
-    Move { uid: i64, after: Option<i64> },
+    Move {
+        uid: i64,
+        after: Option<i64>,
+    },
     /// Play `uid` now (the `jump` and `next` commands).
-    Jump { uid: i64 },
+    Jump {
+        uid: i64,
+    },
     Pause,
 }
 
@@ -337,11 +355,16 @@ pub enum PlaylistAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ChannelAction {
-    Kick { user: String, reason: String },
+    Kick {
+        user: String,
+        reason: String,
+    },
     /// Clear the public chat.
     Clear,
     /// Set the bot's AFK flag.
-    Afk { afk: bool },
+    Afk {
+        afk: bool,
+    },
 }
 
 #[cfg(test)]
@@ -351,10 +374,19 @@ mod tests {
 
     #[test]
     fn subjects() {
-        assert_eq!(in_subject("lobby", kind::MESSAGE), "rosey.platform.lobby.in.message");
-        assert_eq!(out_subject("lobby", action::PM), "rosey.platform.lobby.out.pm");
+        assert_eq!(
+            in_subject("lobby", kind::MESSAGE),
+            "rosey.platform.lobby.in.message"
+        );
+        assert_eq!(
+            out_subject("lobby", action::PM),
+            "rosey.platform.lobby.out.pm"
+        );
         assert_eq!(in_wildcard("lobby"), "rosey.platform.lobby.in.>");
-        assert_eq!(in_kind("lobby", "rosey.platform.lobby.in.usercount"), Some("usercount"));
+        assert_eq!(
+            in_kind("lobby", "rosey.platform.lobby.in.usercount"),
+            Some("usercount")
+        );
         assert_eq!(in_kind("lobby", "rosey.platform.lobbyx.in.usercount"), None);
         assert_eq!(in_kind("lobby", "rosey.platform.lobby.out.chat"), None);
         assert!(valid_channel("cytube-lobby_1"));
@@ -366,7 +398,8 @@ mod tests {
     #[test]
     fn usercount_accepts_int_or_object() {
         let a: UserCountEvent = serde_json::from_str("42").unwrap();
-        let b: UserCountEvent = serde_json::from_str(r#"{"count": 42, "correlation_id": "c1"}"#).unwrap();
+        let b: UserCountEvent =
+            serde_json::from_str(r#"{"count": 42, "correlation_id": "c1"}"#).unwrap();
         assert_eq!((a.count(), a.correlation_id()), (42, None));
         assert_eq!((b.count(), b.correlation_id()), (42, Some("c1")));
         assert!(serde_json::from_str::<UserCountEvent>(r#"{"n": 1}"#).is_err());
@@ -376,10 +409,12 @@ mod tests {
     #[test]
     fn userlist_and_users() {
         let l: UserListEvent =
-            serde_json::from_str(r#"[{"user": "amy", "rank": 3}, {"user": "bob", "extra": 1}]"#).unwrap();
+            serde_json::from_str(r#"[{"user": "amy", "rank": 3}, {"user": "bob", "extra": 1}]"#)
+                .unwrap();
         assert_eq!(l.users().len(), 2);
         assert_eq!(l.users()[0].rank, 3.0);
-        let o: UserListEvent = serde_json::from_str(r#"{"users": [], "correlation_id": "x"}"#).unwrap();
+        let o: UserListEvent =
+            serde_json::from_str(r#"{"users": [], "correlation_id": "x"}"#).unwrap();
         assert_eq!(o.correlation_id(), Some("x"));
         assert!(serde_json::from_str::<PlatformUser>(r#"{"rank": 1}"#).is_err());
         assert_eq!(
@@ -396,20 +431,35 @@ mod tests {
         .unwrap();
         assert!(matches!(m, MediaEvent::Queue { after: Some(3), .. }));
         assert_eq!(
-            to_seed_json_string(&PlaylistAction::Move { uid: 1, after: Some(2) }),
+            to_seed_json_string(&PlaylistAction::Move {
+                uid: 1,
+                after: Some(2)
+            }),
             r#"{"action": "move", "uid": 1, "after": 2}"#
         );
         assert_eq!(
-            to_seed_json_string(&PlaylistAction::Move { uid: 1, after: None }),
+            to_seed_json_string(&PlaylistAction::Move {
+                uid: 1,
+                after: None
+            }),
             r#"{"action": "move", "uid": 1, "after": null}"#
         );
-        assert_eq!(to_seed_json_string(&PlaylistAction::Pause), r#"{"action": "pause"}"#);
         assert_eq!(
-            to_seed_json_string(&ChannelAction::Kick { user: "bob".into(), reason: String::new() }),
+            to_seed_json_string(&PlaylistAction::Pause),
+            r#"{"action": "pause"}"#
+        );
+        assert_eq!(
+            to_seed_json_string(&ChannelAction::Kick {
+                user: "bob".into(),
+                reason: String::new()
+            }),
             r#"{"action": "kick", "user": "bob", "reason": ""}"#
         );
         assert_eq!(
-            to_seed_json_string(&PmAction { user: "amy".into(), content: "hi".into() }),
+            to_seed_json_string(&PmAction {
+                user: "amy".into(),
+                content: "hi".into()
+            }),
             r#"{"user": "amy", "content": "hi"}"#
         );
     }
