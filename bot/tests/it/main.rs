@@ -2,6 +2,7 @@
 //! database service in-process. One test binary; modules by concern.
 
 mod correlation;
+mod flows;
 mod resilience;
 mod shell;
 mod support;
