@@ -33,7 +33,12 @@ impl Stored {
         let w = World::start().await;
         let dir = tempfile::tempdir().unwrap();
         let committed = w.sub(subjects::COMMITTED).await;
-        let mut s = Stored { w, dir, service: None, committed };
+        let mut s = Stored {
+            w,
+            dir,
+            service: None,
+            committed,
+        };
         s.start_service(None).await;
         s
     }
@@ -46,11 +51,20 @@ impl Stored {
         let mut c = rosey_dbservice::Config::new(&self.w.url(), self.db_path());
         c.commit_notices = true;
         c.fault_stats_delay = stats_delay;
-        self.service = Some(rosey_dbservice::spawn(c).await.expect("database service starts"));
+        self.service = Some(
+            rosey_dbservice::spawn(c)
+                .await
+                .expect("database service starts"),
+        );
     }
 
     async fn stop_service(&mut self) {
-        self.service.take().expect("service running").shutdown().await.unwrap();
+        self.service
+            .take()
+            .expect("service running")
+            .shutdown()
+            .await
+            .unwrap();
     }
 
     /// Waits until every id in `ids` has been named by a commit notice.
@@ -59,7 +73,12 @@ impl Stored {
         while !missing.is_empty() {
             let what = format!("commit notices for {missing:?}");
             let (v, _) = next_json(&mut self.committed, &what).await;
-            for id in v["ids"].as_array().into_iter().flatten().chain(v["duplicate_ids"].as_array().into_iter().flatten()) {
+            for id in v["ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(v["duplicate_ids"].as_array().into_iter().flatten())
+            {
                 missing.remove(id.as_str().unwrap_or_default());
             }
         }
@@ -72,7 +91,10 @@ impl Stored {
     async fn request(&self, subject: &str, body: Value) -> Value {
         let reply = tokio::time::timeout(
             DEADLINE,
-            self.w.client.request(subject.to_owned(), serde_json::to_vec(&body).unwrap().into()),
+            self.w.client.request(
+                subject.to_owned(),
+                serde_json::to_vec(&body).unwrap().into(),
+            ),
         )
         .await
         .expect("request within the deadline")
@@ -91,7 +113,12 @@ fn ids(cid: &str, n: usize) -> Vec<String> {
 
 async fn join(s: &Stored, user: &str, rank: f64) -> Vec<String> {
     let cid = format!("join-{user}");
-    s.w.send(kind::USER_JOIN, &platform::PlatformUser::new(user, rank), Some(&cid)).await;
+    s.w.send(
+        kind::USER_JOIN,
+        &platform::PlatformUser::new(user, rank),
+        Some(&cid),
+    )
+    .await;
     ids(&cid, 2)
 }
 
@@ -107,14 +134,27 @@ async fn joins_are_stored_with_a_high_water_mark() {
         .query_row("SELECT COUNT(*) FROM user_stats WHERE username IN ('amy','bob') AND current_session_start IS NOT NULL", [], |r| r.get(0))
         .unwrap();
     assert_eq!(open_sessions, 2);
-    let max_users: i64 = db.query_row("SELECT max_users FROM channel_stats WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let max_users: i64 = db
+        .query_row(
+            "SELECT max_users FROM channel_stats WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(max_users, 2);
 
     // Leaving closes the session; the userlist is updated before publishing.
-    s.w.send(kind::USER_LEAVE, &json!({"user": "amy"}), Some("leave-amy")).await;
+    s.w.send(kind::USER_LEAVE, &json!({"user": "amy"}), Some("leave-amy"))
+        .await;
     s.committed(&ids("leave-amy", 1)).await;
-    let session: Option<i64> =
-        s.sql().query_row("SELECT current_session_start FROM user_stats WHERE username = 'amy'", [], |r| r.get(0)).unwrap();
+    let session: Option<i64> = s
+        .sql()
+        .query_row(
+            "SELECT current_session_start FROM user_stats WHERE username = 'amy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(session, None);
 }
 
@@ -130,15 +170,34 @@ async fn chat_messages_are_stored_in_order() {
     }
     s.committed(&want).await;
     let db = s.sql();
-    let mut stmt = db.prepare("SELECT message FROM recent_chat WHERE username = 'amy' ORDER BY id").unwrap();
-    let stored: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let mut stmt = db
+        .prepare("SELECT message FROM recent_chat WHERE username = 'amy' ORDER BY id")
+        .unwrap();
+    let stored: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let expected: Vec<String> = (0..25).map(|i| format!("message {i}")).collect();
     assert_eq!(stored, expected);
-    let lines: i64 = db.query_row("SELECT total_chat_lines FROM user_stats WHERE username = 'amy'", [], |r| r.get(0)).unwrap();
+    let lines: i64 = db
+        .query_row(
+            "SELECT total_chat_lines FROM user_stats WHERE username = 'amy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(lines, 25);
     // The service's newest-first query agrees.
-    let recent = s.request(subjects::QUERY_RECENT_MESSAGES, json!({"limit": 3})).await;
-    let newest: Vec<&str> = recent.as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap()).collect();
+    let recent = s
+        .request(subjects::QUERY_RECENT_MESSAGES, json!({"limit": 3}))
+        .await;
+    let newest: Vec<&str> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
     assert_eq!(newest, ["message 24", "message 23", "message 22"]);
 }
 
@@ -152,12 +211,17 @@ async fn usercounts_high_water_periodic_counts_and_status() {
     let mut want = join(&s, "amy", 0.0).await;
     want.extend(join(&s, "bob", 0.0).await);
     s.w.send(kind::USERCOUNT, &json!(42), Some("uc-1")).await;
-    s.w.send(kind::USERCOUNT, &json!({"count": 50}), Some("uc-2")).await;
+    s.w.send(kind::USERCOUNT, &json!({"count": 50}), Some("uc-2"))
+        .await;
     want.extend(["uc-1:1".to_owned(), "uc-2:1".to_owned()]);
     s.committed(&want).await;
     let (max_users, max_connected): (i64, i64) = s
         .sql()
-        .query_row("SELECT max_users, max_connected FROM channel_stats WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT max_users, max_connected FROM channel_stats WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((max_users, max_connected), (2, 50));
 
@@ -220,7 +284,11 @@ async fn stats_and_user_commands_read_the_database() {
         .unwrap();
     let local = |ts: i64| {
         use chrono::TimeZone;
-        chrono::Local.timestamp_opt(ts, 0).unwrap().format("%Y-%m-%d %H:%M").to_string()
+        chrono::Local
+            .timestamp_opt(ts, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
     };
 
     let o = s.w.command(MOD, "user amy").await;
@@ -249,16 +317,26 @@ async fn stats_and_user_commands_read_the_database() {
 
 /// The `details` of the audit rows whose event ids are `ids`, in id order.
 async fn audit_rows(s: &mut Stored, outcomes: &[&Outcome]) -> Vec<String> {
-    let want: Vec<String> = outcomes.iter().flat_map(|o| o.audits.iter().map(|(_, id)| id.clone())).collect();
+    let want: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.audits.iter().map(|(_, id)| id.clone()))
+        .collect();
     s.committed(&want).await;
     let db = s.sql();
     let mut stmt = db
         .prepare("SELECT username, action_type, details FROM user_actions ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| Ok(format!("{}|{}|{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| {
+        Ok(format!(
+            "{}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +376,10 @@ async fn a_slow_stats_query_times_out_and_is_audited_as_an_error() {
     let o = s.w.command(MOD, "stats").await;
     assert_eq!(o.text, "Stats unavailable (timeout)");
     let rows = audit_rows(&mut s, &[&o]).await;
-    assert_eq!(rows.last().unwrap(), "mod|pm_command|cmd=stats, result: error, error: Stats unavailable (timeout)");
+    assert_eq!(
+        rows.last().unwrap(),
+        "mod|pm_command|cmd=stats, result: error, error: Stats unavailable (timeout)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,8 +401,14 @@ async fn the_bot_keeps_going_while_the_service_restarts() {
     s.start_service(None).await;
     let want = join(&s, "amy", 0.0).await;
     s.committed(&want).await;
-    let users: i64 =
-        s.sql().query_row("SELECT COUNT(*) FROM user_stats WHERE username IN ('mod', 'amy')", [], |r| r.get(0)).unwrap();
+    let users: i64 = s
+        .sql()
+        .query_row(
+            "SELECT COUNT(*) FROM user_stats WHERE username IN ('mod', 'amy')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(users, 2);
     // Once the breaker's window has passed, commands reach the new service.
     let text = eventually("stats to work again", || async {
@@ -336,7 +423,11 @@ async fn the_bot_keeps_going_while_the_service_restarts() {
 struct Picky(NatsPlatformSender);
 
 impl PlatformSender for Picky {
-    fn send<'a>(&'a self, action: PlatformAction, cid: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
+    fn send<'a>(
+        &'a self,
+        action: PlatformAction,
+        cid: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
         if matches!(&action, PlatformAction::Chat(c) if c.content.contains("FAIL")) {
             return Box::pin(async { Err(SendError::transient("platform rejected the message")) });
         }
@@ -349,11 +440,27 @@ async fn queued_outbound_messages_are_sent_and_marked() {
     let mut s = Stored::start().await;
     let mut c = s.w.bot_config();
     c.intervals.outbound = Duration::from_millis(50);
-    let sender = Picky(NatsPlatformSender::new(s.w.client.clone(), CHANNEL, Duration::from_secs(1)));
-    let mut chat = s.w.sub(platform::out_subject(CHANNEL, platform::action::CHAT)).await;
+    let sender = Picky(NatsPlatformSender::new(
+        s.w.client.clone(),
+        CHANNEL,
+        Duration::from_secs(1),
+    ));
+    let mut chat =
+        s.w.sub(platform::out_subject(CHANNEL, platform::action::CHAT))
+            .await;
     let _bot = s.w.bot_with(c, Some(Arc::new(sender))).await;
-    let ok = s.request(subjects::OUTBOUND_ENQUEUE, json!({"message": "hello from the queue"})).await;
-    let bad = s.request(subjects::OUTBOUND_ENQUEUE, json!({"message": "FAIL please"})).await;
+    let ok = s
+        .request(
+            subjects::OUTBOUND_ENQUEUE,
+            json!({"message": "hello from the queue"}),
+        )
+        .await;
+    let bad = s
+        .request(
+            subjects::OUTBOUND_ENQUEUE,
+            json!({"message": "FAIL please"}),
+        )
+        .await;
     let (ok_id, bad_id) = (ok["id"].as_i64().unwrap(), bad["id"].as_i64().unwrap());
 
     let (v, m) = next_json(&mut chat, "the queued chat line").await;
@@ -362,7 +469,11 @@ async fn queued_outbound_messages_are_sent_and_marked() {
     s.committed(&ids(cid_of(&m).unwrap(), 1)).await;
     let (sent, retries): (i64, i64) = s
         .sql()
-        .query_row("SELECT sent, retry_count FROM outbound_messages WHERE id = ?1", [ok_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT sent, retry_count FROM outbound_messages WHERE id = ?1",
+            [ok_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((sent, retries), (1, 0));
 
