@@ -245,3 +245,15 @@ async fn outbound_messages_are_sent_and_marked_or_marked_failed() {
     let s = bot.stats();
     assert_eq!((s.outbound_sent, s.outbound_failed), (1, 2));
 }
+
+#[tokio::test]
+async fn nats_authentication_options_are_used() {
+    let opts = natskit::ServerOptions { token: Some("s3cret".into()), ..Default::default() };
+    let nats = tokio::task::spawn_blocking(move || natskit::NatsServer::start_with(opts)).await.unwrap().unwrap();
+    let mut c = rosey_bot::Config::new(nats.url(), CHANNEL);
+    let err = rosey_bot::spawn(c.clone()).await.expect_err("no token: refused");
+    assert!(format!("{err:#}").contains("connecting to NATS"), "{err:#}");
+    c.nats.token = Some("s3cret".into());
+    let bot = rosey_bot::spawn(c).await.expect("the token is accepted");
+    bot.shutdown().await.unwrap();
+}
