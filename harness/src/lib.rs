@@ -3,6 +3,7 @@
 //!
 //! Nothing depends on this crate; `xtask` is its thin command-line front.
 
+pub mod compare;
 pub mod env;
 pub mod histogram;
 pub mod provision;

@@ -1,0 +1,940 @@
+//! The regression gate: compares a candidate run with a baseline and decides, per scenario and
+//! metric, whether it `regressed`, `improved`, is `unchanged`, or whether the data cannot tell
+//! (`inconclusive`).
+//!
+//! How a verdict is reached (methodology.md, "Deciding"):
+//!
+//! 1. **Significance from the data.** Each run's scenario is cut into its intervals (normally one
+//!    second each, read from the HdrHistogram interval log). A two-stage bootstrap resamples runs
+//!    or rounds (stage one, paired for interleaved A/B rounds) and intervals within them (stage
+//!    two), merges the drawn interval histograms and recomputes the statistic. The standard
+//!    deviation of the bootstrap replicates of the change (log ratio for percentiles,
+//!    throughput and CPU per event; difference for RSS slope) gives a normal confidence interval
+//!    around the observed change.
+//! 2. **Many comparisons at once.** A report makes dozens of comparisons; at 95 % each, several
+//!    would exclude zero by chance. The confidence level is Bonferroni-corrected over the family
+//!    of every comparison that produced an interval: each interval is at level `1 − α/m`, so the
+//!    chance that *any* of them misses the true change is at most `α` (family-wise error rate).
+//!    Bonferroni rather than Holm because it yields one interval per metric that is consistent
+//!    with its verdict; the normal interval rather than bootstrap percentiles because the
+//!    corrected tail probabilities (e.g. 0.05/120) are beyond what 1 000 resamples can resolve.
+//! 3. **Noise floor.** The harness measures its own A/A noise: each run is split in halves (first
+//!    against second, odd against even intervals — or rounds, for interleaved runs) and the larger
+//!    change between halves is that run's noise; the floor is the larger of the two runs'. For an
+//!    interleaved A/B run, the A-against-A and B-against-B comparisons of the same run are used.
+//! 4. **Decision.** With `T = max(min effect, noise floor)` on the change scale:
+//!    `regressed`/`improved` when the interval excludes zero *and* the estimate is beyond `T`
+//!    in the bad/good direction; otherwise `unchanged` when the whole interval lies within `±T`
+//!    (and the noise floor is not above `max_noise_floor`); otherwise `inconclusive`.
+//!    Runs with different environment fingerprints are not compared at all.
+//!
+//! Relative thresholds are applied on the log scale, so 5 % means ×1.05 or ÷1.05.
+
+pub mod render;
+pub mod stats;
+#[cfg(test)]
+mod tests;
+
+use crate::histogram;
+use crate::results::{Environment, RunResults, ScenarioResult, Verdict, RESULTS_FILE};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use stats::{Block, Stat, ValueTable};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Version of `compare.json`.
+pub const COMPARE_SCHEMA_VERSION: u32 = 1;
+
+/// Hidden marker of the PR comment, so CI updates one comment instead of adding one per push.
+pub const COMMENT_MARKER: &str = "<!-- rosey-bench -->";
+
+/// Exit codes of the gate (the same numbers as `xtask`'s `exit` module).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HARNESS_ERROR: u8 = 1;
+    pub const REGRESSION: u8 = 2;
+}
+
+/// Processes whose resources are *not* under test.
+const NOT_UNDER_TEST: &[&str] = &["harness"];
+
+/// How the confidence level is corrected for the number of comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Correction {
+    /// Each interval at `1 − α/m` (family-wise error rate ≤ α).
+    Bonferroni,
+    /// Each interval at `1 − α` (for experiments only: many false alarms).
+    None,
+}
+
+/// Knobs of the gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareOptions {
+    /// Smallest relative change worth a verdict (0.05 = 5 %).
+    pub min_effect: f64,
+    /// Smallest RSS-slope change worth a verdict, bytes per hour.
+    pub min_rss_slope_bytes_per_hour: f64,
+    /// Family-wise error rate.
+    pub alpha: f64,
+    pub correction: Correction,
+    pub resamples: usize,
+    pub seed: u64,
+    /// Compare even when environment fingerprints differ (the differences are still reported).
+    pub allow_different_env: bool,
+    /// Relative noise floor above which nothing is called `unchanged`.
+    pub max_noise_floor: f64,
+    /// Fewest intervals per side for a bootstrap.
+    pub min_intervals: usize,
+    /// Fewest expected events beyond a percentile (e.g. 10 → p99.9 needs 10 000 events).
+    pub min_tail_events: f64,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            min_effect: 0.05,
+            min_rss_slope_bytes_per_hour: 16.0 * 1024.0 * 1024.0,
+            alpha: 0.05,
+            correction: Correction::Bonferroni,
+            resamples: 1000,
+            seed: 0x5EED_0006,
+            allow_different_env: false,
+            max_noise_floor: 0.25,
+            min_intervals: 4,
+            min_tail_events: 10.0,
+        }
+    }
+}
+
+/// Outcome of one metric's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeVerdict {
+    Regressed,
+    Improved,
+    Unchanged,
+    Inconclusive,
+}
+
+impl ChangeVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeVerdict::Regressed => "regressed",
+            ChangeVerdict::Improved => "improved",
+            ChangeVerdict::Unchanged => "unchanged",
+            ChangeVerdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// Whether a larger value is better or worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    LowerIsBetter,
+    HigherIsBetter,
+}
+
+/// One metric of one scenario, compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricComparison {
+    pub scenario: String,
+    /// `p50`, `p99`, `p99.9`, `throughput`, `cpu_us_per_event.<process>`, `rss_slope.<process>`.
+    pub metric: String,
+    /// `ns`, `events/s`, `us/event`, `bytes/h`.
+    pub unit: String,
+    pub direction: Direction,
+    /// `relative` (change is a fraction: 0.08 = +8 %) or `absolute` (change in `unit`).
+    pub scale: String,
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+    pub change: Option<f64>,
+    /// Confidence interval of the change at [`Comparison::per_metric_confidence`].
+    pub ci: Option<[f64; 2]>,
+    /// A/A noise floor on the change scale, if it could be measured.
+    pub noise_floor: Option<f64>,
+    /// The change a verdict needs, `max(min effect, noise floor)`.
+    pub threshold: f64,
+    pub verdict: ChangeVerdict,
+    /// "p99 +8 % [+3 %, +12 %]".
+    pub label: String,
+    /// Why the verdict is what it is, when that is not obvious.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Identity of one side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideInfo {
+    pub label: String,
+    pub run_ids: Vec<String>,
+    pub git_revision: String,
+    pub git_dirty: bool,
+    #[serde(default)]
+    pub git_branch: Option<String>,
+    pub fingerprint: String,
+}
+
+/// A scenario's absolute target missed by the candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissedTarget {
+    pub scenario: String,
+    pub detail: String,
+}
+
+/// The whole comparison (`compare.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub schema_version: u32,
+    /// `runs` (two independent runs) or `interleaved` (A/B rounds of one run).
+    pub mode: String,
+    pub baseline: SideInfo,
+    pub candidate: SideInfo,
+    pub comparable: bool,
+    pub env_differences: Vec<String>,
+    pub options: CompareOptions,
+    /// Comparisons that produced an interval (the Bonferroni family size).
+    pub family_size: usize,
+    pub per_metric_confidence: f64,
+    pub metrics: Vec<MetricComparison>,
+    pub missed_targets: Vec<MissedTarget>,
+    /// Harness errors recorded by the candidate (the measurement itself is suspect).
+    pub harness_errors: Vec<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl Comparison {
+    pub fn count(&self, verdict: ChangeVerdict) -> usize {
+        self.metrics.iter().filter(|m| m.verdict == verdict).count()
+    }
+
+    /// 2 for a confident regression or a missed target, 1 when the candidate's harness failed,
+    /// else 0. A regression outranks a harness error: what was measured did regress.
+    pub fn exit_code(&self) -> u8 {
+        if self.count(ChangeVerdict::Regressed) > 0 || !self.missed_targets.is_empty() {
+            exit::REGRESSION
+        } else if !self.harness_errors.is_empty() {
+            exit::HARNESS_ERROR
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// One run as input: its results and the directory its interval logs are relative to.
+#[derive(Debug, Clone)]
+pub struct RunInput {
+    pub results: RunResults,
+    pub dir: Option<PathBuf>,
+}
+
+impl RunInput {
+    /// Load `path`: a `results.json` or a run directory containing one.
+    pub fn load(path: &Path) -> anyhow::Result<RunInput> {
+        let file = if path.is_dir() {
+            path.join(RESULTS_FILE)
+        } else {
+            path.to_owned()
+        };
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+        let results =
+            RunResults::from_json(&text).with_context(|| format!("parse {}", file.display()))?;
+        // A history entry `<dir>/<run_id>.json` keeps its interval logs in `<dir>/<run_id>/`.
+        let sibling = file
+            .file_stem()
+            .and_then(|stem| Some(file.parent()?.join(stem)))
+            .filter(|d| d.is_dir());
+        let dir = if file.file_name().is_some_and(|n| n == RESULTS_FILE) {
+            file.parent().map(Path::to_owned)
+        } else {
+            sibling
+        };
+        Ok(RunInput {
+            results,
+            dir: dir.or_else(|| file.parent().map(Path::to_owned)),
+        })
+    }
+}
+
+/// Resolve `--baseline`: `history:<branch>` (newest run of that branch in `history_dir`, preferring
+/// one whose fingerprint matches the candidate's), a run directory, or a results file.
+///
+/// History entries are `<history_dir>/<run_id>.json` (the history store's layout); CI also keeps
+/// the run's interval logs in `<history_dir>/<run_id>/` so latency percentiles can be
+/// bootstrapped. Run directories below `history_dir` are found too.
+pub fn resolve_baseline(
+    spec: &str,
+    history_dir: &Path,
+    candidate: &Environment,
+) -> anyhow::Result<RunInput> {
+    let Some(branch) = spec.strip_prefix("history:") else {
+        return RunInput::load(Path::new(spec));
+    };
+    let mut found = Vec::new();
+    collect_history(history_dir, 0, &mut found);
+    let mut on_branch: Vec<RunInput> = found
+        .into_iter()
+        .filter(|r| r.results.environment.git_branch.as_deref() == Some(branch))
+        .collect();
+    anyhow::ensure!(
+        !on_branch.is_empty(),
+        "no run of branch {branch:?} in history {}",
+        history_dir.display()
+    );
+    on_branch.sort_by(|a, b| {
+        a.results
+            .started_at
+            .cmp(&b.results.started_at)
+            .then(a.results.run_id.cmp(&b.results.run_id))
+    });
+    let fingerprint = candidate.fingerprint();
+    let matching = on_branch
+        .iter()
+        .rposition(|r| r.results.environment.fingerprint() == fingerprint);
+    let index = matching.unwrap_or(on_branch.len() - 1);
+    Ok(on_branch.swap_remove(index))
+}
+
+fn collect_history(dir: &Path, depth: usize, out: &mut Vec<RunInput>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && depth < 2 {
+            collect_history(&path, depth + 1, out);
+        } else if path.extension().is_some_and(|e| e == "json")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            // Other JSON (indexes, compare.json) is skipped, not an error.
+            if let Ok(run) = RunInput::load(&path) {
+                out.push(run);
+            }
+        }
+    }
+}
+
+/// One side of a comparison: one run, or the rounds of one side of an interleaved run.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub label: String,
+    pub rounds: Vec<RunInput>,
+}
+
+/// Compare two independent runs.
+pub fn compare_runs(
+    baseline: &RunInput,
+    candidate: &RunInput,
+    options: &CompareOptions,
+) -> Comparison {
+    let base = Side {
+        label: "baseline".into(),
+        rounds: vec![baseline.clone()],
+    };
+    let cand = Side {
+        label: "candidate".into(),
+        rounds: vec![candidate.clone()],
+    };
+    compare_sides(&base, &cand, false, None, options)
+}
+
+/// Externally measured A/A noise per `(scenario, metric)` on the change scale (interleaved runs).
+pub type NoiseFloors = std::collections::BTreeMap<(String, String), f64>;
+
+/// Compare two sides. `paired` pairs round *i* of one side with round *i* of the other
+/// (interleaved runs); `noise` replaces the split-half noise floor when given.
+pub fn compare_sides(
+    base: &Side,
+    cand: &Side,
+    paired: bool,
+    noise: Option<&NoiseFloors>,
+    options: &CompareOptions,
+) -> Comparison {
+    let mut notes = Vec::new();
+    let env_b = base.rounds.first().map(|r| &r.results.environment);
+    let env_c = cand.rounds.first().map(|r| &r.results.environment);
+    let env_differences = match (env_b, env_c) {
+        (Some(b), Some(c)) => c.differences(b),
+        _ => vec!["a side has no runs".into()],
+    };
+    let comparable = env_differences.is_empty()
+        || (options.allow_different_env && env_b.is_some() && env_c.is_some());
+    if !env_differences.is_empty() && comparable {
+        notes.push(format!(
+            "compared despite different environments (--allow-different-env): {}",
+            env_differences.join("; ")
+        ));
+    }
+
+    let mut names: Vec<String> = Vec::new();
+    for side in [cand, base] {
+        for round in &side.rounds {
+            for s in &round.results.scenarios {
+                if !names.contains(&s.name) {
+                    names.push(s.name.clone());
+                }
+            }
+        }
+    }
+
+    let mut pending = Vec::new();
+    for name in &names {
+        pending.extend(prepare_scenario(
+            name,
+            base,
+            cand,
+            paired,
+            noise,
+            comparable,
+            &env_differences,
+            options,
+            &mut notes,
+        ));
+    }
+    let family_size = pending.iter().filter(|p| p.se.is_some()).count();
+    let per_metric_alpha = match options.correction {
+        Correction::Bonferroni => options.alpha / family_size.max(1) as f64,
+        Correction::None => options.alpha,
+    };
+    let z = stats::normal_quantile(1.0 - per_metric_alpha / 2.0);
+    let metrics = pending.into_iter().map(|p| p.finish(z, options)).collect();
+
+    let mut missed_targets = Vec::new();
+    let mut harness_errors = Vec::new();
+    for round in &cand.rounds {
+        harness_errors.extend(round.results.harness_errors.iter().cloned());
+        for s in &round.results.scenarios {
+            for t in s.targets.iter().filter(|t| !t.passed) {
+                let actual = t
+                    .actual
+                    .map_or_else(|| "not measured".to_owned(), |a| format!("{a:.3}"));
+                missed_targets.push(MissedTarget {
+                    scenario: s.name.clone(),
+                    detail: format!(
+                        "{} {} {} {} (actual {actual})",
+                        t.metric, t.op, t.threshold, t.unit
+                    ),
+                });
+            }
+            if s.verdict == Verdict::Fail && s.targets.iter().all(|t| t.passed) {
+                let a = s.accounting;
+                missed_targets.push(MissedTarget {
+                    scenario: s.name.clone(),
+                    detail: format!(
+                        "scenario failed: sent {} committed {} lost {} duplicated {}",
+                        a.sent, a.committed, a.lost, a.duplicated
+                    ),
+                });
+            }
+            if s.verdict == Verdict::Error {
+                harness_errors.push(format!(
+                    "{}: {}",
+                    s.name,
+                    s.error.as_deref().unwrap_or("scenario error")
+                ));
+            }
+        }
+    }
+    missed_targets.dedup();
+
+    Comparison {
+        schema_version: COMPARE_SCHEMA_VERSION,
+        mode: if paired {
+            "interleaved".into()
+        } else {
+            "runs".into()
+        },
+        baseline: side_info(base),
+        candidate: side_info(cand),
+        comparable,
+        env_differences,
+        options: options.clone(),
+        family_size,
+        per_metric_confidence: 1.0 - per_metric_alpha,
+        metrics,
+        missed_targets,
+        harness_errors,
+        notes,
+    }
+}
+
+fn side_info(side: &Side) -> SideInfo {
+    let first = side.rounds.first().map(|r| &r.results);
+    SideInfo {
+        label: side.label.clone(),
+        run_ids: side
+            .rounds
+            .iter()
+            .map(|r| r.results.run_id.clone())
+            .collect(),
+        git_revision: first
+            .map(|r| r.environment.git_revision.clone())
+            .unwrap_or_default(),
+        git_dirty: first.is_some_and(|r| r.environment.git_dirty),
+        git_branch: first.and_then(|r| r.environment.git_branch.clone()),
+        fingerprint: first
+            .map(|r| r.environment.fingerprint())
+            .unwrap_or_default(),
+    }
+}
+
+/// A metric whose interval awaits the family size.
+struct Pending {
+    row: MetricComparison,
+    se: Option<f64>,
+    relative: bool,
+    min_effect: f64,
+}
+
+impl Pending {
+    fn finish(mut self, z: f64, options: &CompareOptions) -> MetricComparison {
+        let r = &mut self.row;
+        r.threshold = self.min_effect.max(r.noise_floor.unwrap_or(0.0));
+        if let (Some(est), Some(se)) = (r.change, self.se) {
+            let (lo, hi) = (est - z * se, est + z * se);
+            let noise_relative_ok = !self.relative
+                || r.noise_floor
+                    .is_none_or(|n| n <= (1.0 + options.max_noise_floor).ln());
+            let (verdict, note) = decide(
+                est,
+                lo,
+                hi,
+                r.noise_floor,
+                self.min_effect,
+                noise_relative_ok,
+                r.direction,
+            );
+            r.verdict = verdict;
+            if !note.is_empty() {
+                r.note = note;
+            }
+            if self.relative {
+                r.change = Some(est.exp() - 1.0);
+                r.ci = Some([lo.exp() - 1.0, hi.exp() - 1.0]);
+                r.noise_floor = r.noise_floor.map(|n| n.exp() - 1.0);
+                r.threshold = r.threshold.exp() - 1.0;
+            } else {
+                r.ci = Some([lo, hi]);
+            }
+        } else if self.relative {
+            r.change = r.change.map(|c| c.exp() - 1.0);
+            r.noise_floor = r.noise_floor.map(|n| n.exp() - 1.0);
+            r.threshold = r.threshold.exp() - 1.0;
+        }
+        r.label = render::label(r);
+        self.row
+    }
+}
+
+/// The decision rule on the change scale; `change` is "candidate relative to baseline", so for
+/// lower-is-better metrics a positive change is bad. Returns the verdict and, when useful, why.
+pub fn decide(
+    est: f64,
+    lo: f64,
+    hi: f64,
+    noise: Option<f64>,
+    min_effect: f64,
+    noise_acceptable: bool,
+    direction: Direction,
+) -> (ChangeVerdict, String) {
+    let threshold = min_effect.max(noise.unwrap_or(0.0));
+    let (worse, better) = match direction {
+        Direction::LowerIsBetter => (ChangeVerdict::Regressed, ChangeVerdict::Improved),
+        Direction::HigherIsBetter => (ChangeVerdict::Improved, ChangeVerdict::Regressed),
+    };
+    if lo > 0.0 && est >= threshold {
+        return (worse, String::new());
+    }
+    if hi < 0.0 && est <= -threshold {
+        return (better, String::new());
+    }
+    if !noise_acceptable {
+        return (
+            ChangeVerdict::Inconclusive,
+            "A/A noise floor too high to call it unchanged".into(),
+        );
+    }
+    if lo >= -threshold && hi <= threshold {
+        let note = if lo > 0.0 || hi < 0.0 {
+            "significant but below the threshold"
+        } else {
+            ""
+        };
+        return (ChangeVerdict::Unchanged, note.into());
+    }
+    let why = if lo > 0.0 || hi < 0.0 {
+        "significant, but cannot tell whether it exceeds the threshold"
+    } else {
+        "interval too wide"
+    };
+    (ChangeVerdict::Inconclusive, why.into())
+}
+
+/// The metrics of one scenario, before the family-wise interval is known.
+#[allow(clippy::too_many_arguments)]
+fn prepare_scenario(
+    name: &str,
+    base: &Side,
+    cand: &Side,
+    paired: bool,
+    noise: Option<&NoiseFloors>,
+    comparable: bool,
+    env_differences: &[String],
+    options: &CompareOptions,
+    notes: &mut Vec<String>,
+) -> Vec<Pending> {
+    let base_runs: Vec<(&RunInput, &ScenarioResult)> = base
+        .rounds
+        .iter()
+        .filter_map(|r| r.results.scenario(name).map(|s| (r, s)))
+        .collect();
+    let cand_runs: Vec<(&RunInput, &ScenarioResult)> = cand
+        .rounds
+        .iter()
+        .filter_map(|r| r.results.scenario(name).map(|s| (r, s)))
+        .collect();
+
+    let mut processes = BTreeSet::new();
+    for (_, s) in base_runs.iter().chain(&cand_runs) {
+        processes.extend(s.resources.iter().map(|r| r.process.clone()));
+        processes.extend(s.resource_timeline.iter().map(|r| r.process.clone()));
+    }
+    processes.retain(|p| !NOT_UNDER_TEST.contains(&p.as_str()));
+    let processes: Vec<String> = processes.into_iter().collect();
+
+    let mut defs: Vec<(String, Stat, &str, Direction)> = vec![
+        (
+            "p50".into(),
+            Stat::Quantile(0.5),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "p99".into(),
+            Stat::Quantile(0.99),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "p99.9".into(),
+            Stat::Quantile(0.999),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "throughput".into(),
+            Stat::Throughput,
+            "events/s",
+            Direction::HigherIsBetter,
+        ),
+    ];
+    for (slot, p) in processes.iter().enumerate() {
+        defs.push((
+            format!("cpu_us_per_event.{p}"),
+            Stat::CpuPerEvent(slot),
+            "us/event",
+            Direction::LowerIsBetter,
+        ));
+        defs.push((
+            format!("rss_slope.{p}"),
+            Stat::RssSlope(slot),
+            "bytes/h",
+            Direction::LowerIsBetter,
+        ));
+    }
+    let stat_list: Vec<Stat> = defs.iter().map(|d| d.1).collect();
+
+    // Load interval histograms of every run first: the value table spans both sides.
+    let mut load_notes = Vec::new();
+    let base_intervals: Vec<_> = base_runs
+        .iter()
+        .map(|(r, s)| load_intervals(r, s, &mut load_notes))
+        .collect();
+    let cand_intervals: Vec<_> = cand_runs
+        .iter()
+        .map(|(r, s)| load_intervals(r, s, &mut load_notes))
+        .collect();
+    let table = ValueTable::new(
+        base_intervals
+            .iter()
+            .chain(&cand_intervals)
+            .flatten()
+            .flat_map(|iv| iv.iter().map(|i| &i.histogram)),
+    );
+    let to_blocks = |runs: &[(&RunInput, &ScenarioResult)],
+                     ivs: &[Option<Vec<histogram::Interval>>]|
+     -> Vec<Vec<Block>> {
+        runs.iter()
+            .zip(ivs)
+            .map(|((_, s), iv)| blocks_of(s, iv.as_deref(), &table, &processes))
+            .filter(|b| !b.is_empty())
+            .collect()
+    };
+    let base_blocks = to_blocks(&base_runs, &base_intervals);
+    let cand_blocks = to_blocks(&cand_runs, &cand_intervals);
+    for n in load_notes {
+        notes.push(format!("{name}: {n}"));
+    }
+
+    let all = |sample: &[Vec<Block>]| -> Vec<Option<f64>> {
+        let groups: Vec<Vec<&Block>> = sample.iter().map(|c| c.iter().collect()).collect();
+        stats::evaluate(&table, &stat_list, &groups, options.min_tail_events)
+    };
+    let base_values = all(&base_blocks);
+    let cand_values = all(&cand_blocks);
+    let fallback_b = base_runs.first().map(|(_, s)| *s);
+    let fallback_c = cand_runs.first().map(|(_, s)| *s);
+
+    let missing = if base_runs.is_empty() {
+        Some("not in baseline".to_owned())
+    } else if cand_runs.is_empty() {
+        Some("not in candidate".to_owned())
+    } else if !comparable {
+        Some(format!("not comparable: {}", env_differences.join("; ")))
+    } else {
+        None
+    };
+    let blocks_b: usize = base_blocks.iter().map(Vec::len).sum();
+    let blocks_c: usize = cand_blocks.iter().map(Vec::len).sum();
+    let enough = blocks_b >= options.min_intervals && blocks_c >= options.min_intervals;
+    let seed = options.seed ^ fnv1a(name);
+    let replicates = if missing.is_none() && enough {
+        stats::bootstrap(
+            &table,
+            &stat_list,
+            &base_blocks,
+            &cand_blocks,
+            paired,
+            stats::Resampling {
+                resamples: options.resamples,
+                seed,
+                min_tail_events: options.min_tail_events,
+            },
+        )
+    } else {
+        vec![Vec::new(); stat_list.len()]
+    };
+    let own_noise = if noise.is_none() && missing.is_none() && enough {
+        let nb = stats::split_half_noise(&table, &stat_list, &base_blocks, options.min_tail_events);
+        let nc = stats::split_half_noise(&table, &stat_list, &cand_blocks, options.min_tail_events);
+        nb.into_iter().zip(nc).map(|(a, b)| max_opt(a, b)).collect()
+    } else {
+        vec![None; stat_list.len()]
+    };
+
+    defs.iter()
+        .enumerate()
+        .map(|(i, (metric, stat, unit, direction))| {
+            let relative = stat.relative();
+            let min_effect = if relative { (1.0 + options.min_effect).ln() } else { options.min_rss_slope_bytes_per_hour };
+            let baseline = base_values[i].or_else(|| fallback_b.and_then(|s| summary_value(s, metric)));
+            let candidate = cand_values[i].or_else(|| fallback_c.and_then(|s| summary_value(s, metric)));
+            let change = stats::change(*stat, baseline, candidate);
+            let noise_floor = match noise {
+                Some(map) => map.get(&(name.to_owned(), metric.clone())).copied(),
+                None => own_noise[i],
+            };
+            let mut note = String::new();
+            let mut se = None;
+            if let Some(why) = &missing {
+                note.clone_from(why);
+            } else if !enough {
+                note = format!("too few intervals to estimate noise (baseline {blocks_b}, candidate {blocks_c}, need {})", options.min_intervals);
+            } else if base_values[i].is_none() || cand_values[i].is_none() {
+                note = undefined_reason(*stat, options);
+            } else {
+                let reps = &replicates[i];
+                if reps.len() * 10 < options.resamples * 9 {
+                    note = format!("statistic undefined in {} of {} resamples", options.resamples - reps.len(), options.resamples);
+                } else {
+                    se = stats::mean_sd(reps).map(|(_, sd)| sd);
+                }
+            }
+            let row = MetricComparison {
+                scenario: name.to_owned(),
+                metric: metric.clone(),
+                unit: (*unit).to_owned(),
+                direction: *direction,
+                scale: if relative { "relative".into() } else { "absolute".into() },
+                baseline,
+                candidate,
+                change: if se.is_some() { base_values[i].and_then(|b| stats::change(*stat, Some(b), cand_values[i])) } else { change },
+                ci: None,
+                noise_floor,
+                threshold: 0.0,
+                verdict: ChangeVerdict::Inconclusive,
+                label: String::new(),
+                note,
+            };
+            Pending { row, se, relative, min_effect }
+        })
+        .collect()
+}
+
+fn undefined_reason(stat: Stat, options: &CompareOptions) -> String {
+    match stat {
+        Stat::Quantile(q) => format!(
+            "no interval histograms, or fewer than {:.0} events for this percentile",
+            options.min_tail_events / (1.0 - q)
+        ),
+        Stat::Throughput => "no interval data".into(),
+        Stat::CpuPerEvent(_) => "no CPU samples on the interval timeline".into(),
+        Stat::RssSlope(_) => "no RSS samples on the interval timeline".into(),
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// FNV-1a, to give every scenario its own bootstrap stream from one seed.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The scenario's summary figure for `metric`, shown when no interval data exist.
+fn summary_value(s: &ScenarioResult, metric: &str) -> Option<f64> {
+    let latency = s.latency.as_ref();
+    match metric {
+        "p50" => latency.map(|l| l.p50_ns as f64),
+        "p99" => latency.map(|l| l.p99_ns as f64),
+        "p99.9" => latency.map(|l| l.p999_ns as f64),
+        "throughput" => s.throughput_per_s,
+        _ => {
+            let (kind, process) = metric.split_once('.')?;
+            let r = s.resources.iter().find(|r| r.process == process)?;
+            match kind {
+                "cpu_us_per_event" => r.cpu_us_per_event,
+                "rss_slope" => r.rss_slope_bytes_per_hour,
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Read the scenario's headline interval histograms, if it has an interval log.
+fn load_intervals(
+    run: &RunInput,
+    s: &ScenarioResult,
+    notes: &mut Vec<String>,
+) -> Option<Vec<histogram::Interval>> {
+    let rel = s.interval_log.as_deref()?;
+    let path = run
+        .dir
+        .as_ref()
+        .map_or_else(|| PathBuf::from(rel), |d| d.join(rel));
+    match histogram::read_interval_log(&path) {
+        Ok(all) => {
+            let tagged = all.iter().any(|i| i.tag.as_deref() == Some("latency"));
+            let headline: Vec<_> = all
+                .into_iter()
+                .filter(|i| {
+                    if tagged {
+                        i.tag.as_deref() == Some("latency")
+                    } else {
+                        i.tag.is_none()
+                    }
+                })
+                .collect();
+            (!headline.is_empty()).then_some(headline)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "run {}: interval log unusable ({e:#}); latency percentiles not compared",
+                run.results.run_id
+            ));
+            None
+        }
+    }
+}
+
+/// The blocks of one run's scenario: one per interval, with the CPU and RSS samples of each
+/// process under test assigned to the interval containing the middle of their sampling period.
+fn blocks_of(
+    s: &ScenarioResult,
+    intervals: Option<&[histogram::Interval]>,
+    table: &ValueTable,
+    processes: &[String],
+) -> Vec<Block> {
+    let mut blocks: Vec<(f64, Block)> = match intervals {
+        Some(ivs) => ivs
+            .iter()
+            .map(|iv| {
+                let block = Block {
+                    latency: table.sparse(&iv.histogram),
+                    events: iv.histogram.len(),
+                    length_s: iv.length.as_secs_f64(),
+                    cpu_us: vec![None; processes.len()],
+                    rss: vec![Vec::new(); processes.len()],
+                };
+                (iv.start.as_secs_f64(), block)
+            })
+            .collect(),
+        None => s
+            .intervals
+            .iter()
+            .map(|p| {
+                let block = Block {
+                    latency: Vec::new(),
+                    events: p.count,
+                    length_s: p.length_s,
+                    cpu_us: vec![None; processes.len()],
+                    rss: vec![Vec::new(); processes.len()],
+                };
+                (p.t_s, block)
+            })
+            .collect(),
+    };
+    blocks.retain(|(_, b)| b.length_s > 0.0);
+    for (slot, process) in processes.iter().enumerate() {
+        let mut samples: Vec<_> = s
+            .resource_timeline
+            .iter()
+            .filter(|r| &r.process == process)
+            .collect();
+        samples.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let mut previous: Option<f64> = None;
+        for sample in samples {
+            let Some(start) = previous.replace(sample.t_s) else {
+                continue;
+            };
+            let period = sample.t_s - start;
+            if period <= 0.0 {
+                continue;
+            }
+            let middle = start + period / 2.0;
+            if let Some((_, block)) = blocks
+                .iter_mut()
+                .find(|(t, b)| middle >= *t && middle < t + b.length_s)
+            {
+                let cpu = block.cpu_us[slot].get_or_insert(0.0);
+                *cpu += sample.cpu_percent / 100.0 * period * 1e6;
+                block.rss[slot].push((sample.t_s, sample.rss_bytes as f64));
+            }
+        }
+    }
+    blocks.into_iter().map(|(_, b)| b).collect()
+}
+
+/// Write `compare.json` and `compare.md` into `dir`.
+pub fn write(dir: &Path, comparison: &Comparison) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let json = dir.join("compare.json");
+    let md = dir.join("compare.md");
+    std::fs::write(&json, serde_json::to_string_pretty(comparison)?)
+        .with_context(|| format!("write {}", json.display()))?;
+    std::fs::write(&md, render::markdown(comparison))
+        .with_context(|| format!("write {}", md.display()))?;
+    Ok((json, md))
+}

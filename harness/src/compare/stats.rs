@@ -1,0 +1,511 @@
+//! The statistics behind the regression gate: a two-stage (cluster, then interval) bootstrap of
+//! the change between two samples, a split-half noise floor, and the normal quantile used for the
+//! multiple-comparison-corrected confidence level.
+//!
+//! A *block* is one interval of one run (normally one second): its latency histogram in a compact
+//! sparse form, its length, and the CPU time and RSS samples of the processes under test in it.
+//! A *cluster* is one run (or one round of an interleaved A/B run). Resampling clusters first and
+//! intervals within them second captures both round-to-round and second-to-second variation.
+
+use hdrhistogram::Histogram;
+
+/// Deterministic pseudo-random numbers (SplitMix64). Own code rather than a `rand` generator so
+/// that a seed gives the same resamples on every platform and every dependency version: verdicts
+/// must be reproducible from the stored results alone.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for our `n`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The distinct histogram values (highest equivalent value of each recorded bucket) of every
+/// block being compared, so that merging a resample is a sum over a small dense array instead of
+/// `Histogram::add` over ~100 000 buckets.
+#[derive(Debug, Clone, Default)]
+pub struct ValueTable {
+    values: Vec<u64>,
+}
+
+impl ValueTable {
+    pub fn new<'a>(histograms: impl IntoIterator<Item = &'a Histogram<u64>>) -> ValueTable {
+        let mut values: Vec<u64> = histograms
+            .into_iter()
+            .flat_map(|h| h.iter_recorded().map(|v| v.value_iterated_to()))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        ValueTable { values }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The sparse `(index, count)` form of `h`; every recorded value of `h` must be in the table.
+    pub fn sparse(&self, h: &Histogram<u64>) -> Vec<(u32, u64)> {
+        h.iter_recorded()
+            .filter_map(|v| {
+                let index = self.values.binary_search(&v.value_iterated_to()).ok()?;
+                Some((u32::try_from(index).ok()?, v.count_at_value()))
+            })
+            .collect()
+    }
+
+    /// The value at `quantile` of a dense count array over this table, with the semantics of
+    /// `Histogram::value_at_quantile`: the smallest value whose cumulative count reaches
+    /// `ceil(quantile × total)` (at least 1).
+    pub fn quantile(&self, dense: &[u64], total: u64, quantile: f64) -> Option<u64> {
+        if total == 0 {
+            return None;
+        }
+        let target = ((quantile.min(1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, c) in dense.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return self.values.get(i).copied();
+            }
+        }
+        self.values.last().copied()
+    }
+}
+
+/// One interval of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Block {
+    /// Headline latency histogram over the [`ValueTable`], empty when the run has no interval
+    /// histograms.
+    pub latency: Vec<(u32, u64)>,
+    /// Events completed in the interval (the histogram's count, or the interval summary's).
+    pub events: u64,
+    pub length_s: f64,
+    /// CPU microseconds (user + system) per process slot, `None` if not sampled in this interval.
+    pub cpu_us: Vec<Option<f64>>,
+    /// `(t_s, rss_bytes)` samples per process slot.
+    pub rss: Vec<Vec<(f64, f64)>>,
+}
+
+/// A statistic of a set of blocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stat {
+    /// A latency percentile (0..1) of the merged histograms, in nanoseconds.
+    Quantile(f64),
+    /// Events per second.
+    Throughput,
+    /// CPU microseconds per event of a process slot.
+    CpuPerEvent(usize),
+    /// Least-squares RSS slope of a process slot in bytes per hour (pooled within clusters).
+    RssSlope(usize),
+}
+
+impl Stat {
+    /// Whether the change is a ratio (relative) or a difference (absolute).
+    pub fn relative(self) -> bool {
+        !matches!(self, Stat::RssSlope(_))
+    }
+}
+
+/// Evaluate `stats` over a selection of blocks grouped by cluster (a cluster drawn twice is two
+/// groups). One merge serves every percentile.
+pub fn evaluate(
+    table: &ValueTable,
+    stats: &[Stat],
+    groups: &[Vec<&Block>],
+    min_tail_events: f64,
+) -> Vec<Option<f64>> {
+    let needs_histogram = stats.iter().any(|s| matches!(s, Stat::Quantile(_)));
+    let mut dense = Vec::new();
+    let mut hist_total = 0u64;
+    if needs_histogram {
+        dense = vec![0u64; table.len()];
+        for block in groups.iter().flatten() {
+            for &(i, c) in &block.latency {
+                dense[i as usize] += c;
+                hist_total += c;
+            }
+        }
+    }
+    let events: u64 = groups.iter().flatten().map(|b| b.events).sum();
+    let length: f64 = groups.iter().flatten().map(|b| b.length_s).sum();
+    stats
+        .iter()
+        .map(|stat| match *stat {
+            Stat::Quantile(q) => {
+                // Too few events beyond the percentile make it the sample maximum, whose
+                // bootstrap distribution is degenerate: refuse rather than report false precision.
+                if (hist_total as f64) * (1.0 - q) < min_tail_events {
+                    return None;
+                }
+                table.quantile(&dense, hist_total, q).map(|v| v as f64)
+            }
+            Stat::Throughput => (length > 0.0).then(|| events as f64 / length),
+            Stat::CpuPerEvent(slot) => {
+                let mut cpu = 0.0;
+                let mut counted_events = 0u64;
+                for block in groups.iter().flatten() {
+                    if let Some(Some(us)) = block.cpu_us.get(slot) {
+                        cpu += us;
+                        counted_events += block.events;
+                    }
+                }
+                (counted_events > 0).then(|| cpu / counted_events as f64)
+            }
+            Stat::RssSlope(slot) => rss_slope(groups, slot),
+        })
+        .collect()
+}
+
+/// Pooled within-group least-squares slope, in bytes per hour.
+fn rss_slope(groups: &[Vec<&Block>], slot: usize) -> Option<f64> {
+    let mut sxy = 0.0;
+    let mut sxx = 0.0;
+    for group in groups {
+        let points: Vec<(f64, f64)> = group
+            .iter()
+            .filter_map(|b| b.rss.get(slot))
+            .flatten()
+            .copied()
+            .collect();
+        if points.len() < 2 {
+            continue;
+        }
+        let n = points.len() as f64;
+        let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+        for (x, y) in points {
+            sxy += (x - mx) * (y - my);
+            sxx += (x - mx) * (x - mx);
+        }
+    }
+    (sxx > 0.0).then(|| sxy / sxx * 3600.0)
+}
+
+/// The change from `base` to `cand`: natural log ratio for relative statistics (so that changes
+/// are symmetric and CIs can be formed additively), difference otherwise.
+pub fn change(stat: Stat, base: Option<f64>, cand: Option<f64>) -> Option<f64> {
+    let (b, c) = (base?, cand?);
+    if stat.relative() {
+        (b > 0.0 && c > 0.0).then(|| (c / b).ln())
+    } else {
+        Some(c - b)
+    }
+}
+
+/// How many resamples, from which seed, and the tail rule of [`evaluate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Resampling {
+    pub resamples: usize,
+    pub seed: u64,
+    pub min_tail_events: f64,
+}
+
+/// Bootstrap replicates of the change for every statistic.
+///
+/// Stage one draws clusters with replacement (the same cluster indices on both sides when
+/// `paired`, so that each A round stays next to its B round); stage two draws blocks with
+/// replacement within each drawn cluster.
+pub fn bootstrap(
+    table: &ValueTable,
+    stats: &[Stat],
+    base: &[Vec<Block>],
+    cand: &[Vec<Block>],
+    paired: bool,
+    resampling: Resampling,
+) -> Vec<Vec<f64>> {
+    let Resampling {
+        resamples,
+        seed,
+        min_tail_events,
+    } = resampling;
+    let mut rng = SplitMix64::new(seed);
+    let mut out = vec![Vec::with_capacity(resamples); stats.len()];
+    for _ in 0..resamples {
+        let base_clusters: Vec<usize> = (0..base.len()).map(|_| rng.below(base.len())).collect();
+        let cand_clusters: Vec<usize> = if paired && cand.len() == base.len() {
+            base_clusters.clone()
+        } else {
+            (0..cand.len()).map(|_| rng.below(cand.len())).collect()
+        };
+        let b = evaluate(
+            table,
+            stats,
+            &draw(base, &base_clusters, &mut rng),
+            min_tail_events,
+        );
+        let c = evaluate(
+            table,
+            stats,
+            &draw(cand, &cand_clusters, &mut rng),
+            min_tail_events,
+        );
+        for (i, stat) in stats.iter().enumerate() {
+            if let Some(d) = change(*stat, b[i], c[i]) {
+                out[i].push(d);
+            }
+        }
+    }
+    out
+}
+
+fn draw<'a>(
+    clusters: &'a [Vec<Block>],
+    chosen: &[usize],
+    rng: &mut SplitMix64,
+) -> Vec<Vec<&'a Block>> {
+    chosen
+        .iter()
+        .map(|&ci| {
+            let blocks = &clusters[ci];
+            (0..blocks.len())
+                .map(|_| &blocks[rng.below(blocks.len())])
+                .collect()
+        })
+        .collect()
+}
+
+/// The A/A noise of one sample: the larger absolute change between its two halves, split once
+/// by time (first half against second: drift) and once by alternation (odd against even:
+/// short-term noise). Clusters are split when there are several, blocks otherwise.
+pub fn split_half_noise(
+    table: &ValueTable,
+    stats: &[Stat],
+    sample: &[Vec<Block>],
+    min_tail_events: f64,
+) -> Vec<Option<f64>> {
+    let groups: Vec<Vec<&Block>> = if sample.len() >= 2 {
+        sample.iter().map(|c| c.iter().collect()).collect()
+    } else {
+        sample.iter().flatten().map(|b| vec![b]).collect()
+    };
+    let n = groups.len();
+    if n < 2 {
+        return vec![None; stats.len()];
+    }
+    // Blocks of one run form one regression group; clusters stay separate groups.
+    let clustered = sample.len() >= 2;
+    fn regroup<'a>(picked: Vec<&Vec<&'a Block>>, clustered: bool) -> Vec<Vec<&'a Block>> {
+        if clustered {
+            picked.into_iter().cloned().collect()
+        } else {
+            vec![picked.into_iter().flatten().copied().collect()]
+        }
+    }
+    let first = regroup(groups[..n / 2].iter().collect(), clustered);
+    let second = regroup(groups[n / 2..].iter().collect(), clustered);
+    let even = regroup(groups.iter().step_by(2).collect(), clustered);
+    let odd = regroup(groups.iter().skip(1).step_by(2).collect(), clustered);
+    let (f, s) = (
+        evaluate(table, stats, &first, min_tail_events / 2.0),
+        evaluate(table, stats, &second, min_tail_events / 2.0),
+    );
+    let (e, o) = (
+        evaluate(table, stats, &even, min_tail_events / 2.0),
+        evaluate(table, stats, &odd, min_tail_events / 2.0),
+    );
+    stats
+        .iter()
+        .enumerate()
+        .map(|(i, stat)| {
+            let a = change(*stat, f[i], s[i]).map(f64::abs);
+            let b = change(*stat, e[i], o[i]).map(f64::abs);
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        })
+        .collect()
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_sd(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
+    Some((mean, var.sqrt()))
+}
+
+/// Inverse of the standard normal CDF (Acklam's rational approximation, relative error below
+/// 1.2e-9 over (0, 1)).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    let low = 0.024_25;
+    if p < low {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - low {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -normal_quantile(1.0 - p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::{new_histogram, record};
+
+    #[test]
+    fn normal_quantile_matches_tables() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_964),
+            (0.995, 2.575_829),
+            (0.999_75, 3.480_756),
+            (0.01, -2.326_348),
+        ] {
+            assert!(
+                (normal_quantile(p) - z).abs() < 1e-5,
+                "p={p}: {} vs {z}",
+                normal_quantile(p)
+            );
+        }
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_and_uniform_enough() {
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
+        let xs: Vec<usize> = (0..10_000).map(|_| a.below(10)).collect();
+        let ys: Vec<usize> = (0..10_000).map(|_| b.below(10)).collect();
+        assert_eq!(xs, ys);
+        for bucket in 0..10 {
+            let n = xs.iter().filter(|&&x| x == bucket).count();
+            assert!((900..1100).contains(&n), "bucket {bucket}: {n}");
+        }
+    }
+
+    #[test]
+    fn compact_quantiles_equal_hdrhistogram_quantiles() {
+        let mut rng = SplitMix64::new(1);
+        let hs: Vec<Histogram<u64>> = (0..5)
+            .map(|_| {
+                let mut h = new_histogram();
+                for _ in 0..2_000 {
+                    record(
+                        &mut h,
+                        1_000 + (rng.unit() * rng.unit() * 5_000_000.0) as u64,
+                    );
+                }
+                h
+            })
+            .collect();
+        let table = ValueTable::new(&hs);
+        let mut merged = new_histogram();
+        let mut dense = vec![0u64; table.len()];
+        for h in &hs {
+            merged.add(h).unwrap();
+            for (i, c) in table.sparse(h) {
+                dense[i as usize] += c;
+            }
+        }
+        for q in [0.01, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                table.quantile(&dense, merged.len(), q),
+                Some(merged.value_at_quantile(q)),
+                "q={q}"
+            );
+        }
+    }
+
+    #[test]
+    fn slope_is_pooled_within_groups() {
+        let block = |t: f64, y: f64| Block {
+            rss: vec![vec![(t, y)]],
+            ..Block::default()
+        };
+        // Two rounds, both growing 1 byte/s but at different levels: pooled slope is 3600 B/h,
+        // while a naive regression over both would be dominated by the level difference.
+        let a = [block(0.0, 100.0), block(1.0, 101.0), block(2.0, 102.0)];
+        let b = [block(0.0, 900.0), block(1.0, 901.0), block(2.0, 902.0)];
+        let groups = vec![a.iter().collect::<Vec<_>>(), b.iter().collect()];
+        let s = rss_slope(&groups, 0).unwrap();
+        assert!((s - 3600.0).abs() < 1e-6, "{s}");
+    }
+
+    #[test]
+    fn tail_quantile_refused_with_too_few_events() {
+        let mut h = new_histogram();
+        for v in 1..=500u64 {
+            record(&mut h, v * 1000);
+        }
+        let table = ValueTable::new([&h]);
+        let block = Block {
+            latency: table.sparse(&h),
+            events: 500,
+            length_s: 1.0,
+            ..Block::default()
+        };
+        let got = evaluate(
+            &table,
+            &[Stat::Quantile(0.5), Stat::Quantile(0.999)],
+            &[vec![&block]],
+            10.0,
+        );
+        assert!(got[0].is_some());
+        assert_eq!(
+            got[1], None,
+            "500 events cannot give a p99.9 with 10 events beyond it"
+        );
+    }
+}

@@ -1,0 +1,562 @@
+//! Tests of the gate on synthetic runs with known truth: real regressions are found, identical and
+//! same-distribution data are not flagged, noise makes it say "inconclusive", and the
+//! multiple-comparison correction keeps false alarms down. Every generator has a fixed seed.
+
+use super::stats::SplitMix64;
+use super::*;
+use crate::histogram::{new_histogram, record, write_interval_log, Interval};
+use crate::results::{Accounting, Environment, ResourceSample, TargetCheck, SCHEMA_VERSION};
+use std::time::{Duration, SystemTime};
+
+/// A synthetic scenario: `intervals` one-second intervals of about `events` log-normal latencies
+/// around `median_ns`; `interval_sigma` adds a random per-interval factor (machine noise).
+#[derive(Clone, Copy)]
+struct Synth {
+    intervals: usize,
+    events: u64,
+    median_ns: f64,
+    sigma: f64,
+    interval_sigma: f64,
+    cpu_us_per_event: f64,
+    seed: u64,
+}
+
+impl Default for Synth {
+    fn default() -> Self {
+        Synth {
+            intervals: 30,
+            events: 1000,
+            median_ns: 200_000.0,
+            sigma: 0.5,
+            interval_sigma: 0.0,
+            cpu_us_per_event: 40.0,
+            seed: 1,
+        }
+    }
+}
+
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let u1 = rng.unit().max(1e-12);
+    let u2 = rng.unit();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn intervals(s: Synth) -> (Vec<Interval>, Vec<ResourceSample>) {
+    let mut rng = SplitMix64::new(s.seed);
+    let mut out = Vec::new();
+    let mut timeline = vec![ResourceSample {
+        t_s: 0.0,
+        process: "dbservice".into(),
+        cpu_percent: 0.0,
+        rss_bytes: 50 << 20,
+    }];
+    for i in 0..s.intervals {
+        let factor = (s.interval_sigma * normal(&mut rng)).exp();
+        let n = (s.events as f64 * (1.0 + 0.01 * normal(&mut rng))).max(1.0) as u64;
+        let mut h = new_histogram();
+        for _ in 0..n {
+            record(
+                &mut h,
+                (s.median_ns * factor * (s.sigma * normal(&mut rng)).exp()) as u64,
+            );
+        }
+        let cpu_us = s.cpu_us_per_event * n as f64 * (1.0 + 0.02 * normal(&mut rng));
+        timeline.push(ResourceSample {
+            t_s: i as f64 + 1.0,
+            process: "dbservice".into(),
+            cpu_percent: cpu_us / 1e6 * 100.0,
+            rss_bytes: (50 << 20) + (rng.below(1 << 16) as u64),
+        });
+        out.push(Interval {
+            start: Duration::from_secs(i as u64),
+            length: Duration::from_secs(1),
+            tag: None,
+            histogram: h,
+        });
+    }
+    (out, timeline)
+}
+
+/// Built from JSON so that fields added to the schema later (with defaults) do not break it.
+fn environment() -> Environment {
+    serde_json::from_value(serde_json::json!({
+        "git_revision": "0123456789abcdef", "git_dirty": false, "git_branch": "main",
+        "rustc_version": "rustc 1.95.0",
+        "nats": {"kind": "local", "detail": "nats-server", "server_version": "2.12.1"},
+        "cpu_model": "Synthetic CPU", "cpu_count": 2, "kernel": "6.1", "os": "linux",
+        "config_hash": "c0ffee", "seed": 7
+    }))
+    .unwrap()
+}
+
+/// Write a run with one scenario per `(name, synth)` into `dir` and load it back.
+fn run(dir: &Path, run_id: &str, scenarios: &[(&str, Synth)]) -> RunInput {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut results = RunResults {
+        schema_version: SCHEMA_VERSION,
+        run_id: run_id.into(),
+        started_at: "2026-11-27T05:00:00Z".into(),
+        finished_at: "2026-11-27T05:01:00Z".into(),
+        profile: "quick".into(),
+        environment: environment(),
+        scenarios: Vec::new(),
+        harness_errors: Vec::new(),
+    };
+    for (name, synth) in scenarios {
+        let (ivs, timeline) = intervals(*synth);
+        let log = format!("{name}.hlog");
+        write_interval_log(&dir.join(&log), SystemTime::UNIX_EPOCH, &ivs).unwrap();
+        let mut scenario: ScenarioResult = serde_json::from_value(serde_json::json!({
+            "name": name, "title": name, "description": "",
+            "load": {"model": "open_loop", "target_rate_per_s": 1000.0, "duration_s": 30.0, "warmup_s": 1.0},
+            "accounting": Accounting::default(),
+            "verdict": "pass",
+            "interval_log": log,
+        }))
+        .unwrap();
+        scenario.resource_timeline = timeline;
+        results.scenarios.push(scenario);
+    }
+    std::fs::write(
+        dir.join(RESULTS_FILE),
+        serde_json::to_string(&results).unwrap(),
+    )
+    .unwrap();
+    RunInput::load(dir).unwrap()
+}
+
+fn metric<'a>(c: &'a Comparison, scenario: &str, name: &str) -> &'a MetricComparison {
+    c.metrics
+        .iter()
+        .find(|m| m.scenario == scenario && m.metric == name)
+        .unwrap()
+}
+
+#[test]
+fn real_twenty_percent_p99_regression_is_regressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                median_ns: 240_000.0,
+                seed: 2,
+                ..Synth::default()
+            },
+        )],
+    );
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    let p99 = metric(&c, "s", "p99");
+    assert_eq!(p99.verdict, ChangeVerdict::Regressed, "{p99:?}");
+    let [lo, hi] = p99.ci.unwrap();
+    assert!(
+        lo < 0.2 && 0.2 < hi,
+        "true change +20 % outside the interval {lo}..{hi}"
+    );
+    assert!(p99.label.starts_with("p99 +"), "{}", p99.label);
+    let throughput = metric(&c, "s", "throughput");
+    assert_eq!(
+        throughput.verdict,
+        ChangeVerdict::Unchanged,
+        "{throughput:?}"
+    );
+    assert_eq!(c.exit_code(), exit::REGRESSION);
+    let md = render::markdown(&c);
+    assert!(
+        md.contains("regressions**") && md.contains("**s** p99 +"),
+        "{md}"
+    );
+}
+
+#[test]
+fn identical_data_is_unchanged_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let c = compare_runs(&base, &base, &CompareOptions::default());
+    for name in ["p50", "p99", "throughput", "cpu_us_per_event.dbservice"] {
+        let m = metric(&c, "s", name);
+        assert_eq!(m.verdict, ChangeVerdict::Unchanged, "{m:?}");
+        assert_eq!(m.change, Some(0.0));
+    }
+    assert_eq!(
+        c.count(ChangeVerdict::Regressed) + c.count(ChangeVerdict::Improved),
+        0
+    );
+    assert_eq!(c.exit_code(), exit::OK);
+}
+
+#[test]
+fn same_distribution_different_draw_is_not_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                seed: 99,
+                ..Synth::default()
+            },
+        )],
+    );
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    assert_eq!(metric(&c, "s", "p50").verdict, ChangeVerdict::Unchanged);
+    assert_eq!(metric(&c, "s", "p99").verdict, ChangeVerdict::Unchanged);
+    assert_eq!(c.exit_code(), exit::OK);
+}
+
+#[test]
+fn improvement_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                median_ns: 160_000.0,
+                cpu_us_per_event: 30.0,
+                seed: 3,
+                ..Synth::default()
+            },
+        )],
+    );
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    assert_eq!(metric(&c, "s", "p50").verdict, ChangeVerdict::Improved);
+    assert_eq!(metric(&c, "s", "p99").verdict, ChangeVerdict::Improved);
+    assert_eq!(
+        metric(&c, "s", "cpu_us_per_event.dbservice").verdict,
+        ChangeVerdict::Improved
+    );
+    assert_eq!(c.exit_code(), exit::OK);
+}
+
+#[test]
+fn very_noisy_data_is_inconclusive() {
+    let noisy = Synth {
+        intervals: 8,
+        interval_sigma: 0.6,
+        ..Synth::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", noisy)]);
+    // A real +20 % shift buried in noise: the gate must not claim either way.
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                median_ns: 240_000.0,
+                seed: 4,
+                ..noisy
+            },
+        )],
+    );
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    for name in ["p50", "p99"] {
+        let m = metric(&c, "s", name);
+        assert_eq!(m.verdict, ChangeVerdict::Inconclusive, "{m:?}");
+    }
+    assert_eq!(c.exit_code(), exit::OK);
+}
+
+#[test]
+fn different_fingerprints_are_not_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let mut cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                median_ns: 400_000.0,
+                seed: 5,
+                ..Synth::default()
+            },
+        )],
+    );
+    cand.results.environment.cpu_model = "Other CPU".into();
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    assert!(!c.comparable);
+    assert!(c
+        .metrics
+        .iter()
+        .all(|m| m.verdict == ChangeVerdict::Inconclusive));
+    let p99 = metric(&c, "s", "p99");
+    assert!(
+        p99.note
+            .starts_with("not comparable: cpu: 2xOther CPU vs 2xSynthetic CPU"),
+        "{}",
+        p99.note
+    );
+    assert_eq!(c.exit_code(), exit::OK);
+    assert!(render::markdown(&c).contains("Not compared"));
+
+    let allowed = compare_runs(
+        &base,
+        &cand,
+        &CompareOptions {
+            allow_different_env: true,
+            ..CompareOptions::default()
+        },
+    );
+    assert_eq!(
+        metric(&allowed, "s", "p99").verdict,
+        ChangeVerdict::Regressed
+    );
+    assert_eq!(allowed.exit_code(), exit::REGRESSION);
+}
+
+#[test]
+fn bonferroni_keeps_false_alarms_down_on_many_aa_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Synth {
+        intervals: 20,
+        events: 300,
+        ..Synth::default()
+    };
+    let names: Vec<String> = (0..25).map(|i| format!("s{i:02}")).collect();
+    let a: Vec<(&str, Synth)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                Synth {
+                    seed: 1000 + i as u64,
+                    ..small
+                },
+            )
+        })
+        .collect();
+    let b: Vec<(&str, Synth)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                Synth {
+                    seed: 5000 + i as u64,
+                    ..small
+                },
+            )
+        })
+        .collect();
+    let base = run(&dir.path().join("a"), "a", &a);
+    let cand = run(&dir.path().join("b"), "b", &b);
+    let side = |label: &str, r: &RunInput| Side {
+        label: label.into(),
+        rounds: vec![r.clone()],
+    };
+    // No noise floor and no minimum effect: only the interval decides, so this isolates the
+    // multiple-comparison correction.
+    let no_floor = NoiseFloors::new();
+    let bare = CompareOptions {
+        min_effect: 0.0,
+        min_rss_slope_bytes_per_hour: 0.0,
+        resamples: 200,
+        ..CompareOptions::default()
+    };
+    let alarms =
+        |c: &Comparison| c.count(ChangeVerdict::Regressed) + c.count(ChangeVerdict::Improved);
+
+    let uncorrected = compare_sides(
+        &side("a", &base),
+        &side("b", &cand),
+        false,
+        Some(&no_floor),
+        &CompareOptions {
+            correction: Correction::None,
+            ..bare.clone()
+        },
+    );
+    let corrected = compare_sides(
+        &side("a", &base),
+        &side("b", &cand),
+        false,
+        Some(&no_floor),
+        &bare,
+    );
+    assert!(
+        corrected.family_size >= 100,
+        "family of {}",
+        corrected.family_size
+    );
+    assert!(
+        alarms(&uncorrected) >= 3,
+        "uncorrected 95 % intervals should exclude 0 by chance now and then: {}",
+        alarms(&uncorrected)
+    );
+    assert_eq!(
+        alarms(&corrected),
+        0,
+        "Bonferroni-corrected intervals flagged A/A metrics"
+    );
+    // With the default minimum effect and the measured noise floor nothing is flagged either.
+    let defaults = compare_runs(
+        &base,
+        &cand,
+        &CompareOptions {
+            resamples: 200,
+            ..CompareOptions::default()
+        },
+    );
+    assert_eq!(alarms(&defaults), 0);
+}
+
+#[test]
+fn decide_follows_the_documented_rule() {
+    let t = 0.05;
+    let d = |est, lo, hi, noise| decide(est, lo, hi, noise, t, true, Direction::LowerIsBetter).0;
+    assert_eq!(d(0.08, 0.03, 0.12, None), ChangeVerdict::Regressed);
+    assert_eq!(
+        d(0.08, 0.03, 0.12, Some(0.10)),
+        ChangeVerdict::Inconclusive,
+        "below the noise floor"
+    );
+    assert_eq!(
+        d(0.04, 0.01, 0.07, None),
+        ChangeVerdict::Inconclusive,
+        "significant but may or may not exceed 5 %"
+    );
+    assert_eq!(d(0.02, 0.01, 0.04, None), ChangeVerdict::Unchanged);
+    assert_eq!(d(0.0, -0.02, 0.02, None), ChangeVerdict::Unchanged);
+    assert_eq!(d(-0.2, -0.3, -0.1, None), ChangeVerdict::Improved);
+    assert_eq!(d(0.2, -0.1, 0.5, None), ChangeVerdict::Inconclusive);
+    assert_eq!(
+        decide(
+            0.0,
+            -0.02,
+            0.02,
+            Some(0.5),
+            t,
+            false,
+            Direction::LowerIsBetter
+        )
+        .0,
+        ChangeVerdict::Inconclusive
+    );
+    // Throughput: a drop is the regression.
+    assert_eq!(
+        decide(-0.2, -0.3, -0.1, None, t, true, Direction::HigherIsBetter).0,
+        ChangeVerdict::Regressed
+    );
+}
+
+#[test]
+fn missed_targets_and_harness_errors_set_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let mut cand = base.clone();
+    cand.results.scenarios[0].targets.push(TargetCheck {
+        metric: "latency.p99_ms".into(),
+        op: "<=".into(),
+        threshold: 0.1,
+        unit: "ms".into(),
+        actual: Some(0.6),
+        passed: false,
+        source: "test".into(),
+    });
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    assert_eq!(c.missed_targets.len(), 1);
+    assert_eq!(c.exit_code(), exit::REGRESSION);
+
+    let mut broken = base.clone();
+    broken
+        .results
+        .harness_errors
+        .push("dbservice never became ready".into());
+    assert_eq!(
+        compare_runs(&base, &broken, &CompareOptions::default()).exit_code(),
+        exit::HARNESS_ERROR
+    );
+}
+
+#[test]
+fn results_are_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                seed: 8,
+                ..Synth::default()
+            },
+        )],
+    );
+    let options = CompareOptions {
+        resamples: 200,
+        ..CompareOptions::default()
+    };
+    assert_eq!(
+        compare_runs(&base, &cand, &options),
+        compare_runs(&base, &cand, &options)
+    );
+}
+
+#[test]
+fn missing_interval_logs_make_latency_inconclusive_not_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    base.results.scenarios[0].interval_log = None;
+    let c = compare_runs(&base, &base, &CompareOptions::default());
+    let p99 = metric(&c, "s", "p99");
+    assert_eq!(p99.verdict, ChangeVerdict::Inconclusive);
+    assert!(p99.note.contains("interval"), "{}", p99.note);
+}
+
+#[test]
+fn history_prefers_the_newest_comparable_run_of_the_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let a = run(
+        &dir.path().join("a"),
+        "20261127T050000Z-aaaa",
+        &[("s", Synth::default())],
+    );
+    let mut b = a.results.clone();
+    b.run_id = "20261127T060000Z-bbbb".into();
+    b.started_at = "2026-11-27T06:00:00Z".into();
+    b.environment.kernel = "other".into();
+    let mut c = a.results.clone();
+    c.run_id = "20261127T070000Z-cccc".into();
+    c.started_at = "2026-11-27T07:00:00Z".into();
+    c.environment.git_branch = Some("feature".into());
+    std::fs::create_dir_all(&history).unwrap();
+    for r in [&a.results, &b, &c] {
+        std::fs::write(
+            history.join(format!("{}.json", r.run_id)),
+            serde_json::to_string(r).unwrap(),
+        )
+        .unwrap();
+    }
+    // Interval logs of run a kept beside its history entry.
+    std::fs::create_dir_all(history.join(&a.results.run_id)).unwrap();
+    std::fs::copy(
+        dir.path().join("a/s.hlog"),
+        history.join(&a.results.run_id).join("s.hlog"),
+    )
+    .unwrap();
+    let got = resolve_baseline("history:main", &history, &a.results.environment).unwrap();
+    assert_eq!(
+        got.results.run_id, "20261127T050000Z-aaaa",
+        "b differs in kernel, c is another branch"
+    );
+    let cmp = compare_runs(&got, &a, &CompareOptions::default());
+    assert_eq!(
+        metric(&cmp, "s", "p99").verdict,
+        ChangeVerdict::Unchanged,
+        "interval logs found beside the entry"
+    );
+    assert!(resolve_baseline("history:nope", &history, &a.results.environment).is_err());
+}
