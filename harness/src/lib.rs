@@ -6,6 +6,8 @@
 pub mod compare;
 pub mod env;
 pub mod histogram;
+pub mod history;
 pub mod provision;
+pub mod report;
 pub mod results;
 pub mod sampler;

@@ -1,0 +1,397 @@
+//! The HTML report of one run (`report.html`): one self-contained file (inline CSS and SVG, no
+//! scripts, fonts or images) that works offline as a CI artifact.
+//!
+//! Per scenario: the HdrHistogram percentile spectrum with the baseline overlaid (only when the
+//! environments are comparable), latency over time from the interval histograms, throughput per
+//! interval, CPU and RSS of each process on the same time axis, accounting, targets and verdicts.
+
+use super::charts::{self, Axis, Chart, ChartSpec, Scale, Series, Stroke, Ticks};
+use super::view::{RunView, ScenarioView};
+use crate::histogram;
+use crate::results::{IntervalPoint, RunResults, ScenarioResult};
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::path::Path;
+
+pub(crate) const CSS: &str = include_str!("templates/style.css");
+const TEMPLATE: &str = include_str!("templates/report.html.tera");
+const TEMPLATE_NAME: &str = "report.html";
+
+/// Width of full-width charts; the page's content column is a little wider.
+const WIDE: u32 = 1120;
+const SPECTRUM: (u32, u32) = (540, 330);
+const TIMELINE_HEIGHT: u32 = 175;
+
+/// A chart slot in a page: the drawn chart, or why it could not be drawn (shown as a visible
+/// error marker that `cargo xtask report --check` fails on).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartView {
+    pub title: String,
+    pub chart: Option<Chart>,
+    pub error: Option<String>,
+}
+
+impl ChartView {
+    pub fn from_spec(spec: &ChartSpec) -> ChartView {
+        match charts::render(spec) {
+            Ok(chart) => ChartView {
+                title: spec.title.clone(),
+                chart: Some(chart),
+                error: None,
+            },
+            Err(e) => ChartView {
+                title: spec.title.clone(),
+                chart: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+
+    pub fn failed(title: &str, error: String) -> ChartView {
+        ChartView {
+            title: title.to_owned(),
+            chart: None,
+            error: Some(error),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ScenarioPage<'a> {
+    view: &'a ScenarioView,
+    spectrum: Vec<ChartView>,
+    timeline: Vec<ChartView>,
+    /// Why there is no timeline, when there is none.
+    timeline_note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    css: &'a str,
+    run: &'a RunView,
+    scenarios: Vec<ScenarioPage<'a>>,
+    chart_count: usize,
+    change_note: &'a str,
+}
+
+/// Render `report.html`. `overlay` is the baseline whose histograms are drawn under this run's
+/// (callers pass it only when the environments are comparable).
+pub fn render(
+    view: &RunView,
+    run: &RunResults,
+    run_dir: &Path,
+    overlay: Option<&RunResults>,
+) -> anyhow::Result<String> {
+    let scenarios: Vec<ScenarioPage> = view
+        .scenarios
+        .iter()
+        .zip(&run.scenarios)
+        .map(|(sv, s)| {
+            let base = overlay.and_then(|b| b.scenario(&s.name));
+            let (timeline, timeline_note) = timeline_charts(s, run_dir);
+            ScenarioPage {
+                view: sv,
+                spectrum: spectrum_chart(s, base, overlay).into_iter().collect(),
+                timeline,
+                timeline_note,
+            }
+        })
+        .collect();
+    let chart_count = scenarios
+        .iter()
+        .map(|s| s.spectrum.len() + s.timeline.len())
+        .sum();
+    let page = Page {
+        css: CSS,
+        run: view,
+        scenarios,
+        chart_count,
+        change_note: super::markdown::CHANGE_NOTE,
+    };
+    render_template(TEMPLATE_NAME, TEMPLATE, &page)
+}
+
+/// Render an HTML template with autoescaping on.
+pub(crate) fn render_template(
+    name: &str,
+    template: &str,
+    page: &impl Serialize,
+) -> anyhow::Result<String> {
+    let mut tera = tera::Tera::new();
+    tera.add_raw_template(name, template)
+        .with_context(|| format!("parse template {name}"))?;
+    let context =
+        tera::Context::from_serialize(page).with_context(|| format!("context of {name}"))?;
+    tera.render(name, &context)
+        .with_context(|| format!("render {name}"))
+}
+
+/// `(x = 1/(1-q), y = ms)` points of a histogram's percentile spectrum, and the largest x.
+fn spectrum_points(h: &Histogram<u64>) -> (Vec<(f64, f64)>, f64) {
+    let x_max = 10f64.powf((h.len().max(10) as f64).log10().ceil()).min(1e7);
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let x = if q >= 1.0 {
+            x_max
+        } else {
+            (1.0 / (1.0 - q)).min(x_max)
+        };
+        let y = h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6;
+        if points.last().is_some_and(|(px, _)| *px >= x) {
+            continue;
+        }
+        points.push((x, y));
+    }
+    (points, x_max)
+}
+
+fn spectrum_chart(
+    s: &ScenarioResult,
+    base: Option<&ScenarioResult>,
+    overlay: Option<&RunResults>,
+) -> Option<ChartView> {
+    if s.histograms.is_empty() {
+        return None;
+    }
+    let title = "Latency by percentile".to_owned();
+    let mut series = Vec::new();
+    let mut x_max: f64 = 100.0;
+    let mut color = 1;
+    for named in &s.histograms {
+        let h = match histogram::decode(&named.encoded) {
+            Ok(h) => h,
+            Err(e) => {
+                return Some(ChartView::failed(
+                    &title,
+                    format!("histogram {}: {e:#}", named.name),
+                ))
+            }
+        };
+        if h.is_empty() {
+            continue;
+        }
+        let (points, max) = spectrum_points(&h);
+        x_max = x_max.max(max);
+        let headline = named.name == "latency";
+        let c = if headline {
+            0
+        } else {
+            color += 1;
+            color - 1
+        };
+        series.push(Series {
+            width: if headline { 3 } else { 2 },
+            ..Series::line(&named.name, c, points)
+        });
+    }
+    if let (Some(base), Some(run)) = (base, overlay) {
+        if let Some(named) = base.histograms.iter().find(|h| h.name == "latency") {
+            match histogram::decode(&named.encoded) {
+                Ok(h) if !h.is_empty() => {
+                    let (points, max) = spectrum_points(&h);
+                    x_max = x_max.max(max);
+                    let label = format!(
+                        "baseline {} latency",
+                        super::view::short_rev(&run.environment.git_revision)
+                    );
+                    series.insert(
+                        0,
+                        Series {
+                            stroke: Stroke::Dashed,
+                            ..Series::line(&label, charts::GREY, points)
+                        },
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(ChartView::failed(
+                        &title,
+                        format!("baseline histogram: {e:#}"),
+                    ))
+                }
+            }
+        }
+    }
+    if series.is_empty() {
+        return None;
+    }
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let x = Axis {
+        desc: "percentile".into(),
+        min: 1.0,
+        max: x_max,
+        scale: Scale::Log,
+        ticks: Ticks::Percentile,
+    };
+    let spec = ChartSpec {
+        title,
+        width: SPECTRUM.0,
+        height: SPECTRUM.1,
+        x,
+        y: Axis::fit("latency (ms)", ys, Scale::Linear),
+        series,
+    };
+    Some(ChartView::from_spec(&spec))
+}
+
+/// The headline histogram of every interval: from the HdrHistogram interval log when there is
+/// one (full histograms), else from the per-interval summaries in the results.
+fn interval_points(s: &ScenarioResult, run_dir: &Path) -> anyhow::Result<Vec<IntervalPoint>> {
+    let Some(log) = &s.interval_log else {
+        return Ok(s.intervals.clone());
+    };
+    let intervals = histogram::read_interval_log(&run_dir.join(log))?;
+    let tags: Vec<Option<&str>> = intervals.iter().map(|i| i.tag.as_deref()).collect();
+    let wanted = if tags.contains(&Some("latency")) {
+        Some("latency")
+    } else if tags.contains(&None) {
+        None
+    } else {
+        tags.first().copied().flatten()
+    };
+    Ok(intervals
+        .iter()
+        .filter(|i| i.tag.as_deref() == wanted)
+        .map(|i| {
+            let h = &i.histogram;
+            let q = |q: f64| {
+                if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(q)
+                }
+            };
+            IntervalPoint {
+                t_s: i.start.as_secs_f64(),
+                length_s: i.length.as_secs_f64(),
+                count: h.len(),
+                p50_ns: q(0.5),
+                p99_ns: q(0.99),
+                max_ns: if h.is_empty() { 0 } else { h.max() },
+            }
+        })
+        .collect())
+}
+
+fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Option<String>) {
+    let intervals = match interval_points(s, run_dir) {
+        Ok(points) => points,
+        Err(e) => {
+            return (
+                vec![ChartView::failed("Latency over time", format!("{e:#}"))],
+                None,
+            )
+        }
+    };
+    let resources = &s.resource_timeline;
+    if intervals.is_empty() && resources.is_empty() {
+        return (
+            Vec::new(),
+            Some(
+                "No interval histograms or resource samples were recorded for this scenario."
+                    .into(),
+            ),
+        );
+    }
+    // One time axis for every chart of the scenario, so they line up vertically.
+    let t_end = intervals
+        .iter()
+        .map(|i| i.t_s + i.length_s)
+        .chain(resources.iter().map(|r| r.t_s))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let time = Axis {
+        desc: "time since start of measurement (s)".into(),
+        min: 0.0,
+        max: t_end,
+        scale: Scale::Linear,
+        ticks: Ticks::Number,
+    };
+    let spec = |title: &str, y: Axis, series: Vec<Series>| ChartSpec {
+        title: title.to_owned(),
+        width: WIDE,
+        height: TIMELINE_HEIGHT,
+        x: time.clone(),
+        y,
+        series,
+    };
+    let mut out = Vec::new();
+    let measured: Vec<&IntervalPoint> = intervals.iter().filter(|i| i.count > 0).collect();
+    if !measured.is_empty() {
+        let mid = |i: &IntervalPoint| i.t_s + i.length_s / 2.0;
+        let line = |label: &str, c: usize, f: &dyn Fn(&IntervalPoint) -> u64| {
+            Series::line(
+                label,
+                c,
+                measured
+                    .iter()
+                    .map(|i| (mid(i), f(i) as f64 / 1e6))
+                    .collect(),
+            )
+        };
+        let series = vec![
+            line("p50", 0, &|i| i.p50_ns),
+            line("p99", 1, &|i| i.p99_ns),
+            line("max", 3, &|i| i.max_ns),
+        ];
+        let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+        let y = Axis::fit("latency (ms)", ys, Scale::Linear);
+        out.push(ChartView::from_spec(&spec("Latency over time", y, series)));
+    }
+    if !intervals.is_empty() {
+        let points: Vec<(f64, f64)> = intervals
+            .iter()
+            .filter(|i| i.length_s > 0.0)
+            .map(|i| (i.t_s + i.length_s / 2.0, i.count as f64 / i.length_s))
+            .collect();
+        let y = Axis::fit("committed / s", points.iter().map(|p| p.1), Scale::Linear);
+        out.push(ChartView::from_spec(&spec(
+            "Throughput (committed per interval)",
+            y,
+            vec![Series::line("committed/s", 2, points)],
+        )));
+    }
+    if !resources.is_empty() {
+        let mut processes: Vec<&str> = Vec::new();
+        for r in resources {
+            if !processes.contains(&r.process.as_str()) {
+                processes.push(&r.process);
+            }
+        }
+        let per_process = |f: &dyn Fn(&crate::results::ResourceSample) -> f64| -> Vec<Series> {
+            processes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let points = resources
+                        .iter()
+                        .filter(|r| r.process == *p)
+                        .map(|r| (r.t_s, f(r)))
+                        .collect();
+                    Series::line(p, i, points)
+                })
+                .collect()
+        };
+        let cpu = per_process(&|r| r.cpu_percent);
+        let y = Axis::fit(
+            "CPU (% of one core)",
+            cpu.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+            Scale::Linear,
+        );
+        out.push(ChartView::from_spec(&spec("CPU per process", y, cpu)));
+        let rss = per_process(&|r| r.rss_bytes as f64 / (1024.0 * 1024.0));
+        let y = Axis::fit(
+            "RSS (MiB)",
+            rss.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+            Scale::Linear,
+        );
+        out.push(ChartView::from_spec(&spec(
+            "Resident memory per process",
+            y,
+            rss,
+        )));
+    }
+    (out, None)
+}

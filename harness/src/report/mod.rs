@@ -1,0 +1,157 @@
+//! Reports people want to read: `report.md` (pull-request comment, job summary), `report.html`
+//! (one self-contained page with charts) for a run, and `index.html` (trends) for the history.
+//!
+//! The bench engine calls [`render_run`] at the end of every `cargo xtask bench`; `cargo xtask
+//! report` calls it (or [`render_index`]) for existing runs. Numbers and labels are computed in
+//! [`view`]; templates hold layout only; charts come from plotters ([`charts`]).
+
+pub mod browser;
+pub mod charts;
+pub mod html;
+pub mod index;
+pub mod markdown;
+pub mod view;
+
+use crate::history::{self, History};
+use crate::results::{RunResults, RESULTS_FILE};
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+
+/// File names inside a run directory.
+pub const MARKDOWN_FILE: &str = "report.md";
+pub const HTML_FILE: &str = "report.html";
+pub const SCREENSHOT_FILE: &str = "report.png";
+/// File name of the index inside the history directory.
+pub const INDEX_FILE: &str = "index.html";
+
+/// What [`render_run`] wrote.
+#[derive(Debug, Clone)]
+pub struct ReportPaths {
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+    pub index: PathBuf,
+    /// The run's copy in the history, when it could be added.
+    pub history_entry: Option<PathBuf>,
+    /// The baseline the report compares with, if any.
+    pub baseline_run_id: Option<String>,
+    /// Things a person should know (skipped history files, a history entry that could not be
+    /// written). Not printed here: the caller decides where they go.
+    pub warnings: Vec<String>,
+}
+
+/// How a baseline was chosen, for the report's wording.
+fn describe_choice(given: bool, branch: Option<&str>) -> String {
+    match (given, branch) {
+        (true, _) => "given explicitly".into(),
+        (false, Some(b)) => format!("latest comparable run on {b}"),
+        (false, None) => "latest comparable run".into(),
+    }
+}
+
+/// Pick the baseline: the given one, else the latest comparable earlier run on the same branch,
+/// else on any branch.
+pub fn choose_baseline<'a>(
+    run: &RunResults,
+    history: &'a History,
+    given: Option<&'a RunResults>,
+) -> Option<(&'a RunResults, String)> {
+    if let Some(b) = given {
+        return Some((b, describe_choice(true, None)));
+    }
+    let branch = run.environment.git_branch.as_deref();
+    if let Some(b) = branch.and_then(|br| history::latest_comparable(history, run, Some(br))) {
+        return Some((b, describe_choice(false, branch)));
+    }
+    history::latest_comparable(history, run, None).map(|b| (b, describe_choice(false, None)))
+}
+
+/// The markdown report of `run` against `baseline` (already chosen, see [`choose_baseline`]).
+pub fn render_markdown(
+    run: &RunResults,
+    baseline: Option<(&RunResults, String)>,
+) -> anyhow::Result<String> {
+    markdown::render(&view::build(run, baseline))
+}
+
+/// The HTML report of `run` (interval logs are read relative to `run_dir`).
+pub fn render_html(
+    run: &RunResults,
+    run_dir: &Path,
+    baseline: Option<(&RunResults, String)>,
+) -> anyhow::Result<String> {
+    let overlay = baseline
+        .as_ref()
+        .filter(|(b, _)| history::comparable(run, b))
+        .map(|(b, _)| *b);
+    let view = view::build(run, baseline.clone());
+    html::render(&view, run, run_dir, overlay)
+}
+
+/// Read `<run_dir>/results.json`.
+pub fn load_run(run_dir: &Path) -> anyhow::Result<RunResults> {
+    let path = run_dir.join(RESULTS_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    RunResults::from_json(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Everything at the end of a bench run: add the run to the history in `history_dir` (idempotent),
+/// write `report.md` and `report.html` into `run_dir`, and re-render `<history_dir>/index.html`.
+///
+/// `baseline`: compare with this run; `None` picks the latest comparable earlier run from the
+/// history (same branch first). A baseline from a different environment is shown as "not
+/// comparable" and never compared or overlaid.
+pub fn render_run(
+    run_dir: &Path,
+    history_dir: &Path,
+    baseline: Option<&RunResults>,
+) -> anyhow::Result<ReportPaths> {
+    let run = load_run(run_dir)?;
+    let mut warnings = Vec::new();
+    let history_entry = match history::append(history_dir, &run, run_dir) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            warnings.push(format!("history: run {} not added: {e:#}", run.run_id));
+            None
+        }
+    };
+    let history = history::load(history_dir)?;
+    warnings.extend(history.warnings());
+    let chosen = choose_baseline(&run, &history, baseline);
+    let baseline_run_id = chosen.as_ref().map(|(b, _)| b.run_id.clone());
+
+    let markdown_path = run_dir.join(MARKDOWN_FILE);
+    let text = render_markdown(&run, chosen.clone())?;
+    write(&markdown_path, &text)?;
+    let html_path = run_dir.join(HTML_FILE);
+    let page = render_html(&run, run_dir, chosen)?;
+    write(&html_path, &page)?;
+    let index = write_index(&history, history_dir)?;
+    Ok(ReportPaths {
+        markdown: markdown_path,
+        html: html_path,
+        index,
+        history_entry,
+        baseline_run_id,
+        warnings,
+    })
+}
+
+/// Re-render `<history_dir>/index.html` only. Returns its path and the history's warnings.
+pub fn render_index(history_dir: &Path) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let history = history::load(history_dir)?;
+    let path = write_index(&history, history_dir)?;
+    Ok((path, history.warnings()))
+}
+
+fn write_index(history: &History, history_dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(history_dir)
+        .with_context(|| format!("create {}", history_dir.display()))?;
+    let path = history_dir.join(INDEX_FILE);
+    write(&path, &index::render(history)?)?;
+    Ok(path)
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
