@@ -105,13 +105,34 @@ impl Config {
             p != ":memory:" && !p.starts_with("file::memory:"),
             "db path {p:?} is an in-memory database; the service needs a file its read connections can share"
         );
-        anyhow::ensure!(self.batch_max_events >= 1, "batch max events must be at least 1");
-        anyhow::ensure!(self.channel_capacity >= 1, "channel capacity must be at least 1");
-        anyhow::ensure!(self.subscription_capacity >= 1, "subscription capacity must be at least 1");
-        anyhow::ensure!(self.read_connections >= 1, "read connections must be at least 1");
-        anyhow::ensure!(self.max_payload_bytes >= 2, "max payload bytes must be at least 2");
-        anyhow::ensure!(self.max_ack_pending >= 1, "max ack pending must be at least 1");
-        anyhow::ensure!(self.ack_wait >= Duration::from_secs(1), "ack wait must be at least 1 s");
+        anyhow::ensure!(
+            self.batch_max_events >= 1,
+            "batch max events must be at least 1"
+        );
+        anyhow::ensure!(
+            self.channel_capacity >= 1,
+            "channel capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.subscription_capacity >= 1,
+            "subscription capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.read_connections >= 1,
+            "read connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_payload_bytes >= 2,
+            "max payload bytes must be at least 2"
+        );
+        anyhow::ensure!(
+            self.max_ack_pending >= 1,
+            "max ack pending must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ack_wait >= Duration::from_secs(1),
+            "ack wait must be at least 1 s"
+        );
         Ok(())
     }
 }
@@ -157,7 +178,8 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
         FileConfig::parse(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 

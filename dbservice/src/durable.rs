@@ -32,7 +32,10 @@ fn stream_config() -> stream::Config {
     stream::Config {
         name: subjects::DURABLE_STREAM.to_owned(),
         description: Some("Rosey database events, consumed by rosey-dbservice".to_owned()),
-        subjects: subjects::EVENT_SUBJECTS.iter().map(|s| s.to_string()).collect(),
+        subjects: subjects::EVENT_SUBJECTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::WorkQueue,
         max_age: STREAM_MAX_AGE,
@@ -73,7 +76,9 @@ pub async fn ensure(
         tracing::warn!(?have, ?want, "stream subjects differ; updating them");
         let mut fixed = info.config.clone();
         fixed.subjects = wanted.subjects.clone();
-        js.update_stream(fixed).await.context("updating the stream's subjects")?;
+        js.update_stream(fixed)
+            .await
+            .context("updating the stream's subjects")?;
     }
     if info.config.retention != wanted.retention {
         tracing::warn!(retention = ?info.config.retention, "existing stream does not use work-queue retention; keeping it");
@@ -83,10 +88,12 @@ pub async fn ensure(
         Ok(c) => Ok(c),
         Err(create_err) => {
             tracing::debug!(error = %create_err, "creating consumer failed; trying to update it");
-            stream
-                .update_consumer(config)
-                .await
-                .with_context(|| format!("creating consumer {}: {create_err}", subjects::DURABLE_CONSUMER))
+            stream.update_consumer(config).await.with_context(|| {
+                format!(
+                    "creating consumer {}: {create_err}",
+                    subjects::DURABLE_CONSUMER
+                )
+            })
         }
     }
 }

@@ -8,7 +8,8 @@
 use crate::db::{Database, DbResult};
 use async_nats::HeaderMap;
 use rosey_protocol::db::{
-    HighWater, MarkFailed, MarkSent, MessageLog, PmCommandAudit, StatusData, StatusUpdate, UserCount, UserEvent,
+    HighWater, MarkFailed, MarkSent, MessageLog, PmCommandAudit, StatusData, StatusUpdate,
+    UserCount, UserEvent,
 };
 use rosey_protocol::{headers, subjects};
 use serde::de::DeserializeOwned;
@@ -18,13 +19,29 @@ use serde::de::DeserializeOwned;
 pub enum WriteOp {
     UserJoined(String),
     UserLeft(String),
-    ChatMessage { username: String, message: String },
-    UserCount { chat: i64, connected: i64 },
-    HighWater { chat: i64, connected: Option<i64> },
+    ChatMessage {
+        username: String,
+        message: String,
+    },
+    UserCount {
+        chat: i64,
+        connected: i64,
+    },
+    HighWater {
+        chat: i64,
+        connected: Option<i64>,
+    },
     Status(Box<StatusData>),
     MarkSent(i64),
-    MarkFailed { id: i64, error: Option<String>, permanent: bool },
-    PmAudit { username: String, details: String },
+    MarkFailed {
+        id: i64,
+        error: Option<String>,
+        permanent: bool,
+    },
+    PmAudit {
+        username: String,
+        details: String,
+    },
 }
 
 /// What applying a [`WriteOp`] did that the writer needs to know.
@@ -58,7 +75,11 @@ impl WriteOp {
                     tracing::debug!(id, "mark_sent: no such outbound message");
                 }
             }
-            WriteOp::MarkFailed { id, error, permanent } => {
+            WriteOp::MarkFailed {
+                id,
+                error,
+                permanent,
+            } => {
                 if !db.mark_outbound_failed(*id, error.as_deref(), *permanent)? {
                     tracing::debug!(id, "mark_failed: no such outbound message");
                 }
@@ -76,8 +97,13 @@ pub fn is_event_subject(subject: &str) -> bool {
     subjects::EVENT_SUBJECTS.contains(&subject)
 }
 
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}"))
+/// Decodes a JSON object. serde would also accept an array for a struct (`[]` as all
+/// defaults); the seed's `data.get(...)` would fail on anything but an object, and so does this.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(payload).map_err(|e| format!("invalid JSON: {e}")),
+        _ => Err("not a JSON object".to_owned()),
+    }
 }
 
 fn non_empty(field: &str, value: Option<String>) -> Result<String, String> {
@@ -90,7 +116,10 @@ fn non_empty(field: &str, value: Option<String>) -> Result<String, String> {
 /// Decodes and validates the payload of an event published on `subject`.
 pub fn parse(subject: &str, payload: &[u8], max_payload_bytes: usize) -> Result<WriteOp, String> {
     if payload.len() > max_payload_bytes {
-        return Err(format!("payload of {} bytes exceeds the limit of {max_payload_bytes}", payload.len()));
+        return Err(format!(
+            "payload of {} bytes exceeds the limit of {max_payload_bytes}",
+            payload.len()
+        ));
     }
     match subject {
         subjects::MESSAGE_LOG => {
@@ -99,18 +128,32 @@ pub fn parse(subject: &str, payload: &[u8], max_payload_bytes: usize) -> Result<
                 (Some(username), Some(message)) if !username.is_empty() && !message.is_empty() => {
                     Ok(WriteOp::ChatMessage { username, message })
                 }
-                (u, m) => Err(format!("message_log: Missing data (username={u:?}, message={m:?})")),
+                (u, m) => Err(format!(
+                    "message_log: Missing data (username={u:?}, message={m:?})"
+                )),
             }
         }
-        subjects::USER_JOINED => Ok(WriteOp::UserJoined(non_empty("username", decode::<UserEvent>(payload)?.username)?)),
-        subjects::USER_LEFT => Ok(WriteOp::UserLeft(non_empty("username", decode::<UserEvent>(payload)?.username)?)),
+        subjects::USER_JOINED => Ok(WriteOp::UserJoined(non_empty(
+            "username",
+            decode::<UserEvent>(payload)?.username,
+        )?)),
+        subjects::USER_LEFT => Ok(WriteOp::UserLeft(non_empty(
+            "username",
+            decode::<UserEvent>(payload)?.username,
+        )?)),
         subjects::USER_COUNT => {
             let c: UserCount = decode(payload)?;
-            Ok(WriteOp::UserCount { chat: c.chat_count.unwrap_or(0), connected: c.connected_count.unwrap_or(0) })
+            Ok(WriteOp::UserCount {
+                chat: c.chat_count.unwrap_or(0),
+                connected: c.connected_count.unwrap_or(0),
+            })
         }
         subjects::HIGH_WATER => {
             let h: HighWater = decode(payload)?;
-            Ok(WriteOp::HighWater { chat: h.chat_count.unwrap_or(0), connected: h.connected_count })
+            Ok(WriteOp::HighWater {
+                chat: h.chat_count.unwrap_or(0),
+                connected: h.connected_count,
+            })
         }
         subjects::STATUS_UPDATE => {
             let s: StatusUpdate = decode(payload)?;
@@ -150,7 +193,11 @@ pub fn event_id(headers: Option<&HeaderMap>) -> Result<Option<String>, String> {
     };
     let id = value.as_str();
     if id.is_empty() || id.len() > headers::MAX_EVENT_ID_LEN {
-        return Err(format!("{} header of {} bytes ignored", headers::EVENT_ID, id.len()));
+        return Err(format!(
+            "{} header of {} bytes ignored",
+            headers::EVENT_ID,
+            id.len()
+        ));
     }
     Ok(Some(id.to_owned()))
 }
@@ -164,21 +211,49 @@ mod tests {
     #[test]
     fn valid_events() {
         assert_eq!(
-            parse(subjects::MESSAGE_LOG, br#"{"username": "a", "message": "hi"}"#, MAX),
-            Ok(WriteOp::ChatMessage { username: "a".into(), message: "hi".into() })
+            parse(
+                subjects::MESSAGE_LOG,
+                br#"{"username": "a", "message": "hi"}"#,
+                MAX
+            ),
+            Ok(WriteOp::ChatMessage {
+                username: "a".into(),
+                message: "hi".into()
+            })
         );
-        assert_eq!(parse(subjects::USER_COUNT, b"{}", MAX), Ok(WriteOp::UserCount { chat: 0, connected: 0 }));
         assert_eq!(
-            parse(subjects::HIGH_WATER, br#"{"chat_count": 3, "connected_count": null}"#, MAX),
-            Ok(WriteOp::HighWater { chat: 3, connected: None })
+            parse(subjects::USER_COUNT, b"{}", MAX),
+            Ok(WriteOp::UserCount {
+                chat: 0,
+                connected: 0
+            })
+        );
+        assert_eq!(
+            parse(
+                subjects::HIGH_WATER,
+                br#"{"chat_count": 3, "connected_count": null}"#,
+                MAX
+            ),
+            Ok(WriteOp::HighWater {
+                chat: 3,
+                connected: None
+            })
         );
         assert_eq!(
             parse(subjects::PM_COMMAND, br#"{"timestamp": 1.5, "username": "m", "command": "kick", "args": "", "result": "pending", "error": null}"#, MAX),
             Ok(WriteOp::PmAudit { username: "m".into(), details: "cmd=kick, result: pending".into() })
         );
         assert_eq!(
-            parse(subjects::OUTBOUND_MARK_FAILED, br#"{"message_id": 4, "error": "x"}"#, MAX),
-            Ok(WriteOp::MarkFailed { id: 4, error: Some("x".into()), permanent: false })
+            parse(
+                subjects::OUTBOUND_MARK_FAILED,
+                br#"{"message_id": 4, "error": "x"}"#,
+                MAX
+            ),
+            Ok(WriteOp::MarkFailed {
+                id: 4,
+                error: Some("x".into()),
+                permanent: false
+            })
         );
     }
 
@@ -187,22 +262,38 @@ mod tests {
         for (subject, payload) in [
             (subjects::MESSAGE_LOG, &b"not json"[..]),
             (subjects::MESSAGE_LOG, br#"{"username": "a"}"#),
-            (subjects::MESSAGE_LOG, br#"{"username": "", "message": "x"}"#),
+            (
+                subjects::MESSAGE_LOG,
+                br#"{"username": "", "message": "x"}"#,
+            ),
             (subjects::MESSAGE_LOG, br#"{"username": 5, "message": "x"}"#),
-            (subjects::MESSAGE_LOG, b"{\"username\": \"\xff\xfe\", \"message\": \"x\"}"),
+            (
+                subjects::MESSAGE_LOG,
+                b"{\"username\": \"\xff\xfe\", \"message\": \"x\"}",
+            ),
             (subjects::MESSAGE_LOG, br#"["username"]"#),
             (subjects::MESSAGE_LOG, b"null"),
+            (subjects::USER_COUNT, b"[]"),
             (subjects::USER_JOINED, b"{}"),
             (subjects::STATUS_UPDATE, br#"{"status_data": {}}"#),
-            (subjects::STATUS_UPDATE, br#"{"status_data": {"bot_rank": "high"}}"#),
+            (
+                subjects::STATUS_UPDATE,
+                br#"{"status_data": {"bot_rank": "high"}}"#,
+            ),
             (subjects::OUTBOUND_MARK_SENT, br#"{"message_id": null}"#),
             (subjects::PM_COMMAND, br#"{"username": "m"}"#),
             (subjects::QUERY_USER_STATS, b"{}"),
         ] {
-            assert!(parse(subject, payload, MAX).is_err(), "{subject} {:?}", String::from_utf8_lossy(payload));
+            assert!(
+                parse(subject, payload, MAX).is_err(),
+                "{subject} {:?}",
+                String::from_utf8_lossy(payload)
+            );
         }
         let big = format!(r#"{{"username": "a", "message": "{}"}}"#, "x".repeat(MAX));
-        assert!(parse(subjects::MESSAGE_LOG, big.as_bytes(), MAX).unwrap_err().contains("exceeds"));
+        assert!(parse(subjects::MESSAGE_LOG, big.as_bytes(), MAX)
+            .unwrap_err()
+            .contains("exceeds"));
     }
 
     #[test]
@@ -211,7 +302,10 @@ mod tests {
         assert_eq!(event_id(Some(&h)), Ok(None));
         h.insert(headers::EVENT_ID, "e-1");
         assert_eq!(event_id(Some(&h)), Ok(Some("e-1".into())));
-        h.insert(headers::EVENT_ID, "x".repeat(headers::MAX_EVENT_ID_LEN + 1).as_str());
+        h.insert(
+            headers::EVENT_ID,
+            "x".repeat(headers::MAX_EVENT_ID_LEN + 1).as_str(),
+        );
         assert!(event_id(Some(&h)).is_err());
     }
 }

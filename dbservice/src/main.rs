@@ -34,10 +34,20 @@ struct Args {
     #[arg(long, value_name = "USER")]
     nats_user: Option<String>,
     /// NATS password for user/password authentication.
-    #[arg(long, env = "ROSEY_NATS_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        env = "ROSEY_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     nats_password: Option<String>,
     /// NATS token authentication.
-    #[arg(long, env = "ROSEY_NATS_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "ROSEY_NATS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     nats_token: Option<String>,
     /// File holding an nkey seed for nkey authentication.
     #[arg(long, value_name = "FILE")]
@@ -164,7 +174,10 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
     set!(config.mode, args.mode);
     config.commit_notices |= args.commit_notices;
     set!(config.batch_max_events, args.batch_max_events);
-    set!(config.batch_max_wait, args.batch_max_wait_us.map(Duration::from_micros));
+    set!(
+        config.batch_max_wait,
+        args.batch_max_wait_us.map(Duration::from_micros)
+    );
     set!(config.channel_capacity, args.channel_capacity);
     set!(config.subscription_capacity, args.subscription_capacity);
     set!(config.max_payload_bytes, args.max_payload_bytes);
@@ -175,7 +188,10 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
     if let Some(s) = args.maintenance_interval_secs {
         config.maintenance_interval = (s > 0).then(|| Duration::from_secs(s));
     }
-    set!(config.shutdown_timeout, args.shutdown_timeout_ms.map(Duration::from_millis));
+    set!(
+        config.shutdown_timeout,
+        args.shutdown_timeout_ms.map(Duration::from_millis)
+    );
     if let Some(ms) = args.fault_stats_delay_ms {
         config.fault_stats_delay = (ms > 0).then(|| Duration::from_millis(ms));
     }
@@ -191,7 +207,8 @@ fn log_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
         l if ["error", "warn", "info", "debug", "trace", "off"].contains(&l) => l.to_owned(),
         _ => level.to_owned(),
     };
-    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("invalid log level {level:?}: {e}"))
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| anyhow::anyhow!("invalid log level {level:?}: {e}"))
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -225,8 +242,13 @@ async fn shutdown_signal(token: CancellationToken) {
 fn main() -> ExitCode {
     let result = (|| -> anyhow::Result<()> {
         let (config, log_level) = build_config(Args::parse())?;
-        tracing_subscriber::fmt().with_env_filter(log_filter(&log_level)?).with_writer(std::io::stderr).init();
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter(&log_level)?)
+            .with_writer(std::io::stderr)
+            .init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let token = CancellationToken::new();
             let signals = tokio::spawn(shutdown_signal(token.clone()));

@@ -6,7 +6,10 @@ use rosey_protocol::connect::{AuthMethod, NatsConnectConfig};
 use std::time::Duration;
 
 /// Client options from `cfg` (authentication and TLS) plus what every service connection wants.
-pub async fn connect_options(cfg: &NatsConnectConfig, default_name: &str) -> anyhow::Result<ConnectOptions> {
+pub async fn connect_options(
+    cfg: &NatsConnectConfig,
+    default_name: &str,
+) -> anyhow::Result<ConnectOptions> {
     let method = cfg.auth_method().context("invalid nats settings")?;
     let mut opts = match method {
         AuthMethod::None => ConnectOptions::new(),
@@ -16,14 +19,20 @@ pub async fn connect_options(cfg: &NatsConnectConfig, default_name: &str) -> any
         ),
         AuthMethod::Token => ConnectOptions::with_token(cfg.token.clone().unwrap_or_default()),
         AuthMethod::NkeySeedFile => {
-            let path = cfg.nkey_seed_file.as_ref().expect("auth_method checked the seed file is set");
+            let path = cfg
+                .nkey_seed_file
+                .as_ref()
+                .expect("auth_method checked the seed file is set");
             let seed = tokio::fs::read_to_string(path)
                 .await
                 .with_context(|| format!("reading nkey seed file {}", path.display()))?;
             ConnectOptions::with_nkey(seed.trim().to_owned())
         }
         AuthMethod::CredsFile => {
-            let path = cfg.creds_file.as_ref().expect("auth_method checked the creds file is set");
+            let path = cfg
+                .creds_file
+                .as_ref()
+                .expect("auth_method checked the creds file is set");
             ConnectOptions::with_credentials_file(path)
                 .await
                 .with_context(|| format!("reading nats credentials file {}", path.display()))?
@@ -37,8 +46,16 @@ pub async fn connect_options(cfg: &NatsConnectConfig, default_name: &str) -> any
         opts = opts.add_root_certificates(ca.clone());
     }
     if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
-        anyhow::ensure!(cert.is_file(), "tls client certificate file {} does not exist", cert.display());
-        anyhow::ensure!(key.is_file(), "tls client key file {} does not exist", key.display());
+        anyhow::ensure!(
+            cert.is_file(),
+            "tls client certificate file {} does not exist",
+            cert.display()
+        );
+        anyhow::ensure!(
+            key.is_file(),
+            "tls client key file {} does not exist",
+            key.display()
+        );
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
     let name = cfg.name.clone().unwrap_or_else(|| default_name.to_owned());
@@ -59,7 +76,10 @@ pub async fn connect_options(cfg: &NatsConnectConfig, default_name: &str) -> any
 }
 
 /// Connects with `opts`, turning the client's error into one that says where and how.
-pub async fn connect(cfg: &NatsConnectConfig, opts: ConnectOptions) -> anyhow::Result<async_nats::Client> {
+pub async fn connect(
+    cfg: &NatsConnectConfig,
+    opts: ConnectOptions,
+) -> anyhow::Result<async_nats::Client> {
     let url = cfg.redacted_url();
     let method = cfg.auth_method().unwrap_or(AuthMethod::None);
     match opts.connect(cfg.url.as_str()).await {
@@ -67,7 +87,9 @@ pub async fn connect(cfg: &NatsConnectConfig, opts: ConnectOptions) -> anyhow::R
         Err(e) => {
             let hint = match e.kind() {
                 ConnectErrorKind::AuthorizationViolation => {
-                    format!("authorization violation: the server rejected the credentials ({method:?})")
+                    format!(
+                        "authorization violation: the server rejected the credentials ({method:?})"
+                    )
                 }
                 ConnectErrorKind::Tls => "tls handshake failed".to_owned(),
                 ConnectErrorKind::TimedOut => "timed out".to_owned(),

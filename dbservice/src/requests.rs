@@ -9,8 +9,9 @@ use crate::db::{Database, DbResult, OpenOptions};
 use crate::stats::Stats;
 use crate::writer::WriterMsg;
 use rosey_protocol::db::{
-    ChannelStats, ChannelStatsReply, EnqueueReply, ErrorReply, HighWaterMark, OutboundEnqueue, OutboundGet,
-    RecentChatGet, RecentMessagesQuery, UserStatsFound, UserStatsNotFound, UserStatsQuery, UserStatsReply,
+    ChannelStats, ChannelStatsReply, EnqueueReply, ErrorReply, HighWaterMark, OutboundEnqueue,
+    OutboundGet, RecentChatGet, RecentMessagesQuery, UserStatsFound, UserStatsNotFound,
+    UserStatsQuery, UserStatsReply,
 };
 use rosey_protocol::{subjects, to_seed_json};
 use serde::de::DeserializeOwned;
@@ -35,11 +36,20 @@ impl ReadPool {
     pub fn open(path: &Path, n: usize) -> DbResult<ReadPool> {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut db = Database::with_options(path, OpenOptions { read_only: true, ..Default::default() });
+            let mut db = Database::with_options(
+                path,
+                OpenOptions {
+                    read_only: true,
+                    ..Default::default()
+                },
+            );
             db.open()?;
             conns.push(db);
         }
-        Ok(ReadPool { conns: Mutex::new(conns), permits: Semaphore::new(n) })
+        Ok(ReadPool {
+            conns: Mutex::new(conns),
+            permits: Semaphore::new(n),
+        })
     }
 
     /// Runs `f` on a free connection in the blocking pool.
@@ -48,10 +58,17 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Database) -> DbResult<T> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| "read pool closed".to_owned())?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| "read pool closed".to_owned())?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let db = pool.lock().pop().expect("a permit guarantees a free connection");
+            let db = pool
+                .lock()
+                .pop()
+                .expect("a permit guarantees a free connection");
             let result = f(&db);
             pool.lock().push(db);
             result.map_err(|e| e.to_string())
@@ -92,11 +109,15 @@ impl RequestContext {
     /// The decoded request, or `None` after counting it as malformed.
     fn parse<T: DeserializeOwned>(&self, subject: &str, payload: &[u8]) -> Option<T> {
         let reason = if payload.len() > self.max_payload_bytes {
-            format!("payload of {} bytes exceeds the limit of {}", payload.len(), self.max_payload_bytes)
+            format!(
+                "payload of {} bytes exceeds the limit of {}",
+                payload.len(),
+                self.max_payload_bytes
+            )
         } else {
-            match serde_json::from_slice(payload) {
+            match crate::events::decode(payload) {
                 Ok(v) => return Some(v),
-                Err(e) => format!("invalid JSON: {e}"),
+                Err(e) => e,
             }
         };
         self.stats.malformed(subject, &reason);
@@ -123,7 +144,11 @@ impl RequestContext {
         };
         let limit = q.limit.unwrap_or(50).clamp(0, MAX_QUERY_LIMIT);
         let max_retries = q.max_retries.unwrap_or(3);
-        match self.pool.run(move |db| db.get_unsent_outbound_messages(limit, max_retries)).await {
+        match self
+            .pool
+            .run(move |db| db.get_unsent_outbound_messages(limit, max_retries))
+            .await
+        {
             Ok(rows) => to_seed_json(&rows),
             Err(e) => {
                 tracing::error!(error = %e, "outbound.get failed");
@@ -158,8 +183,14 @@ impl RequestContext {
                     let (users, ts) = db.get_high_water_mark()?;
                     let (connected, cts) = db.get_high_water_mark_connected()?;
                     Ok(ChannelStats {
-                        high_water_mark: HighWaterMark { users, timestamp: ts },
-                        high_water_connected: HighWaterMark { users: connected, timestamp: cts },
+                        high_water_mark: HighWaterMark {
+                            users,
+                            timestamp: ts,
+                        },
+                        high_water_connected: HighWaterMark {
+                            users: connected,
+                            timestamp: cts,
+                        },
                         top_chatters: db.get_top_chatters(10)?,
                         total_users_seen: db.get_total_users_seen()?,
                         success: true,
@@ -207,7 +238,11 @@ impl RequestContext {
         };
         let limit = q.limit.unwrap_or(100).clamp(0, MAX_QUERY_LIMIT);
         let offset = q.offset.unwrap_or(0).max(0);
-        match self.pool.run(move |db| db.get_recent_messages(limit, offset)).await {
+        match self
+            .pool
+            .run(move |db| db.get_recent_messages(limit, offset))
+            .await
+        {
             Ok(rows) => to_seed_json(&rows),
             Err(e) => to_seed_json(&ErrorReply::new(e)),
         }
@@ -232,7 +267,10 @@ impl RequestContext {
         };
         let result = match tokio::time::timeout(self.write_timeout, write).await {
             Ok(r) => r,
-            Err(_) => Err(format!("write not committed within {:?}", self.write_timeout)),
+            Err(_) => Err(format!(
+                "write not committed within {:?}",
+                self.write_timeout
+            )),
         };
         match result {
             Ok(id) => to_seed_json(&EnqueueReply { success: true, id }),

@@ -58,7 +58,12 @@ pub async fn spawn(config: Config) -> anyhow::Result<ServiceHandle> {
     let mode = running.mode;
     let wait_token = token.clone();
     let task = tokio::spawn(running.wait(wait_token));
-    Ok(ServiceHandle { token, task: Some(task), stats, mode })
+    Ok(ServiceHandle {
+        token,
+        task: Some(task),
+        stats,
+        mode,
+    })
 }
 
 /// A service started by [`spawn`]. Dropping it cancels the service without waiting; call
@@ -119,6 +124,8 @@ struct Running {
     request_tasks: TaskTracker,
     maintenance: Option<JoinHandle<()>>,
     writer_done: oneshot::Receiver<Result<(), crate::db::DbError>>,
+    /// `writer_done` has already completed (a oneshot must not be polled again).
+    writer_finished: bool,
     publisher: JoinHandle<()>,
     fatal: mpsc::Receiver<anyhow::Error>,
 }
@@ -132,25 +139,36 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
 
     // Database first: a bad path fails before anything touches NATS.
     let db_path = config.db_path.clone();
-    let options = OpenOptions { read_only: false, synchronous_full: config.synchronous_full };
+    let options = OpenOptions {
+        read_only: false,
+        synchronous_full: config.synchronous_full,
+    };
     let read_connections = config.read_connections;
-    let (db, pool) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Database, ReadPool)> {
-        let mut db = Database::with_options(&db_path, options);
-        db.open().with_context(|| format!("opening database {}", db_path.display()))?;
-        let pool = ReadPool::open(&db_path, read_connections).context("opening read connections")?;
-        Ok((db, pool))
-    })
-    .await
-    .context("database open task failed")??;
+    let (db, pool) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Database, ReadPool)> {
+            let mut db = Database::with_options(&db_path, options);
+            db.open()
+                .with_context(|| format!("opening database {}", db_path.display()))?;
+            let pool =
+                ReadPool::open(&db_path, read_connections).context("opening read connections")?;
+            Ok((db, pool))
+        })
+        .await
+        .context("database open task failed")??;
     let pool = Arc::new(pool);
 
-    let name = config.nats.name.clone().unwrap_or_else(|| "rosey-dbservice".to_owned());
+    let name = config
+        .nats
+        .name
+        .clone()
+        .unwrap_or_else(|| "rosey-dbservice".to_owned());
     let events_opts = nats_connect::connect_options(&config.nats, &name)
         .await?
         .subscription_capacity(config.subscription_capacity)
         .client_capacity(65_536);
     let events_client = nats_connect::connect(&config.nats, events_opts).await?;
-    let requests_opts = nats_connect::connect_options(&config.nats, &format!("{name}-requests")).await?;
+    let requests_opts =
+        nats_connect::connect_options(&config.nats, &format!("{name}-requests")).await?;
     let requests_client = nats_connect::connect(&config.nats, requests_opts).await?;
     tracing::info!(url = %config.nats.redacted_url(), mode = config.mode.as_str(), "connected to nats");
 
@@ -159,8 +177,11 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
     let mut request_subs = Vec::with_capacity(subjects::REQUEST_SUBJECTS.len());
     // SERVICE_PING last: when the readiness ping is answered, the server has processed every
     // earlier SUB on this connection.
-    let mut request_subjects: Vec<&str> =
-        subjects::REQUEST_SUBJECTS.iter().copied().filter(|s| *s != subjects::SERVICE_PING).collect();
+    let mut request_subjects: Vec<&str> = subjects::REQUEST_SUBJECTS
+        .iter()
+        .copied()
+        .filter(|s| *s != subjects::SERVICE_PING)
+        .collect();
     request_subjects.push(subjects::SERVICE_PING);
     for subject in request_subjects {
         let sub = requests_client
@@ -178,10 +199,14 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         ),
         Mode::Durable => {
             let js = async_nats::jetstream::new(events_client.clone());
-            let settings = ConsumerSettings { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending };
+            let settings = ConsumerSettings {
+                ack_wait: config.ack_wait,
+                max_ack_pending: config.max_ack_pending,
+            };
             let consumer = durable::ensure(&js, settings).await?;
-            let messages = durable::messages(&consumer, PULL_BATCH.min(config.max_ack_pending)).await?;
-            IntakeSource::Durable { consumer, messages }
+            let messages =
+                durable::messages(&consumer, PULL_BATCH.min(config.max_ack_pending)).await?;
+            IntakeSource::Durable(Box::new(DurableSource { consumer, messages }))
         }
     };
 
@@ -212,7 +237,11 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         })
         .context("spawning the writer thread")?;
 
-    let publisher = tokio::spawn(publish_outcomes(outcome_rx, events_client.clone(), config.commit_notices));
+    let publisher = tokio::spawn(publish_outcomes(
+        outcome_rx,
+        events_client.clone(),
+        config.commit_notices,
+    ));
 
     let (fatal_tx, fatal) = mpsc::channel(4);
     let intake_stop = CancellationToken::new();
@@ -256,7 +285,11 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
     drop(ctx);
 
     let maintenance = config.maintenance_interval.map(|interval| {
-        tokio::spawn(run_maintenance(interval, writer_tx.clone(), requests_stop.clone()))
+        tokio::spawn(run_maintenance(
+            interval,
+            writer_tx.clone(),
+            requests_stop.clone(),
+        ))
     });
     drop(writer_tx);
 
@@ -273,23 +306,34 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         request_tasks,
         maintenance,
         writer_done,
+        writer_finished: false,
         publisher,
         fatal,
     };
-    // Readiness: a round trip through the server from the events connection to the requests
-    // connection's last subscription. The server handles each connection's commands in order, so
-    // an answer proves every SUB of both connections is active.
-    let ping = timeout(READY_TIMEOUT, running.events_client.request(subjects::SERVICE_PING, Bytes::new())).await;
-    match ping {
-        Ok(Ok(_)) => Ok(running),
-        Ok(Err(e)) => {
-            let err = anyhow!("readiness ping failed: {e}");
-            running.stop().await.ok();
-            Err(err)
+    // Readiness, in two round trips through the server. The server handles each connection's
+    // commands in order, but nothing orders two connections. First the requests connection pings
+    // itself: its answer proves every SUB of that connection is active. Then the events
+    // connection pings: its answer proves that connection's SUBs (sent before) are active too.
+    // (Asking from the events connection first could time out: its wildcard subscription also
+    // matches the ping subject, so the server would not report "no responders".)
+    let ready = async {
+        for (what, client) in [("requests", &running.requests_client), ("events", &running.events_client)] {
+            match timeout(READY_TIMEOUT, client.request(subjects::SERVICE_PING, Bytes::new())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(anyhow!("readiness ping from the {what} connection failed: {e}")),
+                Err(_) => {
+                    return Err(anyhow!("readiness ping from the {what} connection not answered within {READY_TIMEOUT:?}"))
+                }
+            }
         }
-        Err(_) => {
+        Ok(())
+    }
+    .await;
+    match ready {
+        Ok(()) => Ok(running),
+        Err(e) => {
             running.stop().await.ok();
-            Err(anyhow!("readiness ping not answered within {READY_TIMEOUT:?}"))
+            Err(e)
         }
     }
 }
@@ -299,11 +343,14 @@ impl Running {
         let fatal = tokio::select! {
             _ = shutdown.cancelled() => None,
             Some(e) = self.fatal.recv() => Some(e),
-            r = &mut self.writer_done => Some(match r {
-                Ok(Ok(())) => anyhow!("the writer thread stopped unexpectedly"),
-                Ok(Err(e)) => anyhow::Error::new(e).context("the writer thread failed"),
-                Err(_) => anyhow!("the writer thread panicked"),
-            }),
+            r = &mut self.writer_done => {
+                self.writer_finished = true;
+                Some(match r {
+                    Ok(Ok(())) => anyhow!("the writer thread stopped unexpectedly"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("the writer thread failed"),
+                    Err(_) => anyhow!("the writer thread panicked"),
+                })
+            }
         };
         if let Some(e) = &fatal {
             tracing::error!(error = format!("{e:#}"), "fatal error; stopping");
@@ -347,23 +394,31 @@ impl Running {
             }
         }
         // 3. Every queue sender is gone now: the writer commits the rest and closes the database.
-        let mut writer_done = self.writer_done;
-        match timeout(d, &mut writer_done).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => note(anyhow::Error::new(e).context("closing the database")),
-            Ok(Err(_)) => {} // already reported by `wait`
-            Err(_) => note(anyhow!("writer did not commit and close within {d:?}")),
+        if !self.writer_finished {
+            match timeout(d, self.writer_done).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => note(anyhow::Error::new(e).context("closing the database")),
+                Ok(Err(_)) => note(anyhow!("the writer thread panicked")),
+                Err(_) => note(anyhow!("writer did not commit and close within {d:?}")),
+            }
         }
         // 4. The last commit notices and acks.
         if timeout(d, self.publisher).await.is_err() {
-            note(anyhow!("publishing the last commit notices did not finish within {d:?}"));
+            note(anyhow!(
+                "publishing the last commit notices did not finish within {d:?}"
+            ));
         }
         // 5. Flush and drain both connections.
-        for (what, client) in [("events", &self.events_client), ("requests", &self.requests_client)] {
+        for (what, client) in [
+            ("events", &self.events_client),
+            ("requests", &self.requests_client),
+        ] {
             match timeout(d, client.flush()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => note(anyhow!("flushing the {what} connection: {e}")),
-                Err(_) => note(anyhow!("flushing the {what} connection took longer than {d:?}")),
+                Err(_) => note(anyhow!(
+                    "flushing the {what} connection took longer than {d:?}"
+                )),
             }
             if let Err(e) = client.drain().await {
                 tracing::debug!(error = %e, what, "draining connection");
@@ -381,10 +436,13 @@ impl Running {
 
 enum IntakeSource {
     Core(Subscriber),
-    Durable {
-        consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-        messages: async_nats::jetstream::consumer::pull::Stream,
-    },
+    Durable(Box<DurableSource>),
+}
+
+struct DurableSource {
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    messages: async_nats::jetstream::consumer::pull::Stream,
 }
 
 struct IntakeContext {
@@ -398,7 +456,12 @@ impl IntakeContext {
     /// Validates one event message and queues it for the writer. Returns false if the writer
     /// is gone.
     /// `stream_seq` is the JetStream stream sequence (durable mode).
-    async fn handle(&self, msg: async_nats::Message, durable: bool, stream_seq: Option<u64>) -> bool {
+    async fn handle(
+        &self,
+        msg: async_nats::Message,
+        durable: bool,
+        stream_seq: Option<u64>,
+    ) -> bool {
         let subject = msg.subject.as_str();
         if !events::is_event_subject(subject) {
             return true; // requests and our own commit notices share the wildcard
@@ -422,11 +485,22 @@ impl IntakeContext {
             None
         });
         let (dedupe_key, ack) = if durable {
-            (id.clone().or_else(|| stream_seq.map(|s| format!("js:{s}"))), msg.reply)
+            (
+                id.clone().or_else(|| stream_seq.map(|s| format!("js:{s}"))),
+                msg.reply,
+            )
         } else {
             (None, None)
         };
-        self.writer.send(WriterMsg::Event(Event { op, id, dedupe_key, ack })).await.is_ok()
+        self.writer
+            .send(WriterMsg::Event(Event {
+                op,
+                id,
+                dedupe_key,
+                ack,
+            }))
+            .await
+            .is_ok()
     }
 
     async fn handle_js(&self, msg: async_nats::jetstream::Message) -> bool {
@@ -444,7 +518,7 @@ async fn run_intake(
 ) -> anyhow::Result<()> {
     let result = match source {
         IntakeSource::Core(sub) => core_intake(sub, &ctx, &stop, deadline).await,
-        IntakeSource::Durable { consumer, messages } => durable_intake(consumer, messages, &ctx, &stop).await,
+        IntakeSource::Durable(d) => durable_intake(d.consumer, d.messages, &ctx, &stop).await,
     };
     if let Err(e) = &result {
         if !stop.is_cancelled() {
@@ -475,7 +549,9 @@ async fn core_intake(
         }
     }
     // Unsubscribe at the server, then apply everything it had already sent.
-    sub.drain().await.context("draining the event subscription")?;
+    sub.drain()
+        .await
+        .context("draining the event subscription")?;
     let until = Instant::now() + deadline;
     loop {
         match tokio::time::timeout_at(until, sub.next()).await {
@@ -485,13 +561,17 @@ async fn core_intake(
                 }
             }
             Ok(None) => return Ok(()),
-            Err(_) => anyhow::bail!("draining the event subscription took longer than {deadline:?}"),
+            Err(_) => {
+                anyhow::bail!("draining the event subscription took longer than {deadline:?}")
+            }
         }
     }
 }
 
 async fn durable_intake(
-    consumer: async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    consumer: async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
     mut messages: async_nats::jetstream::consumer::pull::Stream,
     ctx: &IntakeContext,
     stop: &CancellationToken,
@@ -544,12 +624,24 @@ async fn durable_intake(
 async fn publish_outcomes(mut rx: mpsc::Receiver<Outcome>, client: Client, notices: bool) {
     while let Some(o) = rx.recv().await {
         if notices && !(o.ids.is_empty() && o.duplicate_ids.is_empty()) {
-            let notice = CommitNotice { batch: o.batch, ids: o.ids, events: o.events, duplicate_ids: o.duplicate_ids };
-            if let Err(e) = client.publish(subjects::COMMITTED, to_seed_json(&notice).into()).await {
+            let notice = CommitNotice {
+                batch: o.batch,
+                ids: o.ids,
+                events: o.events,
+                duplicate_ids: o.duplicate_ids,
+            };
+            if let Err(e) = client
+                .publish(subjects::COMMITTED, to_seed_json(&notice).into())
+                .await
+            {
                 tracing::warn!(error = %e, "publishing commit notice");
             }
         }
-        for (subjects, payload) in [(o.ack, durable::ACK), (o.term, durable::TERM), (o.nak, durable::NAK_1S)] {
+        for (subjects, payload) in [
+            (o.ack, durable::ACK),
+            (o.term, durable::TERM),
+            (o.nak, durable::NAK_1S),
+        ] {
             for s in subjects {
                 if let Err(e) = client.publish(s, payload.clone()).await {
                     tracing::warn!(error = %e, "publishing jetstream acknowledgement");
@@ -604,12 +696,18 @@ async fn serve_requests(
     }
     let until = Instant::now() + deadline;
     while let Ok(Some(msg)) = tokio::time::timeout_at(until, sub.next()).await {
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            return;
+        };
         spawn_one(msg, permit);
     }
 }
 
-async fn run_maintenance(interval: Duration, writer: mpsc::Sender<WriterMsg>, stop: CancellationToken) {
+async fn run_maintenance(
+    interval: Duration,
+    writer: mpsc::Sender<WriterMsg>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -80,14 +80,24 @@ struct LimiterState {
 
 impl LogLimiter {
     pub fn new(burst: u32, window: Duration) -> Self {
-        LogLimiter { burst, window, state: Mutex::new(LimiterState { window_start: None, used: 0, suppressed: 0 }) }
+        LogLimiter {
+            burst,
+            window,
+            state: Mutex::new(LimiterState {
+                window_start: None,
+                used: 0,
+                suppressed: 0,
+            }),
+        }
     }
 
     /// `Some(suppressed_since_last)` if this line may be logged, `None` if it must be dropped.
     pub fn allow(&self) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if s.window_start.is_none_or(|t| now.duration_since(t) >= self.window) {
+        if s.window_start
+            .is_none_or(|t| now.duration_since(t) >= self.window)
+        {
             s.window_start = Some(now);
             s.used = 0;
         }

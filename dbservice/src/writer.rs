@@ -39,7 +39,10 @@ pub struct Event {
 pub enum WriterMsg {
     Event(Event),
     /// `rosey.db.messages.outbound.enqueue`: the reply carries the new id once committed.
-    Enqueue { message: String, reply: oneshot::Sender<Result<i64, String>> },
+    Enqueue {
+        message: String,
+        reply: oneshot::Sender<Result<i64, String>>,
+    },
     /// Run maintenance between transactions.
     Maintenance(oneshot::Sender<Result<MaintenanceReport, String>>),
 }
@@ -74,7 +77,10 @@ pub struct WriterConfig {
 
 enum Item {
     Event(Event),
-    Enqueue { message: String, reply: oneshot::Sender<Result<i64, String>> },
+    Enqueue {
+        message: String,
+        reply: oneshot::Sender<Result<i64, String>>,
+    },
 }
 
 #[derive(Debug)]
@@ -146,7 +152,10 @@ impl Writer {
                 };
             }
         }
-        tracing::debug!(batches = self.batch_no, "writer queue closed; closing database");
+        tracing::debug!(
+            batches = self.batch_no,
+            "writer queue closed; closing database"
+        );
         self.db.close()
     }
 
@@ -174,7 +183,12 @@ impl Writer {
                     if now >= deadline {
                         break;
                     }
-                    match self.runtime.block_on(tokio::time::timeout(deadline - now, self.rx.recv())) {
+                    // The timer must be created inside the runtime context, hence the async block.
+                    let rx = &mut self.rx;
+                    match self
+                        .runtime
+                        .block_on(async { tokio::time::timeout(deadline - now, rx.recv()).await })
+                    {
                         Ok(Some(m)) => m,
                         Ok(None) | Err(_) => break,
                     }
@@ -197,7 +211,10 @@ impl Writer {
             WriterMsg::Maintenance(_) => unreachable!("control messages end the batch before push"),
         };
         let result = if let Some(reason) = &b.dead {
-            ItemResult::Failed { reason: reason.clone(), retry: true }
+            ItemResult::Failed {
+                reason: reason.clone(),
+                retry: true,
+            }
         } else if b.safe {
             self.apply_with_savepoint(&item, &mut b.chat_inserted)
         } else {
@@ -228,15 +245,18 @@ impl Writer {
                 *chat_inserted |= ev.op.apply(&self.db)?.chat_inserted;
                 Ok(ItemResult::Applied { enqueue_id: None })
             }
-            Item::Enqueue { message, .. } => {
-                Ok(ItemResult::Applied { enqueue_id: Some(self.db.enqueue_outbound_message(message)?) })
-            }
+            Item::Enqueue { message, .. } => Ok(ItemResult::Applied {
+                enqueue_id: Some(self.db.enqueue_outbound_message(message)?),
+            }),
         }
     }
 
     fn apply_with_savepoint(&self, item: &Item, chat_inserted: &mut bool) -> ItemResult {
         if let Err(e) = self.db.savepoint() {
-            return ItemResult::Failed { reason: format!("savepoint: {e}"), retry: true };
+            return ItemResult::Failed {
+                reason: format!("savepoint: {e}"),
+                retry: true,
+            };
         }
         let mut inserted = false;
         match self.apply(item, &mut inserted) {
@@ -245,13 +265,19 @@ impl Writer {
                     *chat_inserted |= inserted;
                     r
                 }
-                Err(e) => ItemResult::Failed { reason: format!("release savepoint: {e}"), retry: true },
+                Err(e) => ItemResult::Failed {
+                    reason: format!("release savepoint: {e}"),
+                    retry: true,
+                },
             },
             Err(e) => {
                 if let Err(e2) = self.db.rollback_to_savepoint() {
                     tracing::error!(error = %e2, "rolling back to savepoint");
                 }
-                ItemResult::Failed { reason: e.to_string(), retry: false }
+                ItemResult::Failed {
+                    reason: e.to_string(),
+                    retry: false,
+                }
             }
         }
     }
@@ -267,7 +293,10 @@ impl Writer {
         }
         for item in &b.items {
             let r = match &b.dead {
-                Some(reason) => ItemResult::Failed { reason: reason.clone(), retry: true },
+                Some(reason) => ItemResult::Failed {
+                    reason: reason.clone(),
+                    retry: true,
+                },
                 None => self.apply_with_savepoint(item, &mut b.chat_inserted),
             };
             b.results.push(r);
@@ -291,7 +320,10 @@ impl Writer {
             self.log_error("write transaction failed", reason);
             for r in &mut b.results {
                 if !matches!(r, ItemResult::Failed { .. }) {
-                    *r = ItemResult::Failed { reason: reason.clone(), retry: true };
+                    *r = ItemResult::Failed {
+                        reason: reason.clone(),
+                        retry: true,
+                    };
                 }
             }
         } else {
@@ -299,7 +331,14 @@ impl Writer {
             self.stats.batches.fetch_add(1, Relaxed);
         }
 
-        let mut out = Outcome { batch: if commit_error.is_none() { self.batch_no } else { 0 }, ..Default::default() };
+        let mut out = Outcome {
+            batch: if commit_error.is_none() {
+                self.batch_no
+            } else {
+                0
+            },
+            ..Default::default()
+        };
         let (mut committed, mut duplicates, mut failed) = (0u64, 0u64, 0u64);
         for (item, result) in b.items.into_iter().zip(b.results) {
             match item {
@@ -328,7 +367,9 @@ impl Writer {
                 },
                 Item::Enqueue { reply, .. } => {
                     let r = match result {
-                        ItemResult::Applied { enqueue_id: Some(id) } => Ok(id),
+                        ItemResult::Applied {
+                            enqueue_id: Some(id),
+                        } => Ok(id),
                         ItemResult::Failed { reason, .. } => Err(reason),
                         other => Err(format!("unexpected enqueue result {other:?}")),
                     };

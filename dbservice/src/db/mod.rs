@@ -33,7 +33,7 @@ pub use schema::{INDEXES, SCHEMA_VERSION, TABLES};
 pub use stats::UserCountSample;
 pub use status::CurrentStatus;
 pub use tokens::ApiTokenInfo;
-pub use users::UserStats;
+pub use users::{UserAction, UserStats};
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};

@@ -307,8 +307,8 @@ fn top_chatters_and_audit() {
     db.log_user_action("mod", "pm_command", Some("cmd=kick, result: success"))
         .unwrap();
     let a = db.get_user_actions(5).unwrap();
-    assert_eq!(a[0].1, "mod");
-    assert_eq!(a[0].3.as_deref(), Some("cmd=kick, result: success"));
+    assert_eq!(a[0].username, "mod");
+    assert_eq!(a[0].details.as_deref(), Some("cmd=kick, result: success"));
 }
 
 #[test]

@@ -16,6 +16,15 @@ pub struct UserStats {
     pub current_session_start: Option<i64>,
 }
 
+/// One `user_actions` (audit log) row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAction {
+    pub timestamp: i64,
+    pub username: String,
+    pub action_type: String,
+    pub details: Option<String>,
+}
+
 /// Ends every open session at `now` (see [`Database::close`]). Returns how many were open.
 pub(super) fn end_all_sessions(conn: &Connection, now: i64) -> DbResult<usize> {
     Ok(conn
@@ -121,17 +130,19 @@ impl Database {
         Ok(conn.last_insert_rowid())
     }
 
-    /// The newest `limit` audit rows, newest first: `(timestamp, username, action_type, details)`.
-    pub fn get_user_actions(
-        &self,
-        limit: i64,
-    ) -> DbResult<Vec<(i64, String, String, Option<String>)>> {
+    /// The newest `limit` audit rows, newest first.
+    pub fn get_user_actions(&self, limit: i64) -> DbResult<Vec<UserAction>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT timestamp, username, action_type, details FROM user_actions ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit.max(0)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(UserAction {
+                timestamp: r.get(0)?,
+                username: r.get(1)?,
+                action_type: r.get(2)?,
+                details: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -1,0 +1,121 @@
+//! Commit notices and accounting in core mode: a notice lists exactly the ids its transaction
+//! committed, every id once; the counters add up.
+
+use crate::support::*;
+use rosey_protocol::subjects;
+use std::collections::HashSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_list_exactly_the_ids_sent() {
+    let env = Env::start_with(|c| c.batch_max_events = 250).await;
+    let mut notices = env.notices().await;
+    env.client
+        .publish(
+            subjects::USER_JOINED,
+            br#"{"username": "amy"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let n = 5000;
+    let mut sent = HashSet::new();
+    for i in 0..n {
+        let id = format!("ev-{i}");
+        let body = format!(r#"{{"username": "amy", "message": "m{i}"}}"#);
+        publish_with_id(&env.client, subjects::MESSAGE_LOG, &id, body.as_bytes()).await;
+        sent.insert(id);
+        if i % 10 == 0 {
+            // Events without ids are committed too, but never named.
+            env.client
+                .publish(subjects::USER_COUNT, b"{}".to_vec().into())
+                .await
+                .unwrap();
+        }
+    }
+    notices.wait_for(&sent).await;
+    let committed = notices.committed_ids();
+    assert_eq!(committed.len(), n, "every id exactly once");
+    assert_eq!(committed.iter().cloned().collect::<HashSet<_>>(), sent);
+    for w in notices.seen.windows(2) {
+        assert!(w[0].batch < w[1].batch, "batch numbers increase");
+    }
+    assert!(notices
+        .seen
+        .iter()
+        .all(|x| x.ids.len() <= 250 && x.duplicate_ids.is_empty()));
+    assert!(notices
+        .seen
+        .iter()
+        .all(|x| x.events as usize >= x.ids.len()));
+
+    let p = env.ping().await;
+    let without_ids = n / 10 + 1;
+    assert_eq!(p.received, (n + without_ids) as u64);
+    assert_eq!(p.committed, p.received);
+    assert_eq!((p.malformed, p.duplicates, p.failed), (0, 0, 0));
+    assert!(p.batches >= (n / 250) as u64);
+    let db = open_read_only(&env.db_path());
+    assert_eq!(
+        db.get_user_stats("amy").unwrap().unwrap().total_chat_lines,
+        n as i64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_across_subjects_is_kept() {
+    // Joins and chat lines from one publisher, interleaved: each line must count, which needs
+    // its user's join applied first (the seed applied them in arbitrary order).
+    let env = Env::start().await;
+    let mut ids = HashSet::new();
+    for u in 0..200 {
+        let user = format!("user{u}");
+        env.client
+            .publish(
+                subjects::USER_JOINED,
+                format!(r#"{{"username": "{user}"}}"#).into(),
+            )
+            .await
+            .unwrap();
+        let id = format!("line-{u}");
+        publish_with_id(
+            &env.client,
+            subjects::MESSAGE_LOG,
+            &id,
+            format!(r#"{{"username": "{user}", "message": "hi"}}"#).as_bytes(),
+        )
+        .await;
+        ids.insert(id);
+    }
+    // The barrier event comes after all of them on the same connection, so once it is
+    // committed, they are.
+    env.barrier().await;
+    assert_eq!(ids.len(), 200);
+    let top = env.request_json(subjects::QUERY_CHANNEL_STATS, b"{}").await;
+    assert_eq!(top["total_users_seen"], 200);
+    let db = open_read_only(&env.db_path());
+    let lines: i64 = db
+        .conn()
+        .unwrap()
+        .query_row("SELECT SUM(total_chat_lines) FROM user_stats", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(lines, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_off_publishes_nothing() {
+    let env = Env::start_with(|c| c.commit_notices = false).await;
+    let mut sub = env.client.subscribe(subjects::COMMITTED).await.unwrap();
+    request(&env.client, subjects::SERVICE_PING, b"").await;
+    publish_with_id(
+        &env.client,
+        subjects::USER_JOINED,
+        "x",
+        br#"{"username": "a"}"#,
+    )
+    .await;
+    env.wait_committed(1).await;
+    use futures::FutureExt as _;
+    use futures::StreamExt as _;
+    assert!(sub.next().now_or_never().is_none());
+}
