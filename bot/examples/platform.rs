@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use async_nats::HeaderMap;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rosey_protocol::headers::{CORRELATION_ID, EVENT_ID};
 use rosey_protocol::platform::{self, kind, ChatMessage, PlatformUser, PrivateMessage};
 use rosey_protocol::subjects;
@@ -123,36 +123,44 @@ async fn main() -> Result<()> {
         let Some(msg) = msg else {
             bail!("connection closed")
         };
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        if header(CORRELATION_ID).as_deref() != Some(cid.as_str()) {
-            continue;
-        }
-        let body: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
-        let event_id = header(EVENT_ID)
-            .map(|id| format!(" [{EVENT_ID}: {id}]"))
-            .unwrap_or_default();
-        if let Some(content) = body
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|_| msg.subject.ends_with(".out.pm"))
-        {
-            println!(
-                "< {}{event_id} to {}:\n{content}",
-                msg.subject,
-                body["user"].as_str().unwrap_or_default()
-            );
-        } else {
-            println!("< {}{event_id} {body}", msg.subject);
-        }
-        let done = msg.subject.as_str() == last
-            && (last != subjects::PM_COMMAND || body["result"] != "pending");
-        if done {
+        if show(&msg, &cid, last) {
+            // Effects published before the last one may still sit in the other subscription.
+            for sub in [&mut out, &mut db] {
+                while let Some(Some(m)) = sub.next().now_or_never() {
+                    show(&m, &cid, last);
+                }
+            }
             return Ok(());
         }
     }
+}
+
+/// Prints `msg` if it belongs to this event; true if it is the event's last effect.
+fn show(msg: &async_nats::Message, cid: &str, last: &str) -> bool {
+    let header = |name: &str| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    if header(CORRELATION_ID).as_deref() != Some(cid) {
+        return false;
+    }
+    let body: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
+    let event_id = header(EVENT_ID)
+        .map(|id| format!(" [{EVENT_ID}: {id}]"))
+        .unwrap_or_default();
+    match body
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|_| msg.subject.ends_with(".out.pm"))
+    {
+        Some(content) => println!(
+            "< {}{event_id} to {}:\n{content}",
+            msg.subject,
+            body["user"].as_str().unwrap_or_default()
+        ),
+        None => println!("< {}{event_id} {body}", msg.subject),
+    }
+    msg.subject.as_str() == last && (last != subjects::PM_COMMAND || body["result"] != "pending")
 }

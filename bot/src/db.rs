@@ -172,8 +172,12 @@ impl DbClient {
                     return Ok(reply);
                 }
                 // Fail fast: retrying cannot help before the breaker's window or the reconnect.
+                // If this request's own failures just opened the breaker, report their cause
+                // ("not running", "timeout") rather than the breaker.
                 Err(e @ (RequestError::CircuitOpen { .. } | RequestError::NotConnected)) => {
-                    last = e;
+                    if attempt == 0 {
+                        last = e;
+                    }
                     break;
                 }
                 Err(e) => {

@@ -36,6 +36,10 @@ async fn without_a_service_commands_say_so_and_chat_keeps_flowing() {
         (o.result.as_str(), o.error.as_deref()),
         ("error", Some(o.text.as_str()))
     );
+    // Its three attempts (two retries) opened the breaker; the next command fails fast.
+    assert_eq!(bot.breaker_state(), BreakerState::Open);
+    let o = w.command(MOD, "stats").await;
+    assert_eq!(o.text, "Stats unavailable (circuit open, retrying in 5s)");
 
     let mut log = w.sub(subjects::MESSAGE_LOG).await;
     w.chat("amy", "still here", None).await;
@@ -248,10 +252,18 @@ async fn outbound_messages_are_sent_and_marked_or_marked_failed() {
 
 #[tokio::test]
 async fn nats_authentication_options_are_used() {
-    let opts = natskit::ServerOptions { token: Some("s3cret".into()), ..Default::default() };
-    let nats = tokio::task::spawn_blocking(move || natskit::NatsServer::start_with(opts)).await.unwrap().unwrap();
+    let opts = natskit::ServerOptions {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    };
+    let nats = tokio::task::spawn_blocking(move || natskit::NatsServer::start_with(opts))
+        .await
+        .unwrap()
+        .unwrap();
     let mut c = rosey_bot::Config::new(nats.url(), CHANNEL);
-    let err = rosey_bot::spawn(c.clone()).await.expect_err("no token: refused");
+    let err = rosey_bot::spawn(c.clone())
+        .await
+        .expect_err("no token: refused");
     assert!(format!("{err:#}").contains("connecting to NATS"), "{err:#}");
     c.nats.token = Some("s3cret".into());
     let bot = rosey_bot::spawn(c).await.expect("the token is accepted");
