@@ -72,7 +72,6 @@ struct Page<'a> {
     run: &'a RunView,
     scenarios: Vec<ScenarioPage<'a>>,
     chart_count: usize,
-    change_note: &'a str,
 }
 
 /// Render `report.html`. `overlay` is the baseline whose histograms are drawn under this run's
@@ -107,7 +106,6 @@ pub fn render(
         run: view,
         scenarios,
         chart_count,
-        change_note: super::markdown::CHANGE_NOTE,
     };
     render_template(TEMPLATE_NAME, TEMPLATE, &page)
 }

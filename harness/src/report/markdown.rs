@@ -15,10 +15,6 @@ pub const MAX_CHARS: usize = 60_000;
 const TEMPLATE: &str = include_str!("templates/report.md.tera");
 const TEMPLATE_NAME: &str = "report.md";
 
-/// The footnote of the change column.
-pub const CHANGE_NOTE: &str =
-    "Plain change of p99 against the baseline, no significance test; the regression gate (cargo xtask compare) decides.";
-
 /// Markdown-escape `text` for use inside a table cell or a paragraph.
 pub fn escape(text: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut buf = String::with_capacity(text.len());
@@ -42,7 +38,6 @@ pub fn escape(text: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
 struct Page<'a> {
     run: &'a RunView,
     details: bool,
-    change_note: &'a str,
 }
 
 /// Render the markdown report, leaving the details out when they would make it too long.
@@ -53,11 +48,7 @@ pub fn render(view: &RunView) -> anyhow::Result<String> {
     tera.add_raw_template(TEMPLATE_NAME, TEMPLATE)
         .context("parse the markdown template")?;
     let render = |details: bool| -> anyhow::Result<String> {
-        let page = Page {
-            run: view,
-            details,
-            change_note: CHANGE_NOTE,
-        };
+        let page = Page { run: view, details };
         let context = tera::Context::from_serialize(&page).context("markdown context")?;
         let text = tera
             .render(TEMPLATE_NAME, &context)

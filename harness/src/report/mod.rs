@@ -12,6 +12,7 @@ pub mod index;
 pub mod markdown;
 pub mod view;
 
+use crate::compare::{self, CompareOptions, Comparison, RunInput};
 use crate::history::{self, History};
 use crate::results::{RunResults, RESULTS_FILE};
 use anyhow::Context as _;
@@ -65,12 +66,39 @@ pub fn choose_baseline<'a>(
     history::latest_comparable(history, run, None).map(|b| (b, describe_choice(false, None)))
 }
 
-/// The markdown report of `run` against `baseline` (already chosen, see [`choose_baseline`]).
+/// The regression gate's verdicts for `run` against `baseline`, or `None` when the environments
+/// differ (then nothing is compared). The baseline's interval logs are used when its run
+/// directory sits next to `run_dir` (a local `reports/runs/`); the history keeps results only.
+pub fn gate(run: &RunResults, run_dir: &Path, baseline: &RunResults) -> Option<Comparison> {
+    if !history::comparable(run, baseline) {
+        return None;
+    }
+    let sibling = run_dir.parent().map(|runs| runs.join(&baseline.run_id));
+    let base_dir =
+        sibling.filter(|dir| load_run(dir).is_ok_and(|on_disk| on_disk.run_id == baseline.run_id));
+    let base = RunInput {
+        results: baseline.clone(),
+        dir: base_dir,
+    };
+    let cand = RunInput {
+        results: run.clone(),
+        dir: Some(run_dir.to_owned()),
+    };
+    Some(compare::compare_runs(
+        &base,
+        &cand,
+        &CompareOptions::default(),
+    ))
+}
+
+/// The markdown report of `run` against `baseline` (already chosen, see [`choose_baseline`]);
+/// `comparison` from [`gate`], or `None` for a plain percentage change.
 pub fn render_markdown(
     run: &RunResults,
     baseline: Option<(&RunResults, String)>,
+    comparison: Option<&Comparison>,
 ) -> anyhow::Result<String> {
-    markdown::render(&view::build(run, baseline))
+    markdown::render(&view::build(run, baseline, comparison))
 }
 
 /// The HTML report of `run` (interval logs are read relative to `run_dir`).
@@ -78,12 +106,13 @@ pub fn render_html(
     run: &RunResults,
     run_dir: &Path,
     baseline: Option<(&RunResults, String)>,
+    comparison: Option<&Comparison>,
 ) -> anyhow::Result<String> {
     let overlay = baseline
         .as_ref()
         .filter(|(b, _)| history::comparable(run, b))
         .map(|(b, _)| *b);
-    let view = view::build(run, baseline.clone());
+    let view = view::build(run, baseline.clone(), comparison);
     html::render(&view, run, run_dir, overlay)
 }
 
@@ -119,12 +148,13 @@ pub fn render_run(
     warnings.extend(history.warnings());
     let chosen = choose_baseline(&run, &history, baseline);
     let baseline_run_id = chosen.as_ref().map(|(b, _)| b.run_id.clone());
+    let comparison = chosen.as_ref().and_then(|(b, _)| gate(&run, run_dir, b));
 
     let markdown_path = run_dir.join(MARKDOWN_FILE);
-    let text = render_markdown(&run, chosen.clone())?;
+    let text = render_markdown(&run, chosen.clone(), comparison.as_ref())?;
     write(&markdown_path, &text)?;
     let html_path = run_dir.join(HTML_FILE);
-    let page = render_html(&run, run_dir, chosen)?;
+    let page = render_html(&run, run_dir, chosen, comparison.as_ref())?;
     write(&html_path, &page)?;
     let index = write_index(&history, history_dir)?;
     Ok(ReportPaths {

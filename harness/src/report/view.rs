@@ -2,6 +2,7 @@
 //! both the markdown and the HTML templates (which hold layout only). Strings are raw here; each
 //! output format escapes them on the way out.
 
+use crate::compare::{ChangeVerdict, Comparison};
 use crate::results::{RunResults, ScenarioResult, TargetCheck, Verdict};
 use serde::Serialize;
 
@@ -54,6 +55,10 @@ pub struct SummaryRow {
     pub targets: String,
     /// p99 change versus the baseline, or a reason there is none.
     pub change: String,
+    /// The regression gate's verdict (`regressed`, …), empty without a comparison.
+    pub change_verdict: String,
+    /// The change itself (with its interval when gated), or why there is none.
+    pub change_detail: String,
     /// `worse`, `better` or `same`: a CSS class.
     pub change_class: String,
 }
@@ -126,7 +131,8 @@ pub struct RunView {
     pub verdict_counts: String,
     pub overall_class: String,
     pub baseline: Option<BaselineView>,
-    pub change_header: String,
+    /// Footnote of the change column: how the change was computed.
+    pub change_note: String,
     pub rows: Vec<SummaryRow>,
     pub scenarios: Vec<ScenarioView>,
     pub environment: Vec<KeyValue>,
@@ -228,26 +234,51 @@ fn fmt_threshold(t: &TargetCheck) -> String {
     .to_owned()
 }
 
-/// Percentage change of p99 against the baseline's scenario of the same name.
+/// Footnote when the regression gate's verdicts are shown.
+pub const GATE_NOTE: &str = "Change of p99 against the baseline with its confidence interval and the regression gate's verdict (bootstrap over interval histograms, measured noise floor; as cargo xtask compare).";
+
+/// Footnote when only a plain percentage could be computed.
+pub const PLAIN_NOTE: &str =
+    "Plain change of p99 against the baseline (no significance test); the regression gate (cargo xtask compare) decides.";
+
+/// Change of p99 against the baseline's scenario of the same name: `(verdict, change, class)` with
+/// the regression gate's verdict and interval when there is a comparison, else no verdict and
+/// the plain percentage (or why there is no change).
 fn p99_change(
     current: &ScenarioResult,
     baseline: Option<&RunResults>,
     comparable: bool,
-) -> (String, String) {
+    comparison: Option<&Comparison>,
+) -> (String, String, String) {
     let Some(base_run) = baseline else {
-        return ("no baseline".into(), "same".into());
+        return (String::new(), "no baseline".into(), "same".into());
     };
     if !comparable {
-        return ("not comparable".into(), "same".into());
+        return (String::new(), "not comparable".into(), "same".into());
+    }
+    let gate = comparison.and_then(|c| {
+        c.metrics
+            .iter()
+            .find(|m| m.scenario == current.name && m.metric == "p99")
+    });
+    if let Some(m) = gate {
+        let class = match m.verdict {
+            ChangeVerdict::Regressed => "worse",
+            ChangeVerdict::Improved => "better",
+            ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive => "same",
+        };
+        let prefix = format!("{} ", m.metric);
+        let interval = m.label.strip_prefix(&prefix).unwrap_or(&m.label);
+        return (m.verdict.as_str().into(), interval.into(), class.into());
     }
     let Some(base) = base_run.scenario(&current.name) else {
-        return ("new scenario".into(), "same".into());
+        return (String::new(), "new scenario".into(), "same".into());
     };
     let (Some(cur), Some(old)) = (current.latency, base.latency) else {
-        return ("–".into(), "same".into());
+        return (String::new(), "–".into(), "same".into());
     };
     if old.p99_ns == 0 || cur.count == 0 || old.count == 0 {
-        return ("–".into(), "same".into());
+        return (String::new(), "–".into(), "same".into());
     }
     let pct = (cur.p99_ns as f64 - old.p99_ns as f64) / old.p99_ns as f64 * 100.0;
     let class = if pct > 0.5 {
@@ -257,11 +288,16 @@ fn p99_change(
     } else {
         "same"
     };
-    (format!("{pct:+.1} %"), class.into())
+    (String::new(), format!("{pct:+.1} %"), class.into())
 }
 
-/// Build the view of `run`; `baseline` is already chosen (see [`super::render_run`]).
-pub fn build(run: &RunResults, baseline: Option<(&RunResults, String)>) -> RunView {
+/// Build the view of `run`; `baseline` is already chosen (see [`super::render_run`]), and
+/// `comparison` is the regression gate's verdict on it, when it could be computed.
+pub fn build(
+    run: &RunResults,
+    baseline: Option<(&RunResults, String)>,
+    comparison: Option<&Comparison>,
+) -> RunView {
     let env = &run.environment;
     let baseline_view = baseline.as_ref().map(|(b, chosen)| {
         let differences = env.differences(&b.environment);
@@ -315,7 +351,13 @@ pub fn build(run: &RunResults, baseline: Option<(&RunResults, String)>) -> RunVi
             } else {
                 format!("{}/{} met", s.targets.len() - missed, s.targets.len())
             };
-            let (change, change_class) = p99_change(s, base_run, comparable);
+            let (change_verdict, change_detail, change_class) =
+                p99_change(s, base_run, comparable, comparison);
+            let change = if change_verdict.is_empty() {
+                change_detail.clone()
+            } else {
+                format!("{change_verdict}: {change_detail}")
+            };
             SummaryRow {
                 name: s.name.clone(),
                 title: s.title.clone(),
@@ -333,6 +375,8 @@ pub fn build(run: &RunResults, baseline: Option<(&RunResults, String)>) -> RunVi
                 verdict_md: verdict_md.into(),
                 targets,
                 change,
+                change_verdict,
+                change_detail,
                 change_class,
             }
         })
@@ -387,7 +431,12 @@ pub fn build(run: &RunResults, baseline: Option<(&RunResults, String)>) -> RunVi
         },
         overall_class: overall_class.into(),
         baseline: baseline_view,
-        change_header: "p99 vs baseline".into(),
+        change_note: if comparison.is_some() && comparable {
+            GATE_NOTE
+        } else {
+            PLAIN_NOTE
+        }
+        .into(),
         rows,
         scenarios,
         environment,

@@ -1,6 +1,6 @@
 //! Reports and history: a snapshot of `report.md` rendered from fixed results, size and escaping
 //! checks, and the HTML pages opened in headless Chromium (screenshots kept under the target
-//! directory: `report-fixture/run/report.png` and `report-fixture/history/index.png`).
+//! directory: `report-fixture/runs/<run_id>/report.png` and `report-fixture/history/index.png`).
 //!
 //! The fixture is built in code from seeded pseudo-random histograms, so it is deterministic and
 //! follows the schema as it grows (it is assembled as JSON, where new fields take defaults).
@@ -303,6 +303,7 @@ fn markdown_snapshot() {
     let text = report::render_markdown(
         &current,
         Some((&baseline, "latest comparable run on main".into())),
+        None,
     )
     .unwrap();
     insta::assert_snapshot!("report_md", text);
@@ -311,7 +312,7 @@ fn markdown_snapshot() {
 #[test]
 fn markdown_without_baseline_and_with_an_incomparable_one() {
     let (_cur_dir, current) = temp_run(&CURRENT);
-    let none = report::render_markdown(&current, None).unwrap();
+    let none = report::render_markdown(&current, None, None).unwrap();
     assert!(none.contains("Baseline: none"), "{none}");
     assert!(none.contains("| no baseline |"), "{none}");
     let other = Variant {
@@ -321,7 +322,7 @@ fn markdown_without_baseline_and_with_an_incomparable_one() {
     };
     let (_other_dir, other) = temp_run(&other);
     let text =
-        report::render_markdown(&current, Some((&other, "given explicitly".into()))).unwrap();
+        report::render_markdown(&current, Some((&other, "given explicitly".into())), None).unwrap();
     assert!(
         text.contains("**not comparable**") && text.contains("kernel: 6.1.0-rosey vs 6.12.0-other"),
         "{text}"
@@ -347,7 +348,7 @@ fn markdown_fits_a_pull_request_comment() {
             s
         })
         .collect();
-    let text = report::render_markdown(&current, None).unwrap();
+    let text = report::render_markdown(&current, None, None).unwrap();
     assert!(
         text.chars().count() < 65_000,
         "{} characters",
@@ -362,7 +363,7 @@ fn markdown_fits_a_pull_request_comment() {
     for s in &mut current.scenarios {
         s.notes.truncate(1);
     }
-    let text = report::render_markdown(&current, None).unwrap();
+    let text = report::render_markdown(&current, None, None).unwrap();
     assert!(text.chars().count() < report::markdown::MAX_CHARS);
     assert!(text.contains("<details>"));
 }
@@ -500,11 +501,23 @@ fn render_run_and_check_in_a_browser() {
     // A foreign file in the history is reported, not fatal.
     std::fs::write(history_dir.join("notes.json"), b"{\"hello\": 1}").unwrap();
 
-    let run_dir = root.join("run");
+    let run_dir = root.join("runs").join(CURRENT.run_id);
     write_run(&run_dir, &CURRENT);
     let paths = report::render_run(&run_dir, &history_dir, None).unwrap();
     assert_eq!(paths.baseline_run_id.as_deref(), Some(BASELINE.run_id));
     assert!(paths.history_entry.is_some());
+    // The baseline's run directory is a sibling, so the regression gate decides the change column.
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert!(md.contains("the regression gate's verdict"), "{md}");
+    let gated = md
+        .lines()
+        .filter(|l| {
+            ["unchanged: ", "regressed: ", "improved: ", "inconclusive: "]
+                .iter()
+                .any(|v| l.contains(v))
+        })
+        .count();
+    assert_eq!(gated, SHAPES.len(), "{md}");
     assert_eq!(paths.warnings.len(), 1, "{:?}", paths.warnings);
     assert!(
         paths.warnings[0].contains("notes.json"),
