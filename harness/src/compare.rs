@@ -30,14 +30,17 @@
 //!
 //! Relative thresholds are applied on the log scale, so 5 % means ×1.05 or ÷1.05.
 
+pub mod input;
 pub mod render;
 pub mod stats;
 #[cfg(test)]
 mod tests;
 
 use crate::histogram;
-use crate::results::{Environment, RunResults, ScenarioResult, Verdict, RESULTS_FILE};
+use crate::results::{ScenarioResult, Verdict};
 use anyhow::Context;
+use input::{blocks_of, load_intervals, summary_value};
+pub use input::{resolve_baseline, RunInput};
 use serde::{Deserialize, Serialize};
 use stats::{Block, Stat, ValueTable};
 use std::collections::BTreeSet;
@@ -220,102 +223,6 @@ impl Comparison {
             exit::HARNESS_ERROR
         } else {
             exit::OK
-        }
-    }
-}
-
-/// One run as input: its results and the directory its interval logs are relative to.
-#[derive(Debug, Clone)]
-pub struct RunInput {
-    pub results: RunResults,
-    pub dir: Option<PathBuf>,
-}
-
-impl RunInput {
-    /// Load `path`: a `results.json` or a run directory containing one.
-    pub fn load(path: &Path) -> anyhow::Result<RunInput> {
-        let file = if path.is_dir() {
-            path.join(RESULTS_FILE)
-        } else {
-            path.to_owned()
-        };
-        let text =
-            std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
-        let results =
-            RunResults::from_json(&text).with_context(|| format!("parse {}", file.display()))?;
-        // A history entry `<dir>/<run_id>.json` keeps its interval logs in `<dir>/<run_id>/`.
-        let sibling = file
-            .file_stem()
-            .and_then(|stem| Some(file.parent()?.join(stem)))
-            .filter(|d| d.is_dir());
-        let dir = if file.file_name().is_some_and(|n| n == RESULTS_FILE) {
-            file.parent().map(Path::to_owned)
-        } else {
-            sibling
-        };
-        Ok(RunInput {
-            results,
-            dir: dir.or_else(|| file.parent().map(Path::to_owned)),
-        })
-    }
-}
-
-/// Resolve `--baseline`: `history:<branch>` (newest run of that branch in `history_dir`, preferring
-/// one whose fingerprint matches the candidate's), a run directory, or a results file.
-///
-/// History entries are `<history_dir>/<run_id>.json` (the history store's layout); CI also keeps
-/// the run's interval logs in `<history_dir>/<run_id>/` so latency percentiles can be
-/// bootstrapped. Run directories below `history_dir` are found too.
-pub fn resolve_baseline(
-    spec: &str,
-    history_dir: &Path,
-    candidate: &Environment,
-) -> anyhow::Result<RunInput> {
-    let Some(branch) = spec.strip_prefix("history:") else {
-        return RunInput::load(Path::new(spec));
-    };
-    let mut found = Vec::new();
-    collect_history(history_dir, 0, &mut found);
-    let mut on_branch: Vec<RunInput> = found
-        .into_iter()
-        .filter(|r| r.results.environment.git_branch.as_deref() == Some(branch))
-        .collect();
-    anyhow::ensure!(
-        !on_branch.is_empty(),
-        "no run of branch {branch:?} in history {}",
-        history_dir.display()
-    );
-    on_branch.sort_by(|a, b| {
-        a.results
-            .started_at
-            .cmp(&b.results.started_at)
-            .then(a.results.run_id.cmp(&b.results.run_id))
-    });
-    let fingerprint = candidate.fingerprint();
-    let matching = on_branch
-        .iter()
-        .rposition(|r| r.results.environment.fingerprint() == fingerprint);
-    let index = matching.unwrap_or(on_branch.len() - 1);
-    Ok(on_branch.swap_remove(index))
-}
-
-fn collect_history(dir: &Path, depth: usize, out: &mut Vec<RunInput>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() && depth < 2 {
-            collect_history(&path, depth + 1, out);
-        } else if path.extension().is_some_and(|e| e == "json")
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        {
-            // Other JSON (indexes, compare.json) is skipped, not an error.
-            if let Ok(run) = RunInput::load(&path) {
-                out.push(run);
-            }
         }
     }
 }
@@ -576,6 +483,65 @@ pub fn decide(
     (ChangeVerdict::Inconclusive, why.into())
 }
 
+/// The processes under test that appear in these scenario results, sorted (their order gives the
+/// process slots of [`Stat::CpuPerEvent`] and [`Stat::RssSlope`]).
+pub(crate) fn processes_under_test<'a>(
+    scenarios: impl Iterator<Item = &'a ScenarioResult>,
+) -> Vec<String> {
+    let mut processes = BTreeSet::new();
+    for s in scenarios {
+        processes.extend(s.resources.iter().map(|r| r.process.clone()));
+        processes.extend(s.resource_timeline.iter().map(|r| r.process.clone()));
+    }
+    processes.retain(|p| !NOT_UNDER_TEST.contains(&p.as_str()));
+    processes.into_iter().collect()
+}
+
+/// Every compared metric: name, statistic, unit, direction.
+pub(crate) fn metric_defs(processes: &[String]) -> Vec<(String, Stat, &'static str, Direction)> {
+    let mut defs = vec![
+        (
+            "p50".to_owned(),
+            Stat::Quantile(0.5),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "p99".to_owned(),
+            Stat::Quantile(0.99),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "p99.9".to_owned(),
+            Stat::Quantile(0.999),
+            "ns",
+            Direction::LowerIsBetter,
+        ),
+        (
+            "throughput".to_owned(),
+            Stat::Throughput,
+            "events/s",
+            Direction::HigherIsBetter,
+        ),
+    ];
+    for (slot, p) in processes.iter().enumerate() {
+        defs.push((
+            format!("cpu_us_per_event.{p}"),
+            Stat::CpuPerEvent(slot),
+            "us/event",
+            Direction::LowerIsBetter,
+        ));
+        defs.push((
+            format!("rss_slope.{p}"),
+            Stat::RssSlope(slot),
+            "bytes/h",
+            Direction::LowerIsBetter,
+        ));
+    }
+    defs
+}
+
 /// The metrics of one scenario, before the family-wise interval is known.
 #[allow(clippy::too_many_arguments)]
 fn prepare_scenario(
@@ -600,54 +566,8 @@ fn prepare_scenario(
         .filter_map(|r| r.results.scenario(name).map(|s| (r, s)))
         .collect();
 
-    let mut processes = BTreeSet::new();
-    for (_, s) in base_runs.iter().chain(&cand_runs) {
-        processes.extend(s.resources.iter().map(|r| r.process.clone()));
-        processes.extend(s.resource_timeline.iter().map(|r| r.process.clone()));
-    }
-    processes.retain(|p| !NOT_UNDER_TEST.contains(&p.as_str()));
-    let processes: Vec<String> = processes.into_iter().collect();
-
-    let mut defs: Vec<(String, Stat, &str, Direction)> = vec![
-        (
-            "p50".into(),
-            Stat::Quantile(0.5),
-            "ns",
-            Direction::LowerIsBetter,
-        ),
-        (
-            "p99".into(),
-            Stat::Quantile(0.99),
-            "ns",
-            Direction::LowerIsBetter,
-        ),
-        (
-            "p99.9".into(),
-            Stat::Quantile(0.999),
-            "ns",
-            Direction::LowerIsBetter,
-        ),
-        (
-            "throughput".into(),
-            Stat::Throughput,
-            "events/s",
-            Direction::HigherIsBetter,
-        ),
-    ];
-    for (slot, p) in processes.iter().enumerate() {
-        defs.push((
-            format!("cpu_us_per_event.{p}"),
-            Stat::CpuPerEvent(slot),
-            "us/event",
-            Direction::LowerIsBetter,
-        ));
-        defs.push((
-            format!("rss_slope.{p}"),
-            Stat::RssSlope(slot),
-            "bytes/h",
-            Direction::LowerIsBetter,
-        ));
-    }
+    let processes = processes_under_test(base_runs.iter().chain(&cand_runs).map(|(_, s)| *s));
+    let defs = metric_defs(&processes);
     let stat_list: Vec<Stat> = defs.iter().map(|d| d.1).collect();
 
     // Load interval histograms of every run first: the value table spans both sides.
@@ -801,130 +721,6 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// The scenario's summary figure for `metric`, shown when no interval data exist.
-fn summary_value(s: &ScenarioResult, metric: &str) -> Option<f64> {
-    let latency = s.latency.as_ref();
-    match metric {
-        "p50" => latency.map(|l| l.p50_ns as f64),
-        "p99" => latency.map(|l| l.p99_ns as f64),
-        "p99.9" => latency.map(|l| l.p999_ns as f64),
-        "throughput" => s.throughput_per_s,
-        _ => {
-            let (kind, process) = metric.split_once('.')?;
-            let r = s.resources.iter().find(|r| r.process == process)?;
-            match kind {
-                "cpu_us_per_event" => r.cpu_us_per_event,
-                "rss_slope" => r.rss_slope_bytes_per_hour,
-                _ => None,
-            }
-        }
-    }
-}
-
-/// Read the scenario's headline interval histograms, if it has an interval log.
-fn load_intervals(
-    run: &RunInput,
-    s: &ScenarioResult,
-    notes: &mut Vec<String>,
-) -> Option<Vec<histogram::Interval>> {
-    let rel = s.interval_log.as_deref()?;
-    let path = run
-        .dir
-        .as_ref()
-        .map_or_else(|| PathBuf::from(rel), |d| d.join(rel));
-    match histogram::read_interval_log(&path) {
-        Ok(all) => {
-            let tagged = all.iter().any(|i| i.tag.as_deref() == Some("latency"));
-            let headline: Vec<_> = all
-                .into_iter()
-                .filter(|i| {
-                    if tagged {
-                        i.tag.as_deref() == Some("latency")
-                    } else {
-                        i.tag.is_none()
-                    }
-                })
-                .collect();
-            (!headline.is_empty()).then_some(headline)
-        }
-        Err(e) => {
-            notes.push(format!(
-                "run {}: interval log unusable ({e:#}); latency percentiles not compared",
-                run.results.run_id
-            ));
-            None
-        }
-    }
-}
-
-/// The blocks of one run's scenario: one per interval, with the CPU and RSS samples of each
-/// process under test assigned to the interval containing the middle of their sampling period.
-fn blocks_of(
-    s: &ScenarioResult,
-    intervals: Option<&[histogram::Interval]>,
-    table: &ValueTable,
-    processes: &[String],
-) -> Vec<Block> {
-    let mut blocks: Vec<(f64, Block)> = match intervals {
-        Some(ivs) => ivs
-            .iter()
-            .map(|iv| {
-                let block = Block {
-                    latency: table.sparse(&iv.histogram),
-                    events: iv.histogram.len(),
-                    length_s: iv.length.as_secs_f64(),
-                    cpu_us: vec![None; processes.len()],
-                    rss: vec![Vec::new(); processes.len()],
-                };
-                (iv.start.as_secs_f64(), block)
-            })
-            .collect(),
-        None => s
-            .intervals
-            .iter()
-            .map(|p| {
-                let block = Block {
-                    latency: Vec::new(),
-                    events: p.count,
-                    length_s: p.length_s,
-                    cpu_us: vec![None; processes.len()],
-                    rss: vec![Vec::new(); processes.len()],
-                };
-                (p.t_s, block)
-            })
-            .collect(),
-    };
-    blocks.retain(|(_, b)| b.length_s > 0.0);
-    for (slot, process) in processes.iter().enumerate() {
-        let mut samples: Vec<_> = s
-            .resource_timeline
-            .iter()
-            .filter(|r| &r.process == process)
-            .collect();
-        samples.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
-        let mut previous: Option<f64> = None;
-        for sample in samples {
-            let Some(start) = previous.replace(sample.t_s) else {
-                continue;
-            };
-            let period = sample.t_s - start;
-            if period <= 0.0 {
-                continue;
-            }
-            let middle = start + period / 2.0;
-            if let Some((_, block)) = blocks
-                .iter_mut()
-                .find(|(t, b)| middle >= *t && middle < t + b.length_s)
-            {
-                let cpu = block.cpu_us[slot].get_or_insert(0.0);
-                *cpu += sample.cpu_percent / 100.0 * period * 1e6;
-                block.rss[slot].push((sample.t_s, sample.rss_bytes as f64));
-            }
-        }
-    }
-    blocks.into_iter().map(|(_, b)| b).collect()
 }
 
 /// Write `compare.json` and `compare.md` into `dir`.

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod env;
+pub mod export;
 pub mod histogram;
 pub mod history;
 pub mod provision;

@@ -1,8 +1,121 @@
-//! `cargo xtask compare` (not implemented yet).
+//! `cargo xtask compare`: the regression gate over two finished runs, and exports of one run.
+//!
+//! ```text
+//! cargo xtask compare --run reports/runs/<id> --baseline history:main
+//! cargo xtask compare --run <dir|results.json> --baseline <dir|results.json> [--min-effect 5]
+//! cargo xtask compare --run <dir> --export bmf --out bmf.json
+//! ```
+//!
+//! Writes `compare.json` and `compare.md` (into the run directory unless `--output-dir`), prints
+//! the markdown, and exits 0 (no regression), 2 (confident regression or missed target) or 1
+//! (harness error). All statistics live in `harness::compare`.
+
+use anyhow::Context;
+use harness::compare::{self, CompareOptions, Correction, RunInput};
+use harness::export::{self, Format};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The candidate: a run directory or its results.json.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The baseline: a run directory, a results.json, or `history:<branch>` (newest comparable
+    /// run of that branch in --history-dir).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// History store for `history:<branch>` baselines.
+    #[arg(long, default_value = "reports/history")]
+    pub history_dir: PathBuf,
+    /// Where compare.json and compare.md go (default: the candidate's run directory).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Smallest change worth a verdict, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub min_effect: f64,
+    /// Smallest RSS-slope change worth a verdict, in MiB per hour.
+    #[arg(long, default_value_t = 16.0)]
+    pub min_rss_slope: f64,
+    /// Family-wise error rate of all intervals together.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Bootstrap resamples per scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Bootstrap seed (results are deterministic for a seed).
+    #[arg(long, default_value_t = CompareOptions::default().seed)]
+    pub seed: u64,
+    /// Compare even when the environment fingerprints differ.
+    #[arg(long)]
+    pub allow_different_env: bool,
+    /// Turn the multiple-comparison correction off (experiments only: expect false alarms).
+    #[arg(long)]
+    pub no_correction: bool,
+    /// Export the candidate run instead of / besides comparing: bmf (Bencher) or gab
+    /// (github-action-benchmark; also writes <out stem>.bigger.json).
+    #[arg(long, requires = "out")]
+    pub export: Option<Format>,
+    /// File of the export.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not print the markdown.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("`cargo xtask compare` is not implemented yet")
+impl Args {
+    fn options(&self) -> CompareOptions {
+        CompareOptions {
+            min_effect: self.min_effect / 100.0,
+            min_rss_slope_bytes_per_hour: self.min_rss_slope * 1024.0 * 1024.0,
+            alpha: self.alpha,
+            correction: if self.no_correction {
+                Correction::None
+            } else {
+                Correction::Bonferroni
+            },
+            resamples: self.resamples,
+            seed: self.seed,
+            allow_different_env: self.allow_different_env,
+            ..CompareOptions::default()
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let candidate = RunInput::load(&args.run)?;
+    if let (Some(format), Some(out)) = (args.export, &args.out) {
+        for file in export::write(&candidate, format, out)? {
+            eprintln!("compare: wrote {}", file.display());
+        }
+    }
+    let Some(spec) = &args.baseline else {
+        anyhow::ensure!(
+            args.export.is_some(),
+            "nothing to do: give --baseline and/or --export"
+        );
+        return Ok(crate::exit::OK);
+    };
+    let baseline =
+        compare::resolve_baseline(spec, &args.history_dir, &candidate.results.environment)
+            .with_context(|| format!("baseline {spec}"))?;
+    eprintln!(
+        "compare: candidate {} against baseline {}",
+        candidate.results.run_id, baseline.results.run_id
+    );
+    let comparison = compare::compare_runs(&baseline, &candidate, &args.options());
+    let dir = output_dir(&args, &candidate);
+    let (json, md) = compare::write(&dir, &comparison)?;
+    if !args.quiet {
+        print!("{}", compare::render::markdown(&comparison));
+    }
+    eprintln!("compare: wrote {} and {}", json.display(), md.display());
+    Ok(comparison.exit_code())
+}
+
+fn output_dir(args: &Args, candidate: &RunInput) -> PathBuf {
+    args.output_dir
+        .clone()
+        .or_else(|| candidate.dir.clone())
+        .unwrap_or_else(|| Path::new(".").to_owned())
 }

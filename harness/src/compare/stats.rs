@@ -272,6 +272,45 @@ pub fn bootstrap(
     out
 }
 
+/// Bootstrap replicates of the statistics themselves for one sample (for the confidence band of
+/// a single run's figures in exports).
+pub fn bootstrap_values(
+    table: &ValueTable,
+    stats: &[Stat],
+    sample: &[Vec<Block>],
+    resampling: Resampling,
+) -> Vec<Vec<f64>> {
+    let mut rng = SplitMix64::new(resampling.seed);
+    let mut out = vec![Vec::with_capacity(resampling.resamples); stats.len()];
+    for _ in 0..resampling.resamples {
+        let clusters: Vec<usize> = (0..sample.len()).map(|_| rng.below(sample.len())).collect();
+        let values = evaluate(
+            table,
+            stats,
+            &draw(sample, &clusters, &mut rng),
+            resampling.min_tail_events,
+        );
+        for (i, v) in values.into_iter().enumerate() {
+            if let Some(v) = v {
+                out[i].push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The `p`-quantile (0..1) of `xs` by linear interpolation; `None` when empty.
+pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
+}
+
 fn draw<'a>(
     clusters: &'a [Vec<Block>],
     chosen: &[usize],
@@ -466,6 +505,13 @@ mod tests {
                 "q={q}"
             );
         }
+    }
+
+    #[test]
+    fn percentile_interpolates() {
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert_eq!(percentile(&[1.0, 2.0], 0.25), Some(1.25));
+        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use super::stats::SplitMix64;
 use super::*;
 use crate::histogram::{new_histogram, record, write_interval_log, Interval};
-use crate::results::{Accounting, Environment, ResourceSample, TargetCheck, SCHEMA_VERSION};
+use crate::results::{
+    Accounting, Environment, ResourceSample, RunResults, TargetCheck, RESULTS_FILE, SCHEMA_VERSION,
+};
 use std::time::{Duration, SystemTime};
 
 /// A synthetic scenario: `intervals` one-second intervals of about `events` log-normal latencies
