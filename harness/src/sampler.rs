@@ -83,6 +83,28 @@ fn read_process(pid: u32) -> Option<(u64, u64, u64)> {
     ))
 }
 
+/// CPU time (user, system) the calling thread has used so far, from `/proc/thread-self/stat`;
+/// `None` where that file is unavailable. For work done on a dedicated thread of this process,
+/// whose CPU must not be mixed with the rest of the harness.
+pub fn thread_cpu_time() -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let (user, system) = parse_stat_times(&stat)?;
+    let tps = ticks_per_second();
+    Some((
+        Duration::from_secs_f64(user as f64 / tps),
+        Duration::from_secs_f64(system as f64 / tps),
+    ))
+}
+
+/// (utime, stime) in clock ticks from a `stat` line. The command name (field 2) may contain
+/// spaces and parentheses, so fields are counted after its closing parenthesis.
+fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+}
+
 /// Samples a set of processes at a fixed interval until dropped.
 pub struct Sampler {
     state: Arc<Mutex<State>>,
@@ -273,6 +295,26 @@ fn timeline_of(name: &str, readings: &[Reading], start: Instant) -> Vec<Resource
         .collect()
 }
 
+/// Ordinary least-squares slope of y over x and its standard error (`None` with fewer than three
+/// points or fewer than two distinct x). The standard error assumes independent residuals; RSS
+/// samples are autocorrelated, so it understates the uncertainty of short runs.
+pub fn least_squares_fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if points.len() < 3 {
+        return None;
+    }
+    let slope = least_squares_slope(points)?;
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let intercept = mean_y - slope * mean_x;
+    let sse: f64 = points
+        .iter()
+        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
+        .sum();
+    Some((slope, (sse / (n - 2.0) / sxx).sqrt()))
+}
+
 /// Ordinary least-squares slope of y over x; `None` with fewer than two distinct x.
 pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 2 {
@@ -309,6 +351,17 @@ mod tests {
         assert!(least_squares_slope(&flat).unwrap().abs() < 1e-12);
         assert_eq!(least_squares_slope(&[(1.0, 1.0)]), None);
         assert_eq!(least_squares_slope(&[(1.0, 1.0), (1.0, 2.0)]), None);
+        let (slope, se) = least_squares_fit(&line).unwrap();
+        assert!(
+            (slope - 3.0).abs() < 1e-12 && se.abs() < 1e-9,
+            "a perfect line has no error"
+        );
+        // Noisy points around a rising line: slope 0.6, residuals 0.4, -1.2, 1.2, -0.4.
+        let noisy = [(0.0, 1.0), (1.0, 0.0), (2.0, 3.0), (3.0, 2.0)];
+        let (slope, se) = least_squares_fit(&noisy).unwrap();
+        assert!((slope - 0.6).abs() < 1e-12, "{slope}");
+        assert!((se - (3.2f64 / 2.0 / 5.0).sqrt()).abs() < 1e-12, "{se}");
+        assert_eq!(least_squares_fit(&line[..2]), None);
     }
 
     #[test]
@@ -353,6 +406,35 @@ mod tests {
         assert!(
             timeline.iter().all(|s| (s.cpu_percent - 25.0).abs() < 1e-6),
             "{timeline:?}"
+        );
+    }
+
+    #[test]
+    fn stat_times_and_thread_cpu() {
+        let line = "1234 (tokio (x) y) S 1 2 3 4 5 6 7 8 9 10 170 30 0 0 20 0 4 0 99 1000 200";
+        assert_eq!(parse_stat_times(line), Some((170, 30)));
+        assert_eq!(parse_stat_times("garbage"), None);
+        let total = || {
+            thread_cpu_time()
+                .map(|(u, s)| u + s)
+                .expect("linux has /proc/thread-self")
+        };
+        let before = total();
+        // Burn until this thread has used 100 ms of CPU; on a busy machine that takes longer in
+        // wall time, so the deadline is generous. Other threads' CPU must not count.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut x = 1u64;
+        while total() - before < Duration::from_millis(100) {
+            assert!(Instant::now() < deadline, "thread CPU did not advance");
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let idle_before = total();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            total() - idle_before < Duration::from_millis(50),
+            "a sleeping thread uses no CPU"
         );
     }
 
