@@ -14,7 +14,7 @@ use serde::Serialize;
 const TEMPLATE: &str = include_str!("templates/index.html.tera");
 const TEMPLATE_NAME: &str = "index.html";
 
-/// Most recent runs per environment drawn in the trend charts.
+/// Most recent runs per environment drawn in the trend charts and listed in the table.
 pub const MAX_POINTS: usize = 60;
 
 #[derive(Serialize)]
@@ -201,6 +201,7 @@ pub fn render(history: &History) -> anyhow::Result<String> {
             };
             let runs = newest_first
                 .iter()
+                .take(MAX_POINTS)
                 .map(|r| {
                     let (verdicts, overall_class) = verdict_summary(r);
                     RunRow {
@@ -221,7 +222,7 @@ pub fn render(history: &History) -> anyhow::Result<String> {
             chronological.reverse();
             let truncated = (newest_first.len() > MAX_POINTS).then(|| {
                 format!(
-                    "Charts show the newest {MAX_POINTS} of {} runs.",
+                    "Charts and table show the newest {MAX_POINTS} of {} runs.",
                     newest_first.len()
                 )
             });

@@ -256,6 +256,15 @@ fn p99_change(
     if !comparable {
         return (String::new(), "not comparable".into(), "same".into());
     }
+    let Some(base) = base_run.scenario(&current.name) else {
+        return (String::new(), "new scenario".into(), "same".into());
+    };
+    let (Some(cur), Some(old)) = (current.latency, base.latency) else {
+        return (String::new(), "–".into(), "same".into());
+    };
+    if old.p99_ns == 0 || cur.count == 0 || old.count == 0 {
+        return (String::new(), "–".into(), "same".into());
+    }
     let gate = comparison.and_then(|c| {
         c.metrics
             .iter()
@@ -271,15 +280,6 @@ fn p99_change(
         let interval = m.label.strip_prefix(&prefix).unwrap_or(&m.label);
         return (m.verdict.as_str().into(), interval.into(), class.into());
     }
-    let Some(base) = base_run.scenario(&current.name) else {
-        return (String::new(), "new scenario".into(), "same".into());
-    };
-    let (Some(cur), Some(old)) = (current.latency, base.latency) else {
-        return (String::new(), "–".into(), "same".into());
-    };
-    if old.p99_ns == 0 || cur.count == 0 || old.count == 0 {
-        return (String::new(), "–".into(), "same".into());
-    }
     let pct = (cur.p99_ns as f64 - old.p99_ns as f64) / old.p99_ns as f64 * 100.0;
     let class = if pct > 0.5 {
         "worse"
@@ -288,7 +288,17 @@ fn p99_change(
     } else {
         "same"
     };
-    (String::new(), format!("{pct:+.1} %"), class.into())
+    // Under the gate's footnote, a cell the gate did not decide says so itself.
+    let unmarked = if comparison.is_some() {
+        " (no significance test)"
+    } else {
+        ""
+    };
+    (
+        String::new(),
+        format!("{pct:+.1} %{unmarked}"),
+        class.into(),
+    )
 }
 
 /// Build the view of `run`; `baseline` is already chosen (see [`super::render_run`]), and
@@ -539,7 +549,7 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
         targets,
         resources,
         histograms,
-        metrics: s.metrics.iter().map(|(k, v)| kv(k, sig3(*v))).collect(),
+        metrics: s.metrics.iter().map(|(k, v)| kv(k, trimmed(*v))).collect(),
         notes: s.notes.clone(),
         error: s.error.clone(),
     }
