@@ -4,11 +4,21 @@
 //! Nothing depends on this crate; `xtask` is its thin command-line front.
 
 pub mod compare;
+pub mod config;
 pub mod env;
 pub mod export;
 pub mod histogram;
 pub mod history;
+pub mod load;
 pub mod provision;
+pub mod record;
 pub mod report;
 pub mod results;
+pub mod run;
 pub mod sampler;
+pub mod scenario;
+pub mod scenarios;
+pub mod services;
+
+pub use run::{run_bench, BenchOptions, BenchOutcome, ServicesUnderTest};
+pub use services::ServiceBinaries;

@@ -1,8 +1,149 @@
-//! `cargo xtask bench` (not implemented yet).
+//! `cargo xtask bench`: builds the services in release mode, then hands over to
+//! `harness::run_bench` (provision NATS, start the services, run the scenarios, write the run
+//! directory) and prints the summary table. Exit code: 0 all targets met, 2 a target missed or
+//! events lost, 1 the harness failed.
+
+use anyhow::Context;
+use harness::provision::NatsChoice;
+use harness::{BenchOptions, ServiceBinaries, ServicesUnderTest};
+use std::io::BufRead as _;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Run only this scenario (repeatable). Default: every scenario enabled in the profile.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// List the scenarios with one line each and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// quick (CI, ≤ 3 minutes), default, or soak (long).
+    #[arg(long, default_value = "default", value_parser = ["quick", "default", "soak"])]
+    pub profile: String,
+    /// Run directory (default: reports/runs/<run_id>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Scenario configuration (default: harness/bench.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Random seed recorded with the results (and used for subject nonces).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where NATS comes from: auto, external (needs --nats-url), container or local.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "external", "container", "local"])]
+    pub nats: String,
+    /// URL of an external NATS server (implies --nats external when --nats is auto).
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Do not build; use these binaries (both required together).
+    #[arg(long, requires = "bot_bin")]
+    pub dbservice_bin: Option<PathBuf>,
+    #[arg(long, requires = "dbservice_bin")]
+    pub bot_bin: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("`cargo xtask bench` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    if args.list {
+        for def in harness::scenarios::all() {
+            println!("{:<28} {}", def.name, def.description);
+        }
+        return Ok(crate::exit::OK);
+    }
+    let root = workspace_root()?;
+    let binaries = match (args.dbservice_bin, args.bot_bin) {
+        (Some(dbservice), Some(bot)) => ServiceBinaries { dbservice, bot },
+        _ => build_services(&root)?,
+    };
+    let nats = match (args.nats.as_str(), args.nats_url) {
+        ("external", Some(url)) | ("auto", Some(url)) => NatsChoice::External(url),
+        ("external", None) => anyhow::bail!("--nats external needs --nats-url (or NATS_URL)"),
+        ("container", _) => NatsChoice::Container,
+        ("local", _) => NatsChoice::Local,
+        _ => NatsChoice::Auto,
+    };
+    let outcome = harness::run_bench(BenchOptions {
+        services: ServicesUnderTest::Spawn(binaries),
+        nats,
+        scenarios: args.scenarios,
+        profile: args.profile,
+        config_path: args
+            .config
+            .unwrap_or_else(|| root.join("harness").join("bench.toml")),
+        out: args.out,
+        runs_dir: root.join("reports").join("runs"),
+        seed: args.seed,
+        progress: std::io::stderr().is_terminal(),
+    })?;
+    println!();
+    print!("{}", harness::run::summary_table(&outcome.results));
+    println!();
+    println!(
+        "results: {}",
+        outcome
+            .run_dir
+            .join(harness::results::RESULTS_FILE)
+            .display()
+    );
+    Ok(outcome.exit_code)
+}
+
+/// The workspace root (where the top-level Cargo.toml is).
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// `cargo build --release -p rosey-dbservice -p rosey-bot` (progress on stderr as usual), with
+/// the binaries' paths read from cargo's own artifact messages so any target directory works.
+fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
+    eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rosey-dbservice",
+            "-p",
+            "rosey-bot",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("run cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let (mut dbservice, mut bot) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo build output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        match msg["target"]["name"].as_str() {
+            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
+            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("wait for cargo build")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --release of the services failed"
+    );
+    Ok(ServiceBinaries {
+        dbservice: dbservice.context("cargo build reported no rosey-dbservice binary")?,
+        bot: bot.context("cargo build reported no rosey-bot binary")?,
+    })
 }

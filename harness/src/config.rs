@@ -1,0 +1,317 @@
+//! The bench configuration: `harness/bench.toml` (or `--config`), with per-profile overrides.
+//!
+//! The file has a `[services]` table, one `[scenarios.<name>]` table per scenario and
+//! `[profiles.<profile>...]` tables that are deep-merged over the rest when that profile is
+//! selected, so a team can tune rates, durations, payloads and targets without touching code:
+//!
+//! ```toml
+//! [scenarios.single_event_latency]
+//! rate_per_s = 200
+//! duration_s = 20
+//! targets = [{ metric = "latency.p99_ms", op = "<=", threshold = 5.0, source = "seed §5.1 P0" }]
+//!
+//! [profiles.quick.scenarios.single_event_latency]
+//! duration_s = 5
+//! ```
+//!
+//! Every scenario table may hold `enabled` (default true) and `targets`; everything else is the
+//! scenario's own parameters, which it reads strictly (an unknown key is an error, so a typo
+//! cannot silently fall back to a default).
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Profiles every configuration must be able to select.
+pub const PROFILES: [&str; 3] = ["quick", "default", "soak"];
+
+/// The loaded configuration after profile selection.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub profile: String,
+    pub services: ServicesConfig,
+    /// Per scenario: its merged table (including `enabled` and `targets`).
+    pub scenarios: BTreeMap<String, toml::Table>,
+    /// The whole merged configuration, for the environment fingerprint.
+    pub merged: toml::Table,
+}
+
+/// How the services under test are started.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// `core` (plain subscriptions, the seed's behaviour) or `durable` (JetStream).
+    #[serde(default = "default_mode")]
+    pub dbservice_mode: String,
+    /// Start `rosey-bot` as well (scenarios that go through the bot need it).
+    #[serde(default = "default_true")]
+    pub start_bot: bool,
+    /// The bot's channel (one subject token).
+    #[serde(default = "default_channel")]
+    pub bot_channel: String,
+    /// Longest wait for a service to answer its readiness check.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_s: f64,
+    /// Longest wait for a service to exit after SIGTERM before it is killed.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_s: f64,
+    /// CPU/RSS sampling interval of the processes under test.
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval_ms: u64,
+    /// Extra flags for `rosey-dbservice` (e.g. `["--fault-stats-delay-ms", "50"]`).
+    #[serde(default)]
+    pub dbservice_args: Vec<String>,
+    /// Extra flags for `rosey-bot`.
+    #[serde(default)]
+    pub bot_args: Vec<String>,
+}
+
+fn default_mode() -> String {
+    "core".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_channel() -> String {
+    "bench".to_owned()
+}
+fn default_ready_timeout() -> f64 {
+    20.0
+}
+fn default_stop_timeout() -> f64 {
+    10.0
+}
+fn default_sample_interval() -> u64 {
+    500
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            dbservice_mode: default_mode(),
+            start_bot: true,
+            bot_channel: default_channel(),
+            ready_timeout_s: default_ready_timeout(),
+            stop_timeout_s: default_stop_timeout(),
+            sample_interval_ms: default_sample_interval(),
+            dbservice_args: Vec::new(),
+            bot_args: Vec::new(),
+        }
+    }
+}
+
+/// One absolute target as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Metric key, see [`crate::scenario::metric_value`].
+    pub metric: String,
+    /// `<=` or `>=`.
+    pub op: String,
+    pub threshold: f64,
+    /// Defaults to what the metric's suffix says (`_ms` → ms, `_per_s` → /s, `_pct` → %).
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub source: String,
+}
+
+impl BenchConfig {
+    /// Load `path` and select `profile`.
+    pub fn load(path: &Path, profile: &str) -> anyhow::Result<BenchConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read bench config {}", path.display()))?;
+        BenchConfig::parse(&text, profile)
+            .with_context(|| format!("bench config {}", path.display()))
+    }
+
+    /// Parse a configuration text and select `profile`.
+    pub fn parse(text: &str, profile: &str) -> anyhow::Result<BenchConfig> {
+        if !PROFILES.contains(&profile) {
+            bail!(
+                "unknown profile {profile:?} (expected one of {})",
+                PROFILES.join(", ")
+            );
+        }
+        let mut base: toml::Table = toml::from_str(text).context("parse toml")?;
+        let profiles = base.remove("profiles");
+        if let Some(profiles) = profiles {
+            let toml::Value::Table(profiles) = profiles else {
+                bail!("`profiles` must be a table")
+            };
+            for name in profiles.keys() {
+                if !PROFILES.contains(&name.as_str()) {
+                    bail!("unknown profile table `profiles.{name}`");
+                }
+            }
+            if let Some(overrides) = profiles.get(profile) {
+                let toml::Value::Table(overrides) = overrides else {
+                    bail!("`profiles.{profile}` must be a table")
+                };
+                merge(&mut base, overrides);
+            }
+        }
+        for key in base.keys() {
+            if !["services", "scenarios"].contains(&key.as_str()) {
+                bail!("unknown top-level key `{key}` (expected services, scenarios, profiles)");
+            }
+        }
+        let services = match base.get("services") {
+            Some(v) => v.clone().try_into().context("[services]")?,
+            None => ServicesConfig::default(),
+        };
+        let mut scenarios = BTreeMap::new();
+        if let Some(v) = base.get("scenarios") {
+            let toml::Value::Table(table) = v else {
+                bail!("`scenarios` must be a table")
+            };
+            for (name, v) in table {
+                let toml::Value::Table(t) = v else {
+                    bail!("`scenarios.{name}` must be a table")
+                };
+                scenarios.insert(name.clone(), t.clone());
+            }
+        }
+        Ok(BenchConfig {
+            profile: profile.to_owned(),
+            services,
+            scenarios,
+            merged: base,
+        })
+    }
+
+    /// The merged configuration as JSON (for results and the fingerprint).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.merged).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert(
+                "profile".to_owned(),
+                serde_json::Value::String(self.profile.clone()),
+            );
+        }
+        v
+    }
+}
+
+/// The table of one scenario, split into framework keys and the scenario's own parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioTable {
+    pub enabled: bool,
+    pub targets: Vec<TargetSpec>,
+    /// Everything except `enabled` and `targets`.
+    pub params: toml::Table,
+}
+
+impl ScenarioTable {
+    pub fn from_table(table: &toml::Table) -> anyhow::Result<ScenarioTable> {
+        let mut params = table.clone();
+        let enabled = match params.remove("enabled") {
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => bail!("`enabled` must be a boolean, got {other}"),
+            None => true,
+        };
+        let targets = match params.remove("targets") {
+            Some(v) => v
+                .try_into()
+                .context("`targets` must be an array of {metric, op, threshold, unit?, source?}")?,
+            None => Vec::new(),
+        };
+        Ok(ScenarioTable {
+            enabled,
+            targets,
+            params,
+        })
+    }
+
+    /// The scenario's parameters as its own (strict) struct.
+    pub fn params<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        toml::Value::Table(self.params.clone())
+            .try_into()
+            .context("scenario parameters")
+    }
+}
+
+/// Deep merge: tables merge key by key; any other value (including arrays) replaces.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[services]
+start_bot = false
+
+[scenarios.a]
+rate_per_s = 100
+duration_s = 10
+targets = [{ metric = "latency.p99_ms", op = "<=", threshold = 5.0 }]
+
+[scenarios.b]
+enabled = false
+x = 1
+
+[profiles.quick.scenarios.a]
+duration_s = 2
+targets = []
+
+[profiles.soak.services]
+sample_interval_ms = 1000
+"#;
+
+    #[test]
+    fn profile_overrides_merge_deeply() {
+        let quick = BenchConfig::parse(TEXT, "quick").unwrap();
+        let a = ScenarioTable::from_table(&quick.scenarios["a"]).unwrap();
+        assert_eq!(a.params["duration_s"].as_integer(), Some(2));
+        assert_eq!(a.params["rate_per_s"].as_integer(), Some(100));
+        assert!(a.targets.is_empty(), "arrays are replaced, not merged");
+        assert!(!quick.services.start_bot);
+        assert_eq!(quick.services.sample_interval_ms, 500);
+
+        let default = BenchConfig::parse(TEXT, "default").unwrap();
+        let a = ScenarioTable::from_table(&default.scenarios["a"]).unwrap();
+        assert_eq!(a.params["duration_s"].as_integer(), Some(10));
+        assert_eq!(a.targets.len(), 1);
+        assert_eq!(a.targets[0].op, "<=");
+        let b = ScenarioTable::from_table(&default.scenarios["b"]).unwrap();
+        assert!(!b.enabled);
+
+        let soak = BenchConfig::parse(TEXT, "soak").unwrap();
+        assert_eq!(soak.services.sample_interval_ms, 1000);
+        assert_eq!(soak.to_json()["profile"], "soak");
+    }
+
+    #[test]
+    fn rejects_unknown_things() {
+        assert!(BenchConfig::parse(TEXT, "fast").is_err());
+        assert!(BenchConfig::parse("[profiles.fast]\n", "quick").is_err());
+        assert!(BenchConfig::parse("[servics]\n", "quick").is_err());
+        assert!(BenchConfig::parse("[services]\nstart_bott = true\n", "quick").is_err());
+        let bad_target = "[scenarios.a]\ntargets = [{ metric = \"x\", op = \"<\" , threshold = 1.0, colour = 1 }]\n";
+        let c = BenchConfig::parse(bad_target, "quick").unwrap();
+        assert!(ScenarioTable::from_table(&c.scenarios["a"]).is_err());
+    }
+
+    #[test]
+    fn committed_bench_toml_parses_in_every_profile() {
+        let text = include_str!("../bench.toml");
+        for p in PROFILES {
+            let c = BenchConfig::parse(text, p).unwrap();
+            for (name, t) in &c.scenarios {
+                ScenarioTable::from_table(t).unwrap_or_else(|e| panic!("{p}/{name}: {e:#}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Recording: which messages were sent, which were proven delivered (by a commit notice or a
+//! reply), and how long each took from its *intended* send time.
+//!
+//! A [`Tracker`] belongs to one measured phase. Senders call [`Tracker::mark_sending`] with the
+//! message's index and intended time before publishing and [`Tracker::mark_sent`] once the
+//! client accepted it; receivers call [`Tracker::confirm`] with the instant the proof arrived.
+//! Latency is recorded at that moment, per id, into the phase histogram and a per-second
+//! interval histogram. A confirmation of an id that was already confirmed is a duplicate; an id
+//! that was never sent is counted as unknown (and never as delivered).
+
+use crate::histogram::{self, Interval};
+use crate::results::{Accounting, IntervalPoint};
+use hdrhistogram::Histogram;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Notify;
+
+/// Length of one interval histogram.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where latency is measured from. The harness always uses [`Origin::Intended`]; the other value
+/// exists so tests can show that the honesty checks fail when latency is measured the naive way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// From the scheduled send time: a stall is charged to every message it delayed.
+    Intended,
+    /// From the moment the message was actually handed to the client (coordinated omission).
+    Actual,
+}
+
+/// The latency of one message: from its origin to the instant its proof of delivery arrived.
+pub fn latency(origin: Origin, intended: Instant, actual: Instant, confirmed: Instant) -> Duration {
+    let from = match origin {
+        Origin::Intended => intended,
+        Origin::Actual => actual,
+    };
+    confirmed.saturating_duration_since(from)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    intended: Option<Instant>,
+    actual: Option<Instant>,
+    confirmed: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    slots: Vec<Slot>,
+    sent: u64,
+    confirmed: u64,
+    duplicated: u64,
+    unknown: u64,
+    rejected: u64,
+    latency: Histogram<u64>,
+    intervals: Vec<Histogram<u64>>,
+    first_confirm: Option<Instant>,
+    last_confirm: Option<Instant>,
+}
+
+/// Delivery accounting and latency recording for one measured phase.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Ids of this phase are `<prefix><index>`.
+    prefix: String,
+    /// Offset zero of the interval histograms.
+    start: Instant,
+    start_wall: SystemTime,
+    origin: Origin,
+    state: Mutex<State>,
+    progress: Notify,
+}
+
+/// What a phase recorded, once it is over.
+#[derive(Debug, Clone)]
+pub struct PhaseRecord {
+    pub sent: u64,
+    pub confirmed: u64,
+    pub duplicated: u64,
+    /// Confirmations for ids this phase never sent.
+    pub unknown: u64,
+    /// Replies that arrived but did not prove success (e.g. an error reply).
+    pub rejected: u64,
+    pub latency: Histogram<u64>,
+    pub intervals: Vec<Interval>,
+    pub start: Instant,
+    pub start_wall: SystemTime,
+    pub first_confirm: Option<Instant>,
+    pub last_confirm: Option<Instant>,
+}
+
+impl PhaseRecord {
+    /// Sent but never confirmed.
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.confirmed)
+    }
+
+    pub fn accounting(&self, loss_expected: bool) -> Accounting {
+        Accounting {
+            sent: self.sent,
+            committed: self.confirmed,
+            lost: self.lost(),
+            duplicated: self.duplicated,
+            loss_expected,
+        }
+    }
+
+    /// Confirmed messages per second from the start of the phase to the last confirmation.
+    pub fn throughput_per_s(&self) -> Option<f64> {
+        let last = self.last_confirm?;
+        let secs = last.saturating_duration_since(self.start).as_secs_f64();
+        (secs > 0.0).then(|| self.confirmed as f64 / secs)
+    }
+
+    /// Summary points of the interval histograms, for `ScenarioResult::intervals`.
+    pub fn interval_points(&self) -> Vec<IntervalPoint> {
+        self.intervals
+            .iter()
+            .map(|iv| IntervalPoint {
+                t_s: iv.start.as_secs_f64(),
+                length_s: iv.length.as_secs_f64(),
+                count: iv.histogram.len(),
+                p50_ns: if iv.histogram.is_empty() {
+                    0
+                } else {
+                    iv.histogram.value_at_quantile(0.5)
+                },
+                p99_ns: if iv.histogram.is_empty() {
+                    0
+                } else {
+                    iv.histogram.value_at_quantile(0.99)
+                },
+                max_ns: iv.histogram.max(),
+            })
+            .collect()
+    }
+}
+
+impl Tracker {
+    /// A tracker for up to `capacity` messages (it grows if more are sent) whose intervals start
+    /// at `start`.
+    pub fn new(prefix: impl Into<String>, capacity: usize, start: Instant) -> Tracker {
+        Tracker::with_origin(prefix, capacity, start, Origin::Intended)
+    }
+
+    /// Like [`Tracker::new`], measuring from `origin` (tests and the naive closed-loop probe).
+    pub fn with_origin(
+        prefix: impl Into<String>,
+        capacity: usize,
+        start: Instant,
+        origin: Origin,
+    ) -> Tracker {
+        let now = Instant::now();
+        // Translate the (possibly future) monotonic start into wall-clock time for the log header.
+        let start_wall = if start >= now {
+            SystemTime::now() + (start - now)
+        } else {
+            SystemTime::now() - (now - start)
+        };
+        Tracker {
+            prefix: prefix.into(),
+            start,
+            start_wall,
+            origin,
+            state: Mutex::new(State {
+                slots: vec![Slot::default(); capacity],
+                sent: 0,
+                confirmed: 0,
+                duplicated: 0,
+                unknown: 0,
+                rejected: 0,
+                latency: histogram::new_histogram(),
+                intervals: Vec::new(),
+                first_confirm: None,
+                last_confirm: None,
+            }),
+            progress: Notify::new(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The id of message `index`.
+    pub fn id(&self, index: u64) -> String {
+        format!("{}{index}", self.prefix)
+    }
+
+    /// The index encoded in `id`, if the id is one of this phase's.
+    pub fn index_of(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(&self.prefix)?.parse().ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a recording thread panicked; the counts are still consistent
+        // because every update is a few plain assignments.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record the intended and actual send time of message `index`, just before publishing it.
+    pub fn mark_sending(&self, index: u64, intended: Instant, actual: Instant) {
+        let mut s = self.lock();
+        let i = usize::try_from(index).unwrap_or(usize::MAX);
+        if i >= s.slots.len() {
+            s.slots.resize(i.saturating_add(1), Slot::default());
+        }
+        s.slots[i].intended = Some(intended);
+        s.slots[i].actual = Some(actual);
+    }
+
+    /// The client accepted message `index` (this is not proof of delivery).
+    pub fn mark_sent(&self) {
+        self.lock().sent += 1;
+    }
+
+    /// A reply arrived that does not prove success; the message stays unconfirmed.
+    pub fn reject(&self) {
+        self.lock().rejected += 1;
+    }
+
+    /// Proof of delivery for `id` arrived at `at`. Returns true if it was the first for a known id.
+    pub fn confirm(&self, id: &str, at: Instant) -> bool {
+        match self.index_of(id) {
+            Some(index) => self.confirm_index(index, at),
+            None => false,
+        }
+    }
+
+    /// Proof of delivery for message `index` arrived at `at`.
+    pub fn confirm_index(&self, index: u64, at: Instant) -> bool {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let Some(slot) = usize::try_from(index).ok().and_then(|i| s.slots.get_mut(i)) else {
+            s.unknown += 1;
+            return false;
+        };
+        let (Some(intended), Some(actual)) = (slot.intended, slot.actual) else {
+            s.unknown += 1;
+            return false;
+        };
+        if slot.confirmed {
+            s.duplicated += 1;
+            return false;
+        }
+        slot.confirmed = true;
+        s.confirmed += 1;
+        let ns = latency(self.origin, intended, actual, at);
+        histogram::record_duration(&mut s.latency, ns);
+        let bucket = usize::try_from(at.saturating_duration_since(self.start).as_secs())
+            .unwrap_or(usize::MAX);
+        if bucket < 1_000_000 {
+            while s.intervals.len() <= bucket {
+                s.intervals.push(histogram::new_histogram());
+            }
+            histogram::record_duration(&mut s.intervals[bucket], ns);
+        }
+        s.first_confirm.get_or_insert(at);
+        s.last_confirm = Some(s.last_confirm.map_or(at, |l| l.max(at)));
+        let done = s.confirmed >= s.sent;
+        drop(guard);
+        if done {
+            self.progress.notify_waiters();
+        }
+        true
+    }
+
+    /// (sent, confirmed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.sent, s.confirmed)
+    }
+
+    /// Wait until every sent message is confirmed or `deadline` passes. Returns true if all were
+    /// confirmed. This waits for the confirmations themselves, not for a fixed time.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            // Register before checking so a confirmation between the check and the await is seen.
+            notified.as_mut().enable();
+            let (sent, confirmed) = self.counts();
+            if confirmed >= sent {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let (sent, confirmed) = self.counts();
+                return confirmed >= sent;
+            }
+        }
+    }
+
+    /// Close the phase and hand out what it recorded.
+    pub fn finish(&self) -> PhaseRecord {
+        let s = self.lock();
+        let intervals = s
+            .intervals
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Interval {
+                start: INTERVAL * u32::try_from(i).unwrap_or(u32::MAX),
+                length: INTERVAL,
+                tag: Some("latency".to_owned()),
+                histogram: h.clone(),
+            })
+            .collect();
+        PhaseRecord {
+            sent: s.sent,
+            confirmed: s.confirmed,
+            duplicated: s.duplicated,
+            unknown: s.unknown,
+            rejected: s.rejected,
+            latency: s.latency.clone(),
+            intervals,
+            start: self.start,
+            start_wall: self.start_wall,
+            first_confirm: s.first_confirm,
+            last_confirm: s.last_confirm,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounting_counts_each_id_once() {
+        let t0 = Instant::now();
+        let t = Tracker::new("x.", 4, t0);
+        for i in 0..3 {
+            t.mark_sending(
+                i,
+                t0 + Duration::from_millis(i * 10),
+                t0 + Duration::from_millis(i * 10),
+            );
+            t.mark_sent();
+        }
+        assert!(t.confirm("x.0", t0 + Duration::from_millis(5)));
+        assert!(
+            !t.confirm("x.0", t0 + Duration::from_millis(6)),
+            "second confirmation is a duplicate"
+        );
+        assert!(t.confirm("x.2", t0 + Duration::from_millis(1_500)));
+        assert!(!t.confirm("x.3", t0), "never sent: unknown, not delivered");
+        assert!(!t.confirm("y.1", t0), "other phase: ignored");
+        let r = t.finish();
+        assert_eq!(
+            (r.sent, r.confirmed, r.duplicated, r.unknown, r.lost()),
+            (3, 2, 1, 1, 1)
+        );
+        assert_eq!(r.latency.len(), 2);
+        // x.2 was intended at 20 ms and confirmed at 1500 ms.
+        assert!(r.latency.max() >= 1_479_000_000 && r.latency.max() <= 1_481_000_000);
+        assert_eq!(
+            r.intervals.len(),
+            2,
+            "confirmations in second 0 and second 1"
+        );
+        assert_eq!(r.interval_points()[1].count, 1);
+        let a = r.accounting(false);
+        assert_eq!((a.sent, a.committed, a.lost, a.duplicated), (3, 2, 1, 1));
+    }
+
+    #[test]
+    fn latency_is_measured_from_the_chosen_origin() {
+        let t0 = Instant::now();
+        let intended = t0;
+        let actual = t0 + Duration::from_millis(150);
+        let confirmed = t0 + Duration::from_millis(151);
+        assert_eq!(
+            latency(Origin::Intended, intended, actual, confirmed),
+            Duration::from_millis(151)
+        );
+        assert_eq!(
+            latency(Origin::Actual, intended, actual, confirmed),
+            Duration::from_millis(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_confirmations_until_the_deadline() {
+        let t0 = Instant::now();
+        let t = std::sync::Arc::new(Tracker::new("d.", 2, t0));
+        t.mark_sending(0, t0, t0);
+        t.mark_sent();
+        t.mark_sending(1, t0, t0);
+        t.mark_sent();
+        let t2 = t.clone();
+        let confirmer = tokio::spawn(async move {
+            t2.confirm("d.0", Instant::now());
+            tokio::task::yield_now().await;
+            t2.confirm("d.1", Instant::now());
+        });
+        let all = t
+            .drain(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await;
+        confirmer.await.unwrap();
+        assert!(all);
+
+        let u = Tracker::new("u.", 1, t0);
+        u.mark_sending(0, t0, t0);
+        u.mark_sent();
+        assert!(
+            !u.drain(tokio::time::Instant::now() + Duration::from_millis(20))
+                .await
+        );
+    }
+}

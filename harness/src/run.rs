@@ -1,0 +1,580 @@
+//! One bench run end to end: load the configuration, provision NATS, start the services under
+//! test, run the selected scenarios, write `<run_dir>/results.json`, and say how it went.
+//!
+//! [`run_bench`] is the library entry point `cargo xtask bench` calls. The service binaries are
+//! a parameter ([`ServiceBinaries`]) so the regression gate can run interleaved A/B rounds with
+//! two builds. Exit codes: [`exit::OK`], [`exit::TARGETS_MISSED`] (a target missed or events lost
+//! unexpectedly), [`exit::HARNESS_ERROR`] (the harness could not measure something).
+
+use crate::config::{BenchConfig, ScenarioTable};
+use crate::provision::{self, NatsChoice};
+use crate::results::{RunResults, ScenarioResult, Verdict, RESULTS_FILE, SCHEMA_VERSION};
+use crate::sampler::Sampler;
+use crate::scenario::{run_scenario, ScenarioContext, ScenarioDef};
+use crate::services::{ServiceBinaries, Services, ServicesSpec};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit codes of a bench run (the same as `cargo xtask`'s).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const HARNESS_ERROR: u8 = 1;
+    pub const TARGETS_MISSED: u8 = 2;
+}
+
+/// Which services the run measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicesUnderTest {
+    /// Start these binaries as child processes (the normal case; A/B rounds pass two builds).
+    Spawn(ServiceBinaries),
+    /// A database service is already running on the NATS server (in-process in tests, or a
+    /// deployment); the harness only measures it.
+    AlreadyRunning,
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub services: ServicesUnderTest,
+    pub nats: NatsChoice,
+    /// Scenario names to run; empty: every scenario enabled in the configuration.
+    pub scenarios: Vec<String>,
+    /// `quick`, `default` or `soak`.
+    pub profile: String,
+    pub config_path: PathBuf,
+    /// The run directory; `None`: `<runs_dir>/<run_id>`.
+    pub out: Option<PathBuf>,
+    /// Parent of generated run directories (`reports/runs`).
+    pub runs_dir: PathBuf,
+    pub seed: u64,
+    /// Draw progress bars (off in tests and when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct BenchOutcome {
+    pub run_dir: PathBuf,
+    pub results: RunResults,
+    pub exit_code: u8,
+}
+
+/// The exit code a set of results deserves: harness errors first (the run could not measure),
+/// then failed targets or unexpected loss.
+pub fn exit_code(results: &RunResults) -> u8 {
+    if !results.harness_errors.is_empty()
+        || results
+            .scenarios
+            .iter()
+            .any(|s| s.verdict == Verdict::Error)
+    {
+        exit::HARNESS_ERROR
+    } else if results.scenarios.iter().any(|s| s.verdict == Verdict::Fail) {
+        exit::TARGETS_MISSED
+    } else {
+        exit::OK
+    }
+}
+
+/// The scenarios to run, in table order, with their configuration; unknown names are errors.
+pub fn select(
+    all: &[ScenarioDef],
+    config: &BenchConfig,
+    requested: &[String],
+) -> anyhow::Result<Vec<(ScenarioDef, ScenarioTable)>> {
+    for name in requested {
+        if !all.iter().any(|d| d.name == name) {
+            let names: Vec<&str> = all.iter().map(|d| d.name).collect();
+            anyhow::bail!("unknown scenario {name:?} (known: {})", names.join(", "));
+        }
+    }
+    let mut out = Vec::new();
+    for def in all {
+        if !requested.is_empty() && !requested.iter().any(|r| r == def.name) {
+            continue;
+        }
+        let table = config.scenarios.get(def.name).with_context(|| {
+            format!(
+                "no [scenarios.{}] table in the bench configuration",
+                def.name
+            )
+        })?;
+        out.push((
+            *def,
+            ScenarioTable::from_table(table)
+                .with_context(|| format!("[scenarios.{}]", def.name))?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Run the bench. Errors only when nothing could be measured at all (bad configuration, no
+/// NATS); failures after that are recorded in the results as harness errors.
+pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
+    let config = BenchConfig::load(&opts.config_path, &opts.profile)?;
+    let selected = select(&crate::scenarios::all(), &config, &opts.scenarios)?;
+    let started = chrono::Utc::now();
+    let run_id = format!("{}-{}", started.format("%Y%m%dT%H%M%SZ"), short_revision());
+    let run_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| opts.runs_dir.join(&run_id));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("create run directory {}", run_dir.display()))?;
+    eprintln!(
+        "bench: run {run_id} ({} profile) → {}",
+        opts.profile,
+        run_dir.display()
+    );
+
+    // Provisioning may run its own runtime (containers), so it happens outside ours.
+    let nats = provision::provision(&opts.nats, &run_dir).context("provision nats")?;
+    eprintln!(
+        "bench: nats {} {} at {}",
+        nats.info.kind, nats.info.server_version, nats.url
+    );
+    let environment = crate::env::collect(&nats.info, &config.to_json(), opts.seed, &opts.profile);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("build tokio runtime")?;
+    let (scenarios, harness_errors) = runtime.block_on(run_scenarios(
+        &opts, &config, &selected, &nats.url, nats.pid, &run_dir,
+    ));
+    drop(runtime);
+    drop(nats);
+
+    let results = RunResults {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        profile: opts.profile.clone(),
+        environment,
+        scenarios,
+        harness_errors,
+    };
+    write_results(&run_dir, &results)?;
+    let mut results = results;
+    if let Err(e) = after_results_written(&run_dir, &results) {
+        results
+            .harness_errors
+            .push(format!("rendering reports: {e:#}"));
+        write_results(&run_dir, &results)?;
+    }
+    let exit_code = exit_code(&results);
+    Ok(BenchOutcome {
+        run_dir,
+        results,
+        exit_code,
+    })
+}
+
+/// Hook for everything that reads a finished run directory (reports, history). The report
+/// engineer wires `crate::report::render_run(...)` in here; until then it does nothing.
+pub fn after_results_written(run_dir: &Path, results: &RunResults) -> anyhow::Result<()> {
+    let _ = (run_dir, results);
+    Ok(())
+}
+
+/// Write `<run_dir>/results.json`.
+pub fn write_results(run_dir: &Path, results: &RunResults) -> anyhow::Result<()> {
+    let path = run_dir.join(RESULTS_FILE);
+    let text = serde_json::to_string_pretty(results).context("serialize results")?;
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+}
+
+async fn run_scenarios(
+    opts: &BenchOptions,
+    config: &BenchConfig,
+    selected: &[(ScenarioDef, ScenarioTable)],
+    nats_url: &str,
+    nats_pid: Option<u32>,
+    run_dir: &Path,
+) -> (Vec<ScenarioResult>, Vec<String>) {
+    let mut harness_errors = Vec::new();
+    let client = match crate::load::connect(nats_url, "bench-harness").await {
+        Ok(c) => c,
+        Err(e) => return (Vec::new(), vec![format!("{e:#}")]),
+    };
+    let progress = indicatif::MultiProgress::new();
+    if !opts.progress {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut base = vec![("harness".to_owned(), std::process::id())];
+    if let Some(pid) = nats_pid {
+        base.push(("nats-server".to_owned(), pid));
+    }
+    let sampler = Arc::new(Sampler::spawn(
+        base,
+        Duration::from_millis(config.services.sample_interval_ms),
+    ));
+
+    let needs_services = selected.iter().any(|(d, t)| d.needs_services && t.enabled);
+    let services = if needs_services {
+        let s = &config.services;
+        let started = async {
+            match &opts.services {
+                ServicesUnderTest::Spawn(binaries) => {
+                    std::fs::create_dir_all(run_dir.join("db"))
+                        .context("create database directory")?;
+                    let spec = ServicesSpec {
+                        binaries: binaries.clone(),
+                        nats_url: nats_url.to_owned(),
+                        run_dir: run_dir.to_owned(),
+                        db_path: run_dir.join("db").join("rosey-bench.db"),
+                        mode: s.dbservice_mode.clone(),
+                        start_bot: s.start_bot,
+                        bot_channel: s.bot_channel.clone(),
+                        ready_timeout: Duration::from_secs_f64(s.ready_timeout_s),
+                        stop_timeout: Duration::from_secs_f64(s.stop_timeout_s),
+                        dbservice_args: s.dbservice_args.clone(),
+                        bot_args: s.bot_args.clone(),
+                    };
+                    Services::start(spec, client.clone()).await
+                }
+                ServicesUnderTest::AlreadyRunning => {
+                    Services::attach(
+                        client.clone(),
+                        run_dir,
+                        Duration::from_secs_f64(s.ready_timeout_s),
+                    )
+                    .await
+                }
+            }
+        };
+        match started.await {
+            Ok(s) => {
+                eprintln!(
+                    "bench: services ready ({})",
+                    s.pids()
+                        .iter()
+                        .map(|(n, p)| format!("{n} pid {p}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Some(Arc::new(tokio::sync::Mutex::new(s)))
+            }
+            Err(e) => {
+                harness_errors.push(format!("starting the services under test: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut results = Vec::new();
+    for (def, table) in selected {
+        if !table.enabled {
+            let mut skipped = skipped_result(def, table, config);
+            skipped
+                .notes
+                .push(format!("disabled in the {} profile", opts.profile));
+            results.push(skipped);
+            continue;
+        }
+        let ctx = ScenarioContext {
+            name: def.name,
+            title: def.title,
+            description: def.description,
+            nats_url: nats_url.to_owned(),
+            client: client.clone(),
+            services: services.clone(),
+            sampler: sampler.clone(),
+            nats_pid,
+            run_dir: run_dir.to_owned(),
+            profile: opts.profile.clone(),
+            seed: opts.seed,
+            table: table.clone(),
+            config_json: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
+            progress: progress.clone(),
+        };
+        eprintln!("bench: {} …", def.name);
+        let started = std::time::Instant::now();
+        let result = run_scenario(def, &ctx).await;
+        eprintln!(
+            "bench: {} {} in {:.1} s",
+            def.name,
+            verdict_label(result.verdict),
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(e) = &result.error {
+            eprintln!("bench:   error: {e}");
+        }
+        results.push(result);
+    }
+
+    if let Some(services) = services {
+        match Arc::try_unwrap(services) {
+            Ok(services) => {
+                let services = services.into_inner();
+                let managed = services.managed();
+                if let Err(e) = services.shutdown().await {
+                    harness_errors.push(format!("{e:#}"));
+                }
+                // The database is scratch; the logs are kept.
+                if managed {
+                    let _ = std::fs::remove_dir_all(run_dir.join("db"));
+                }
+            }
+            Err(_) => {
+                harness_errors.push("the services were still in use at the end of the run".into())
+            }
+        }
+    }
+    drop(sampler);
+    let _ = client.drain().await;
+    (results, harness_errors)
+}
+
+fn skipped_result(
+    def: &ScenarioDef,
+    _table: &ScenarioTable,
+    config: &BenchConfig,
+) -> ScenarioResult {
+    ScenarioResult {
+        name: def.name.to_owned(),
+        title: def.title.to_owned(),
+        description: def.description.to_owned(),
+        load: crate::results::LoadInfo {
+            model: "none".into(),
+            target_rate_per_s: None,
+            duration_s: 0.0,
+            warmup_s: 0.0,
+            concurrency: None,
+            payload_bytes: None,
+        },
+        config: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
+        latency: None,
+        histograms: Vec::new(),
+        throughput_per_s: None,
+        accounting: Default::default(),
+        resources: Vec::new(),
+        metrics: Default::default(),
+        targets: Vec::new(),
+        verdict: Verdict::Skipped,
+        intervals: Vec::new(),
+        resource_timeline: Vec::new(),
+        interval_log: None,
+        error: None,
+        notes: Vec::new(),
+    }
+}
+
+fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Error => "ERROR",
+        Verdict::Skipped => "skipped",
+    }
+}
+
+/// `git rev-parse --short HEAD`, or `norev` outside a checkout.
+fn short_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "norev".to_owned())
+}
+
+/// The summary table printed after a run: one row per scenario.
+pub fn summary_table(results: &RunResults) -> String {
+    let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
+    let mut rows = vec![[
+        "scenario".to_owned(),
+        "p50 ms".to_owned(),
+        "p99 ms".to_owned(),
+        "p99.9 ms".to_owned(),
+        "max ms".to_owned(),
+        "throughput/s".to_owned(),
+        "committed/sent".to_owned(),
+        "lost".to_owned(),
+        "verdict".to_owned(),
+    ]];
+    for s in &results.scenarios {
+        let (p50, p99, p999, max) = match &s.latency {
+            Some(l) if l.count > 0 => (ms(l.p50_ns), ms(l.p99_ns), ms(l.p999_ns), ms(l.max_ns)),
+            _ => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let missed: Vec<&str> = s
+            .targets
+            .iter()
+            .filter(|t| !t.passed)
+            .map(|t| t.metric.as_str())
+            .collect();
+        let mut verdict = verdict_label(s.verdict).to_owned();
+        if !missed.is_empty() {
+            verdict.push_str(&format!(" (missed: {})", missed.join(", ")));
+        }
+        rows.push([
+            s.name.clone(),
+            p50,
+            p99,
+            p999,
+            max,
+            s.throughput_per_s.map_or("-".into(), |t| format!("{t:.0}")),
+            format!("{}/{}", s.accounting.committed, s.accounting.sent),
+            format!(
+                "{}{}",
+                s.accounting.lost,
+                if s.accounting.loss_expected {
+                    " (expected)"
+                } else {
+                    ""
+                }
+            ),
+            verdict,
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                // Text columns left-aligned, numbers right-aligned.
+                if c == 0 || c == 8 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    for e in &results.harness_errors {
+        out.push_str(&format!("harness error: {e}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Accounting, Environment, LatencySummary, NatsProvision};
+
+    fn run(verdicts: &[Verdict], harness_errors: Vec<String>) -> RunResults {
+        let mut scenarios = Vec::new();
+        for (i, v) in verdicts.iter().enumerate() {
+            let mut s = crate::scenario::tests_support::empty_result();
+            s.name = format!("s{i}");
+            s.verdict = *v;
+            s.latency = Some(LatencySummary {
+                count: 3,
+                p50_ns: 1_500_000,
+                p99_ns: 2_000_000,
+                p999_ns: 2_500_000,
+                max_ns: 3_000_000,
+                ..Default::default()
+            });
+            s.accounting = Accounting {
+                sent: 10,
+                committed: 9,
+                lost: 1,
+                ..Default::default()
+            };
+            s.throughput_per_s = Some(99.6);
+            scenarios.push(s);
+        }
+        RunResults {
+            schema_version: SCHEMA_VERSION,
+            run_id: "r".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            profile: "quick".into(),
+            environment: Environment {
+                git_revision: "x".into(),
+                git_dirty: false,
+                git_branch: None,
+                commit_subject: None,
+                rustc_version: String::new(),
+                nats: NatsProvision {
+                    kind: "local".into(),
+                    detail: String::new(),
+                    server_version: String::new(),
+                    image_built_locally: None,
+                },
+                cpu_model: String::new(),
+                cpu_count: 2,
+                kernel: String::new(),
+                os: String::new(),
+                config_hash: String::new(),
+                config: serde_json::Value::Null,
+                seed: 1,
+            },
+            scenarios,
+            harness_errors,
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            exit_code(&run(&[Verdict::Pass, Verdict::Skipped], vec![])),
+            exit::OK
+        );
+        assert_eq!(
+            exit_code(&run(&[Verdict::Pass, Verdict::Fail], vec![])),
+            exit::TARGETS_MISSED
+        );
+        assert_eq!(
+            exit_code(&run(&[Verdict::Fail, Verdict::Error], vec![])),
+            exit::HARNESS_ERROR
+        );
+        assert_eq!(
+            exit_code(&run(&[Verdict::Pass], vec!["nats went away".into()])),
+            exit::HARNESS_ERROR
+        );
+    }
+
+    #[test]
+    fn summary_table_has_one_row_per_scenario() {
+        let table = summary_table(&run(&[Verdict::Pass, Verdict::Fail], vec!["boom".into()]));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("scenario"), "{table}");
+        assert!(
+            lines[2].starts_with("s0")
+                && lines[2].contains("1.500")
+                && lines[2].contains("9/10")
+                && lines[2].ends_with("PASS"),
+            "{table}"
+        );
+        assert!(lines[3].contains("FAIL"), "{table}");
+        assert_eq!(lines[4], "harness error: boom");
+    }
+
+    #[test]
+    fn selection_keeps_table_order_and_rejects_unknown_names() {
+        let config = BenchConfig::parse(include_str!("../bench.toml"), "quick").unwrap();
+        let all = crate::scenarios::all();
+        let picked = select(
+            &all,
+            &config,
+            &["burst_throughput".into(), "nats_floor".into()],
+        )
+        .unwrap();
+        let names: Vec<&str> = picked.iter().map(|(d, _)| d.name).collect();
+        assert_eq!(names, ["nats_floor", "burst_throughput"]);
+        assert_eq!(select(&all, &config, &[]).unwrap().len(), all.len());
+        assert!(select(&all, &config, &["nope".into()]).is_err());
+    }
+}

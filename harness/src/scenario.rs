@@ -1,0 +1,570 @@
+//! The scenario framework: what a scenario is ([`ScenarioDef`]), what it gets to work with
+//! ([`ScenarioContext`]), and the shared rules that turn its measurements into a verdict
+//! (targets from the configuration, accounting, errors).
+//!
+//! A scenario is a name, a title, a one-line description and an async `run` function that
+//! returns a [`ScenarioResult`] with its load, histograms, accounting and metrics filled in.
+//! The framework then checks the configured targets and computes the verdict, so no scenario
+//! decides its own pass/fail by hand:
+//!
+//! * an error (the harness could not measure) → `error`;
+//! * lost or duplicated events, unless the scenario says loss is expected → `fail`;
+//! * any target missed (or its metric missing) → `fail`;
+//! * otherwise → `pass`.
+
+use crate::config::{ScenarioTable, TargetSpec};
+use crate::histogram;
+use crate::load::PhaseOutcome;
+use crate::results::{LoadInfo, ScenarioResult, TargetCheck, Verdict};
+use crate::sampler::Sampler;
+use crate::services::Services;
+use anyhow::Context;
+use async_nats::Client;
+use hdrhistogram::Histogram;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future, as scenario `run` functions return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A scenario's body.
+pub type RunFn = for<'a> fn(&'a ScenarioContext) -> BoxFuture<'a, anyhow::Result<ScenarioResult>>;
+
+/// One entry of the scenario table.
+#[derive(Clone, Copy)]
+pub struct ScenarioDef {
+    /// Stable key (results, configuration, `--scenario`).
+    pub name: &'static str,
+    pub title: &'static str,
+    /// One line: what exactly is measured.
+    pub description: &'static str,
+    /// Needs the services under test (false for the NATS-only self checks).
+    pub needs_services: bool,
+    pub run: RunFn,
+}
+
+impl std::fmt::Debug for ScenarioDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScenarioDef")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a scenario may use.
+pub struct ScenarioContext {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub nats_url: String,
+    /// The harness's own connection (proof listeners, probes).
+    pub client: Client,
+    /// `None` when the services could not be started (scenarios that need them then error).
+    pub services: Option<Arc<tokio::sync::Mutex<Services>>>,
+    pub sampler: Arc<Sampler>,
+    /// Host pid of nats-server (for the sampler), if known.
+    pub nats_pid: Option<u32>,
+    pub run_dir: PathBuf,
+    pub profile: String,
+    pub seed: u64,
+    /// The scenario's configuration table (framework keys split off).
+    pub table: ScenarioTable,
+    /// The scenario's table as written (after profile merge), for the results.
+    pub config_json: serde_json::Value,
+    pub progress: indicatif::MultiProgress,
+}
+
+impl ScenarioContext {
+    /// The scenario's own parameters (strict: unknown keys are errors).
+    pub fn params<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        self.table
+            .params()
+            .with_context(|| format!("[scenarios.{}]", self.name))
+    }
+
+    /// The services under test, or an error saying they are not running.
+    pub async fn services(&self) -> anyhow::Result<tokio::sync::MutexGuard<'_, Services>> {
+        let services = self
+            .services
+            .as_ref()
+            .context("the services under test are not running")?;
+        Ok(services.lock().await)
+    }
+
+    /// An error unless the services under test are running.
+    pub fn require_services(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.services.is_some(),
+            "the services under test are not running"
+        );
+        Ok(())
+    }
+
+    /// Tell the sampler which processes to watch (after a restart changed a pid).
+    pub async fn refresh_sampled_processes(&self) {
+        let mut processes = match &self.services {
+            Some(s) => s.lock().await.pids(),
+            None => Vec::new(),
+        };
+        processes.extend(self.base_processes());
+        self.sampler.set_processes(processes);
+    }
+
+    /// nats-server and the harness itself.
+    pub fn base_processes(&self) -> Vec<(String, u32)> {
+        let mut p = vec![("harness".to_owned(), std::process::id())];
+        if let Some(pid) = self.nats_pid {
+            p.push(("nats-server".to_owned(), pid));
+        }
+        p
+    }
+
+    /// A unique id prefix for one phase of this scenario (`<scenario>.<phase>.`).
+    pub fn id_prefix(&self, phase: &str) -> String {
+        format!("{}.{phase}.", self.name)
+    }
+
+    /// A progress bar for one phase, counting messages.
+    pub fn progress_bar(&self, phase: &str, total: u64) -> indicatif::ProgressBar {
+        let bar = self.progress.add(indicatif::ProgressBar::new(total));
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>28} {msg:10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(self.name);
+        bar.set_message(phase.to_owned());
+        bar
+    }
+
+    /// An empty result for this scenario with `load` filled in.
+    pub fn result(&self, load: LoadInfo) -> ScenarioResult {
+        ScenarioResult {
+            name: self.name.to_owned(),
+            title: self.title.to_owned(),
+            description: self.description.to_owned(),
+            load,
+            config: self.config_json.clone(),
+            latency: None,
+            histograms: Vec::new(),
+            throughput_per_s: None,
+            accounting: Default::default(),
+            resources: Vec::new(),
+            metrics: BTreeMap::new(),
+            targets: Vec::new(),
+            verdict: Verdict::Pass,
+            intervals: Vec::new(),
+            resource_timeline: Vec::new(),
+            interval_log: None,
+            error: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Write `intervals` to `<run_dir>/intervals/<scenario>.hlog`; returns the relative path.
+    pub fn write_interval_log(
+        &self,
+        record: &crate::record::PhaseRecord,
+    ) -> anyhow::Result<String> {
+        let dir = self.run_dir.join("intervals");
+        std::fs::create_dir_all(&dir).context("create intervals directory")?;
+        let rel = format!("intervals/{}.hlog", self.name);
+        histogram::write_interval_log(
+            &self.run_dir.join(&rel),
+            record.start_wall,
+            &record.intervals,
+        )?;
+        Ok(rel)
+    }
+}
+
+/// Add a histogram to a result; the one named `latency` also becomes the headline summary.
+pub fn add_histogram(
+    result: &mut ScenarioResult,
+    name: &str,
+    description: &str,
+    h: &Histogram<u64>,
+) -> anyhow::Result<()> {
+    let named = histogram::named(name, description, h)?;
+    if name == "latency" {
+        result.latency = Some(named.summary);
+    }
+    result.histograms.push(named);
+    Ok(())
+}
+
+/// Fill a result from a measured phase: headline latency, send delay, accounting, throughput,
+/// intervals (summary points and the interval log) and drain figures.
+pub fn fill_from_phase(
+    ctx: &ScenarioContext,
+    result: &mut ScenarioResult,
+    outcome: &PhaseOutcome,
+    latency_description: &str,
+) -> anyhow::Result<()> {
+    let r = &outcome.record;
+    add_histogram(result, "latency", latency_description, &r.latency)?;
+    add_histogram(
+        result,
+        "send_delay",
+        "actual − intended send time (harness scheduling; latency already includes it)",
+        &outcome.send.send_delay,
+    )?;
+    result.accounting = r.accounting(false);
+    result.throughput_per_s = r.throughput_per_s();
+    result.intervals = r.interval_points();
+    result.interval_log = Some(ctx.write_interval_log(r)?);
+    result
+        .metrics
+        .insert("drain_ms".into(), outcome.drain_time.as_secs_f64() * 1e3);
+    result
+        .metrics
+        .insert("elapsed_s".into(), outcome.elapsed.as_secs_f64());
+    if outcome.send.errors > 0 {
+        result.notes.push(format!(
+            "{} publishes were refused by the client (not counted as sent)",
+            outcome.send.errors
+        ));
+    }
+    if r.unknown > 0 {
+        result.notes.push(format!(
+            "{} confirmations for ids this phase never sent were ignored",
+            r.unknown
+        ));
+    }
+    if r.rejected > 0 {
+        result.notes.push(format!(
+            "{} replies did not prove success and were not counted",
+            r.rejected
+        ));
+        result
+            .metrics
+            .insert("rejected_replies".into(), r.rejected as f64);
+    }
+    if !outcome.drained {
+        result.notes.push(format!(
+            "{} of {} sent were not confirmed before the drain deadline",
+            r.lost(),
+            r.sent
+        ));
+    }
+    Ok(())
+}
+
+/// The value of a target metric in a result:
+///
+/// * `<histogram>.<stat>_ms` with stat `min|mean|p50|p90|p99|p999|p9999|max`
+///   (e.g. `latency.p99_ms`, `request_reply.p50_ms`);
+/// * `throughput_per_s`;
+/// * `accounting.sent|committed|lost|duplicated`;
+/// * any key of `metrics`.
+pub fn metric_value(result: &ScenarioResult, key: &str) -> Option<f64> {
+    if key == "throughput_per_s" {
+        return result.throughput_per_s;
+    }
+    if let Some(field) = key.strip_prefix("accounting.") {
+        let a = &result.accounting;
+        return match field {
+            "sent" => Some(a.sent as f64),
+            "committed" => Some(a.committed as f64),
+            "lost" => Some(a.lost as f64),
+            "duplicated" => Some(a.duplicated as f64),
+            _ => None,
+        };
+    }
+    if let Some(v) = result.metrics.get(key) {
+        return Some(*v);
+    }
+    let (hist, stat) = key.rsplit_once('.')?;
+    let stat = stat.strip_suffix("_ms")?;
+    let h = result.histograms.iter().find(|h| h.name == hist)?;
+    let s = &h.summary;
+    if s.count == 0 {
+        return None;
+    }
+    let ns = match stat {
+        "min" => s.min_ns as f64,
+        "mean" => s.mean_ns,
+        "p50" => s.p50_ns as f64,
+        "p90" => s.p90_ns as f64,
+        "p99" => s.p99_ns as f64,
+        "p999" => s.p999_ns as f64,
+        "p9999" => s.p9999_ns as f64,
+        "max" => s.max_ns as f64,
+        _ => return None,
+    };
+    Some(ns / 1e6)
+}
+
+/// Unit of a metric key, from its suffix.
+pub fn unit_of(key: &str) -> &'static str {
+    if key.ends_with("_ms") {
+        "ms"
+    } else if key.ends_with("_per_s") {
+        "/s"
+    } else if key.ends_with("_pct") {
+        "%"
+    } else if key.ends_with("_ratio") {
+        "×"
+    } else {
+        ""
+    }
+}
+
+/// Check every target against a result. A target whose metric is missing fails (a target that
+/// cannot be checked is not met).
+pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<TargetCheck> {
+    specs
+        .iter()
+        .map(|spec| {
+            let actual = metric_value(result, &spec.metric).filter(|v| v.is_finite());
+            let passed = match (spec.op.as_str(), actual) {
+                ("<=", Some(v)) => v <= spec.threshold,
+                (">=", Some(v)) => v >= spec.threshold,
+                _ => false,
+            };
+            TargetCheck {
+                metric: spec.metric.clone(),
+                op: spec.op.clone(),
+                threshold: spec.threshold,
+                unit: spec
+                    .unit
+                    .clone()
+                    .unwrap_or_else(|| unit_of(&spec.metric).to_owned()),
+                actual,
+                passed,
+                source: spec.source.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The verdict of a result whose targets have been checked.
+pub fn verdict(result: &ScenarioResult) -> Verdict {
+    if result.error.is_some() {
+        return Verdict::Error;
+    }
+    let a = &result.accounting;
+    if !a.loss_expected && (a.lost > 0 || a.duplicated > 0) {
+        return Verdict::Fail;
+    }
+    if result.targets.iter().any(|t| !t.passed) {
+        return Verdict::Fail;
+    }
+    Verdict::Pass
+}
+
+/// Validate target specs up front (operator), so a typo is a configuration error, not a fail.
+pub fn validate_targets(specs: &[TargetSpec]) -> anyhow::Result<()> {
+    for t in specs {
+        anyhow::ensure!(
+            t.op == "<=" || t.op == ">=",
+            "target {}: op must be `<=` or `>=`, got {:?}",
+            t.metric,
+            t.op
+        );
+        anyhow::ensure!(
+            t.threshold.is_finite(),
+            "target {}: threshold must be finite",
+            t.metric
+        );
+    }
+    Ok(())
+}
+
+/// Run one scenario and judge it. Never fails: a failure to measure becomes an `error` result.
+pub async fn run_scenario(def: &ScenarioDef, ctx: &ScenarioContext) -> ScenarioResult {
+    let outcome = match validate_targets(&ctx.table.targets) {
+        Ok(()) => (def.run)(ctx).await,
+        Err(e) => Err(e),
+    };
+    let mut result = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = ctx.result(LoadInfo {
+                model: "none".into(),
+                target_rate_per_s: None,
+                duration_s: 0.0,
+                warmup_s: 0.0,
+                concurrency: None,
+                payload_bytes: None,
+            });
+            r.error = Some(format!("{e:#}"));
+            r
+        }
+    };
+    result.name = def.name.to_owned();
+    result.title = def.title.to_owned();
+    result.description = def.description.to_owned();
+    result.config = ctx.config_json.clone();
+    if result.error.is_none() {
+        result.targets = check_targets(&ctx.table.targets, &result);
+    }
+    result.verdict = verdict(&result);
+    result
+}
+
+/// Shared by the scenario tests: a result with nothing measured.
+#[cfg(test)]
+pub mod tests_support {
+    use super::*;
+
+    pub fn empty_result() -> ScenarioResult {
+        ScenarioResult {
+            name: "x".into(),
+            title: "X".into(),
+            description: String::new(),
+            load: LoadInfo {
+                model: "open_loop".into(),
+                target_rate_per_s: None,
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                concurrency: None,
+                payload_bytes: None,
+            },
+            config: serde_json::Value::Null,
+            latency: None,
+            histograms: vec![],
+            throughput_per_s: None,
+            accounting: Default::default(),
+            resources: vec![],
+            metrics: BTreeMap::new(),
+            targets: vec![],
+            verdict: Verdict::Skipped,
+            intervals: vec![],
+            resource_timeline: vec![],
+            interval_log: None,
+            error: None,
+            notes: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Accounting, LatencySummary, NamedHistogram};
+
+    fn result() -> ScenarioResult {
+        ScenarioResult {
+            name: "x".into(),
+            title: "X".into(),
+            description: String::new(),
+            load: LoadInfo {
+                model: "open_loop".into(),
+                target_rate_per_s: Some(100.0),
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                concurrency: None,
+                payload_bytes: None,
+            },
+            config: serde_json::Value::Null,
+            latency: None,
+            histograms: vec![NamedHistogram {
+                name: "latency".into(),
+                description: String::new(),
+                summary: LatencySummary {
+                    count: 10,
+                    p50_ns: 1_000_000,
+                    p99_ns: 4_000_000,
+                    mean_ns: 1_500_000.0,
+                    ..Default::default()
+                },
+                encoded: String::new(),
+            }],
+            throughput_per_s: Some(150.0),
+            accounting: Accounting {
+                sent: 10,
+                committed: 10,
+                ..Default::default()
+            },
+            resources: vec![],
+            metrics: BTreeMap::from([("error_pct".to_owned(), -3.0)]),
+            targets: vec![],
+            verdict: Verdict::Skipped,
+            intervals: vec![],
+            resource_timeline: vec![],
+            interval_log: None,
+            error: None,
+            notes: vec![],
+        }
+    }
+
+    fn spec(metric: &str, op: &str, threshold: f64) -> TargetSpec {
+        TargetSpec {
+            metric: metric.into(),
+            op: op.into(),
+            threshold,
+            unit: None,
+            source: String::new(),
+        }
+    }
+
+    #[test]
+    fn metric_lookup() {
+        let r = result();
+        assert_eq!(metric_value(&r, "latency.p99_ms"), Some(4.0));
+        assert_eq!(metric_value(&r, "latency.mean_ms"), Some(1.5));
+        assert_eq!(metric_value(&r, "throughput_per_s"), Some(150.0));
+        assert_eq!(metric_value(&r, "accounting.committed"), Some(10.0));
+        assert_eq!(metric_value(&r, "error_pct"), Some(-3.0));
+        assert_eq!(metric_value(&r, "latency.p42_ms"), None);
+        assert_eq!(metric_value(&r, "nothing.p99_ms"), None);
+        assert_eq!(metric_value(&r, "nothing"), None);
+    }
+
+    #[test]
+    fn targets_pass_fail_and_missing() {
+        let r = result();
+        let checks = check_targets(
+            &[
+                spec("latency.p99_ms", "<=", 5.0),
+                spec("latency.p99_ms", "<=", 3.9),
+                spec("throughput_per_s", ">=", 100.0),
+                spec("throughput_per_s", ">=", 150.1),
+                spec("missing_metric", "<=", 1.0),
+            ],
+            &r,
+        );
+        let passed: Vec<bool> = checks.iter().map(|c| c.passed).collect();
+        assert_eq!(passed, [true, false, true, false, false]);
+        assert_eq!(checks[0].unit, "ms");
+        assert_eq!(checks[2].unit, "/s");
+        assert_eq!(checks[4].actual, None);
+        assert!(validate_targets(&[spec("a", "<", 1.0)]).is_err());
+        assert!(validate_targets(&[spec("a", ">=", f64::NAN)]).is_err());
+    }
+
+    #[test]
+    fn verdict_rules() {
+        let mut r = result();
+        assert_eq!(verdict(&r), Verdict::Pass);
+
+        r.targets = check_targets(&[spec("latency.p99_ms", "<=", 1.0)], &r);
+        assert_eq!(verdict(&r), Verdict::Fail, "a missed target fails");
+        r.targets.clear();
+
+        r.accounting.lost = 1;
+        assert_eq!(verdict(&r), Verdict::Fail, "unexpected loss fails");
+        r.accounting.loss_expected = true;
+        assert_eq!(
+            verdict(&r),
+            Verdict::Pass,
+            "loss is reported, not failed, where expected"
+        );
+        r.accounting = Accounting {
+            sent: 10,
+            committed: 10,
+            duplicated: 2,
+            ..Default::default()
+        };
+        assert_eq!(verdict(&r), Verdict::Fail, "unexpected duplicates fail");
+        r.accounting.duplicated = 0;
+
+        r.error = Some("nats went away".into());
+        assert_eq!(verdict(&r), Verdict::Error, "an error wins over everything");
+    }
+}

@@ -1,0 +1,152 @@
+//! Latency of the database service, open loop, proven end to end:
+//!
+//! * `single_event_latency`: one publisher sends `rosey.db.message.log` events (with event ids)
+//!   at a modest rate; latency runs from each event's intended send time to the commit notice
+//!   that lists its id.
+//! * `request_reply_latency`: `rosey.db.query.channel_stats` requests; latency runs from the
+//!   intended send time to a reply that parses as a successful channel-stats answer.
+//! * `concurrent_event_latency`: like the first, but from many publishers at once, each with its
+//!   own connection and its own fixed-rate schedule.
+
+use super::{
+    connect_publishers, fixed_payload, message_log_payload, prefill, warm_then_measure,
+    OpenLoopParams, Phases,
+};
+use crate::load::{self, Proof};
+use crate::results::ScenarioResult;
+use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
+use bytes::Bytes;
+use rosey_protocol::db::ChannelStatsReply;
+use rosey_protocol::subjects;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SINGLE_EVENT: ScenarioDef = ScenarioDef {
+    name: "single_event_latency",
+    title: "Single event → committed",
+    description: "message.log event from its intended send time to the service's commit notice, one publisher, open loop",
+    needs_services: true,
+    run: run_single,
+};
+
+pub const REQUEST_REPLY: ScenarioDef = ScenarioDef {
+    name: "request_reply_latency",
+    title: "Request → reply (channel stats)",
+    description: "rosey.db.query.channel_stats from its intended send time to a successful reply from the service, open loop",
+    needs_services: true,
+    run: run_request_reply,
+};
+
+pub const CONCURRENT_EVENTS: ScenarioDef = ScenarioDef {
+    name: "concurrent_event_latency",
+    title: "Concurrent publishers → committed",
+    description: "message.log events from many publishers (own connection and schedule each) to the commit notice, open loop",
+    needs_services: true,
+    run: run_concurrent,
+};
+
+fn run_single(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(events(ctx, false))
+}
+
+fn run_concurrent(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(events(ctx, true))
+}
+
+fn run_request_reply(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(request_reply(ctx))
+}
+
+async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<ScenarioResult> {
+    let p: OpenLoopParams = ctx.params()?;
+    p.validate()?;
+    if concurrent {
+        anyhow::ensure!(
+            p.publishers >= 2,
+            "concurrent_event_latency needs at least 2 publishers"
+        );
+    }
+    ctx.require_services()?;
+    let mut result = ctx.result(p.load_info());
+    let senders = connect_publishers(ctx, p.publishers).await?;
+    prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
+    warm_then_measure(
+        ctx,
+        &senders,
+        Phases {
+            subject: subjects::MESSAGE_LOG.to_owned(),
+            rate_per_s: Some(p.rate_per_s),
+            warmup_count: p.warmup_count(),
+            count: p.count(),
+            payload: message_log_payload(p.payload_bytes),
+            proof: Proof::CommitNotices,
+            drain_timeout: p.drain_timeout(),
+            spin: Duration::ZERO,
+        },
+        &mut result,
+        "rosey.db.message.log: intended send time → commit notice listing the event id",
+    )
+    .await?;
+    result
+        .metrics
+        .insert("publishers".into(), f64::from(p.publishers));
+    result.metrics.insert(
+        "per_publisher_rate_per_s".into(),
+        p.rate_per_s / f64::from(p.publishers),
+    );
+    Ok(result)
+}
+
+/// True when a reply is a successful channel-stats answer (an error reply is not proof).
+pub fn is_channel_stats_success(payload: &[u8]) -> bool {
+    matches!(serde_json::from_slice::<ChannelStatsReply>(payload), Ok(ChannelStatsReply::Ok(s)) if s.success)
+}
+
+async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
+    let p: OpenLoopParams = ctx.params()?;
+    p.validate()?;
+    ctx.require_services()?;
+    let mut result = ctx.result(p.load_info());
+    let senders = connect_publishers(ctx, p.publishers).await?;
+    prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
+    let check: load::ReplyCheck = Arc::new(is_channel_stats_success);
+    warm_then_measure(
+        ctx,
+        &senders,
+        Phases {
+            subject: subjects::QUERY_CHANNEL_STATS.to_owned(),
+            rate_per_s: Some(p.rate_per_s),
+            warmup_count: p.warmup_count(),
+            count: p.count(),
+            // The seed's cmd_stats sends `{}`; the body is never parsed.
+            payload: fixed_payload(Bytes::from_static(b"{}")),
+            proof: Proof::Replies(check),
+            drain_timeout: p.drain_timeout(),
+            spin: Duration::ZERO,
+        },
+        &mut result,
+        "rosey.db.query.channel_stats: intended send time → successful reply",
+    )
+    .await?;
+    result.notes.push(format!(
+        "{} chat events were committed before measuring so the query reads real rows",
+        p.prefill_events
+    ));
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_successful_channel_stats_count_as_replies() {
+        let ok = br#"{"high_water_mark": {"users": 5, "timestamp": 7}, "high_water_connected": {"users": 0, "timestamp": null}, "top_chatters": [], "total_users_seen": 2, "success": true}"#;
+        assert!(is_channel_stats_success(ok));
+        assert!(!is_channel_stats_success(
+            br#"{"success": false, "error": "db locked"}"#
+        ));
+        assert!(!is_channel_stats_success(b"[]"));
+        assert!(!is_channel_stats_success(b"not json"));
+    }
+}

@@ -1,0 +1,372 @@
+//! The scenario table and the building blocks scenarios share: strict parameter structs, seed-
+//! shaped event payloads, and "warm up, then measure one phase with resources and service
+//! counters" for the common open-loop case.
+//!
+//! To add a scenario: write `scenarios/<name>.rs` with a `pub const DEF: ScenarioDef`, list it in
+//! [`all`], and give it a `[scenarios.<name>]` table (with targets) in `harness/bench.toml`.
+
+pub mod calibration;
+pub mod coordinated_omission;
+pub mod latency;
+pub mod nats_floor;
+pub mod responder;
+pub mod throughput;
+
+use crate::load::{self, PayloadFn, PhaseOutcome, PhaseSpec, Proof};
+use crate::results::LoadInfo;
+use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
+use anyhow::Context;
+use bytes::Bytes;
+use rosey_protocol::{db::MessageLog, to_seed_json};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every scenario, in the order a full run executes them: self checks first (they need no
+/// services), then the service scenarios.
+pub fn all() -> Vec<ScenarioDef> {
+    vec![
+        nats_floor::DEF,
+        calibration::DEF,
+        coordinated_omission::DEF,
+        latency::SINGLE_EVENT,
+        latency::REQUEST_REPLY,
+        latency::CONCURRENT_EVENTS,
+        throughput::SUSTAINED,
+        throughput::BURST,
+    ]
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<ScenarioDef> {
+    all().into_iter().find(|d| d.name == name)
+}
+
+/// Parameters of an open-loop scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLoopParams {
+    /// Intended messages per second (all publishers together).
+    pub rate_per_s: f64,
+    /// Measured phase.
+    pub duration_s: f64,
+    /// Warm-up phase before it (same rate; recorded separately and discarded).
+    #[serde(default)]
+    pub warmup_s: f64,
+    /// Size of the variable part of the payload (the chat message text).
+    #[serde(default = "default_payload")]
+    pub payload_bytes: usize,
+    /// Longest wait after the last send for outstanding confirmations.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_s: f64,
+    /// Independent publishers, each with its own connection and schedule.
+    #[serde(default = "default_publishers")]
+    pub publishers: u32,
+    /// Events committed before the warm-up (request scenarios: gives queries rows to read).
+    #[serde(default)]
+    pub prefill_events: u64,
+}
+
+fn default_payload() -> usize {
+    64
+}
+fn default_drain() -> f64 {
+    10.0
+}
+fn default_publishers() -> u32 {
+    1
+}
+
+impl OpenLoopParams {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
+            "rate_per_s must be positive"
+        );
+        anyhow::ensure!(
+            self.duration_s.is_finite() && self.duration_s > 0.0,
+            "duration_s must be positive"
+        );
+        anyhow::ensure!(
+            self.warmup_s.is_finite() && self.warmup_s >= 0.0,
+            "warmup_s must not be negative"
+        );
+        anyhow::ensure!(
+            self.drain_timeout_s.is_finite() && self.drain_timeout_s > 0.0,
+            "drain_timeout_s must be positive"
+        );
+        anyhow::ensure!(self.publishers >= 1, "publishers must be at least 1");
+        Ok(())
+    }
+
+    /// Messages in the warm-up phase (0 when there is none).
+    pub fn warmup_count(&self) -> u64 {
+        if self.warmup_s > 0.0 {
+            load::message_count(self.rate_per_s, self.warmup_s)
+        } else {
+            0
+        }
+    }
+
+    /// Messages in the measured phase.
+    pub fn count(&self) -> u64 {
+        load::message_count(self.rate_per_s, self.duration_s)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_s)
+    }
+
+    pub fn load_info(&self) -> LoadInfo {
+        LoadInfo {
+            model: "open_loop".into(),
+            target_rate_per_s: Some(self.rate_per_s),
+            duration_s: self.duration_s,
+            warmup_s: self.warmup_s,
+            concurrency: Some(self.publishers),
+            payload_bytes: u32::try_from(self.payload_bytes).ok(),
+        }
+    }
+}
+
+/// Deterministic filler text of `len` bytes (ASCII), so payload size is a parameter.
+pub fn filler(len: usize) -> String {
+    const WORDS: &str = "the quick brown fox jumps over the lazy dog while rosey logs every line ";
+    WORDS.chars().cycle().take(len).collect()
+}
+
+/// `rosey.db.message.log` payloads as the bot sends them: 64 distinct users, message text of
+/// `payload_bytes`.
+pub fn message_log_payload(payload_bytes: usize) -> PayloadFn {
+    let text = filler(payload_bytes);
+    Arc::new(move |i: u64| {
+        let m = MessageLog {
+            username: Some(format!("bench-user-{}", i % 64)),
+            message: Some(text.clone()),
+        };
+        Bytes::from(to_seed_json(&m))
+    })
+}
+
+/// A fixed payload.
+pub fn fixed_payload(bytes: Bytes) -> PayloadFn {
+    Arc::new(move |_| bytes.clone())
+}
+
+/// `n` fresh connections named after the scenario.
+pub async fn connect_publishers(
+    ctx: &ScenarioContext,
+    n: u32,
+) -> anyhow::Result<Vec<async_nats::Client>> {
+    let mut clients = Vec::with_capacity(n as usize);
+    for k in 0..n {
+        clients.push(load::connect(&ctx.nats_url, &format!("bench-{}-{k}", ctx.name)).await?);
+    }
+    Ok(clients)
+}
+
+/// Publish `n` chat events as fast as possible and wait until the service committed them all
+/// (set-up, not measured).
+pub async fn prefill(
+    ctx: &ScenarioContext,
+    sender: &async_nats::Client,
+    n: u64,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let bar = ctx.progress_bar("prefill", n);
+    let outcome = load::run_phase(
+        &ctx.client,
+        PhaseSpec {
+            id_prefix: ctx.id_prefix("prefill"),
+            subject: rosey_protocol::subjects::MESSAGE_LOG.to_owned(),
+            rate_per_s: None,
+            count: n,
+            senders: vec![sender.clone()],
+            payload: message_log_payload(32),
+            proof: Proof::CommitNotices,
+            drain_timeout: deadline,
+            spin: Duration::ZERO,
+        },
+        &bar,
+    )
+    .await
+    .context("prefill")?;
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        outcome.drained,
+        "prefill: only {} of {} events were committed",
+        outcome.record.confirmed,
+        n
+    );
+    Ok(())
+}
+
+/// One load shape run as warm-up then measurement.
+pub struct Phases {
+    pub subject: String,
+    /// `None`: burst.
+    pub rate_per_s: Option<f64>,
+    pub warmup_count: u64,
+    pub count: u64,
+    pub payload: PayloadFn,
+    pub proof: Proof,
+    pub drain_timeout: Duration,
+    pub spin: Duration,
+}
+
+/// Warm up (discarded, but drained so it does not overlap the measurement), then measure one
+/// phase with the resource sampler and the database service's counters around it, and fill the
+/// result. `senders` are the publishing connections.
+pub async fn warm_then_measure(
+    ctx: &ScenarioContext,
+    senders: &[async_nats::Client],
+    phases: Phases,
+    result: &mut crate::results::ScenarioResult,
+    latency_description: &str,
+) -> anyhow::Result<PhaseOutcome> {
+    let uses_service =
+        matches!(phases.proof, Proof::CommitNotices | Proof::Replies(_)) && ctx.services.is_some();
+    if phases.warmup_count > 0 {
+        let bar = ctx.progress_bar("warm-up", phases.warmup_count);
+        let warm = load::run_phase(
+            &ctx.client,
+            PhaseSpec {
+                id_prefix: ctx.id_prefix("warmup"),
+                subject: phases.subject.clone(),
+                rate_per_s: phases.rate_per_s,
+                count: phases.warmup_count,
+                senders: senders.to_vec(),
+                payload: phases.payload.clone(),
+                proof: phases.proof.clone(),
+                drain_timeout: phases.drain_timeout,
+                spin: phases.spin,
+            },
+            &bar,
+        )
+        .await
+        .context("warm-up phase")?;
+        bar.finish_and_clear();
+        if warm.record.lost() > 0 {
+            result.notes.push(format!(
+                "warm-up: {} of {} not confirmed within the drain deadline (not counted)",
+                warm.record.lost(),
+                warm.record.sent
+            ));
+        }
+    }
+    let before = if uses_service {
+        Some(ctx.services().await?.ping().await?)
+    } else {
+        None
+    };
+    ctx.refresh_sampled_processes().await;
+    let bar = ctx.progress_bar("measure", phases.count);
+    let sampling = ctx.sampler.begin_phase();
+    let outcome = load::run_phase(
+        &ctx.client,
+        PhaseSpec {
+            id_prefix: ctx.id_prefix("m"),
+            subject: phases.subject.clone(),
+            rate_per_s: phases.rate_per_s,
+            count: phases.count,
+            senders: senders.to_vec(),
+            payload: phases.payload.clone(),
+            proof: phases.proof.clone(),
+            drain_timeout: phases.drain_timeout,
+            spin: phases.spin,
+        },
+        &bar,
+    )
+    .await
+    .context("measured phase")?;
+    let (resources, timeline) = sampling.end(outcome.record.confirmed);
+    bar.finish_and_clear();
+    result.resources = resources;
+    result.resource_timeline = timeline;
+    if let Some(before) = before {
+        let after = ctx.services().await?.ping().await?;
+        let delta = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        result.metrics.insert(
+            "service.received".into(),
+            delta(after.received, before.received),
+        );
+        result.metrics.insert(
+            "service.committed".into(),
+            delta(after.committed, before.committed),
+        );
+        result.metrics.insert(
+            "service.malformed".into(),
+            delta(after.malformed, before.malformed),
+        );
+        result.metrics.insert(
+            "service.duplicates".into(),
+            delta(after.duplicates, before.duplicates),
+        );
+        result
+            .metrics
+            .insert("service.failed".into(), delta(after.failed, before.failed));
+        result.metrics.insert(
+            "service.batches".into(),
+            delta(after.batches, before.batches),
+        );
+        if after.malformed > before.malformed {
+            result.notes.push(format!(
+                "the database service counted {} malformed messages during the phase",
+                after.malformed - before.malformed
+            ));
+        }
+    }
+    fill_from_phase(ctx, result, &outcome, latency_description)?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_described() {
+        let defs = all();
+        let mut names: Vec<&str> = defs.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), defs.len());
+        for d in &defs {
+            assert!(
+                !d.title.is_empty() && !d.description.is_empty(),
+                "{}",
+                d.name
+            );
+            assert!(!d.description.contains('\n'), "{}: one line", d.name);
+        }
+        assert!(find("calibration").is_some());
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn every_scenario_has_a_config_table_with_valid_targets() {
+        let text = include_str!("../../bench.toml");
+        for profile in crate::config::PROFILES {
+            let cfg = crate::config::BenchConfig::parse(text, profile).unwrap();
+            for d in all() {
+                let table = cfg
+                    .scenarios
+                    .get(d.name)
+                    .unwrap_or_else(|| panic!("no [scenarios.{}]", d.name));
+                let t = crate::config::ScenarioTable::from_table(table).unwrap();
+                crate::scenario::validate_targets(&t.targets).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_are_seed_shaped() {
+        let p = message_log_payload(10);
+        let v: serde_json::Value = serde_json::from_slice(&p(65)).unwrap();
+        assert_eq!(v["username"], "bench-user-1");
+        assert_eq!(v["message"].as_str().unwrap().len(), 10);
+    }
+}

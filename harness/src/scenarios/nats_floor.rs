@@ -1,0 +1,123 @@
+//! `nats_floor`: raw NATS with no service in between, in the same run as everything else, so
+//! every service result can be read as "floor + service cost". Two open-loop measurements:
+//! publish → subscribe (the headline `latency`) and request → reply against a responder inside
+//! the harness that answers at once (`request_reply`).
+
+use super::responder::{Responder, ResponderSpec};
+use super::{connect_publishers, filler, fixed_payload, warm_then_measure, OpenLoopParams, Phases};
+use crate::load::{self, PhaseSpec, Proof};
+use crate::results::ScenarioResult;
+use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DEF: ScenarioDef = ScenarioDef {
+    name: "nats_floor",
+    title: "NATS floor (no service)",
+    description:
+        "raw NATS publish→subscribe and request→reply latency, open loop, no service in between",
+    needs_services: false,
+    run,
+};
+
+fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(measure(ctx))
+}
+
+async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
+    let p: OpenLoopParams = ctx.params()?;
+    p.validate()?;
+    let mut result = ctx.result(p.load_info());
+    let payload = fixed_payload(Bytes::from(filler(p.payload_bytes)));
+    let senders = connect_publishers(ctx, p.publishers).await?;
+    let nonce = ctx.seed;
+
+    // Publish → subscribe: the harness's listener connection subscribes to the subject itself.
+    let pubsub = warm_then_measure(
+        ctx,
+        &senders,
+        Phases {
+            subject: format!("bench.floor.{nonce}.pubsub"),
+            rate_per_s: Some(p.rate_per_s),
+            warmup_count: p.warmup_count(),
+            count: p.count(),
+            payload: payload.clone(),
+            proof: Proof::Subscribed,
+            drain_timeout: p.drain_timeout(),
+            spin: Duration::ZERO,
+        },
+        &mut result,
+        "publish → subscriber receipt, from the intended send time (raw NATS)",
+    )
+    .await?;
+
+    // Request → reply against a responder that answers at once.
+    let subject = format!("bench.floor.{nonce}.request");
+    let responder = Responder::start(
+        &ctx.nats_url,
+        ResponderSpec {
+            subject: subject.clone(),
+            delay: Duration::ZERO,
+            spin: Duration::ZERO,
+            stall: None,
+        },
+    )
+    .await?;
+    let accept: load::ReplyCheck = Arc::new(|_| true);
+    let mut rr = None;
+    for (phase, count) in [("rr-warmup", p.warmup_count()), ("rr", p.count())] {
+        if count == 0 {
+            continue;
+        }
+        let bar = ctx.progress_bar(phase, count);
+        let outcome = load::run_phase(
+            &ctx.client,
+            PhaseSpec {
+                id_prefix: ctx.id_prefix(phase),
+                subject: subject.clone(),
+                rate_per_s: Some(p.rate_per_s),
+                count,
+                senders: senders.clone(),
+                payload: payload.clone(),
+                proof: Proof::Replies(accept.clone()),
+                drain_timeout: p.drain_timeout(),
+                spin: Duration::ZERO,
+            },
+            &bar,
+        )
+        .await;
+        bar.finish_and_clear();
+        rr = Some(outcome?);
+    }
+    let stats = responder.stop().await?;
+    let rr = rr.ok_or_else(|| anyhow::anyhow!("request/reply phase did not run"))?;
+    add_histogram(
+        &mut result,
+        "request_reply",
+        "request → reply from the intended send time (raw NATS, instant responder)",
+        &rr.record.latency,
+    )?;
+    add_histogram(
+        &mut result,
+        "send_delay.request_reply",
+        "actual − intended send time of the requests",
+        &rr.send.send_delay,
+    )?;
+    let a = &mut result.accounting;
+    a.sent += rr.record.sent;
+    a.committed += rr.record.confirmed;
+    a.lost += rr.record.lost();
+    a.duplicated += rr.record.duplicated;
+    result
+        .metrics
+        .insert("responder_handled".into(), stats.handled as f64);
+    result
+        .metrics
+        .insert("pubsub_delivered".into(), pubsub.record.confirmed as f64);
+    result
+        .metrics
+        .insert("request_reply_answered".into(), rr.record.confirmed as f64);
+    result.notes.push("accounting covers both measurements; `committed` means delivered to the subscriber or answered".into());
+    Ok(result)
+}

@@ -1,0 +1,145 @@
+//! Throughput of the database service, proven by commit notices:
+//!
+//! * `sustained_throughput`: open loop at a high target rate; every event must be committed,
+//!   and the achieved committed rate is reported against the target.
+//! * `burst_throughput`: N events handed to the client as fast as it takes them (all intended
+//!   at the burst's start); the drain time runs until the last one is committed.
+
+use super::{connect_publishers, message_log_payload, warm_then_measure, OpenLoopParams, Phases};
+use crate::load::Proof;
+use crate::results::{LoadInfo, ScenarioResult};
+use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
+use rosey_protocol::subjects;
+use serde::Deserialize;
+use std::time::Duration;
+
+pub const SUSTAINED: ScenarioDef = ScenarioDef {
+    name: "sustained_throughput",
+    title: "Sustained throughput",
+    description: "message.log events open loop at a high target rate; committed rate achieved and every event committed",
+    needs_services: true,
+    run: run_sustained,
+};
+
+pub const BURST: ScenarioDef = ScenarioDef {
+    name: "burst_throughput",
+    title: "Burst throughput",
+    description:
+        "N message.log events as fast as the client takes them; time until the last is committed",
+    needs_services: true,
+    run: run_burst,
+};
+
+fn run_sustained(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(sustained(ctx))
+}
+
+fn run_burst(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(burst(ctx))
+}
+
+async fn sustained(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
+    let p: OpenLoopParams = ctx.params()?;
+    p.validate()?;
+    ctx.require_services()?;
+    let mut result = ctx.result(p.load_info());
+    let senders = connect_publishers(ctx, p.publishers).await?;
+    warm_then_measure(
+        ctx,
+        &senders,
+        Phases {
+            subject: subjects::MESSAGE_LOG.to_owned(),
+            rate_per_s: Some(p.rate_per_s),
+            warmup_count: p.warmup_count(),
+            count: p.count(),
+            payload: message_log_payload(p.payload_bytes),
+            proof: Proof::CommitNotices,
+            drain_timeout: p.drain_timeout(),
+            spin: Duration::ZERO,
+        },
+        &mut result,
+        "rosey.db.message.log at the target rate: intended send time → commit notice",
+    )
+    .await?;
+    let achieved = result.throughput_per_s.unwrap_or(0.0);
+    result
+        .metrics
+        .insert("target_rate_per_s".into(), p.rate_per_s);
+    result
+        .metrics
+        .insert("achieved_rate_pct".into(), achieved / p.rate_per_s * 100.0);
+    Ok(result)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BurstParams {
+    /// Events in the measured burst.
+    events: u64,
+    /// Events in a warm-up burst before it (discarded).
+    #[serde(default)]
+    warmup_events: u64,
+    #[serde(default = "default_payload")]
+    payload_bytes: usize,
+    #[serde(default = "default_drain")]
+    drain_timeout_s: f64,
+    #[serde(default = "default_publishers")]
+    publishers: u32,
+}
+
+fn default_payload() -> usize {
+    64
+}
+fn default_drain() -> f64 {
+    30.0
+}
+fn default_publishers() -> u32 {
+    1
+}
+
+async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
+    let p: BurstParams = ctx.params()?;
+    anyhow::ensure!(
+        p.events > 0 && p.publishers > 0,
+        "events and publishers must be positive"
+    );
+    ctx.require_services()?;
+    let mut result = ctx.result(LoadInfo {
+        model: "burst".into(),
+        target_rate_per_s: None,
+        duration_s: 0.0,
+        warmup_s: 0.0,
+        concurrency: Some(p.publishers),
+        payload_bytes: u32::try_from(p.payload_bytes).ok(),
+    });
+    let senders = connect_publishers(ctx, p.publishers).await?;
+    let outcome = warm_then_measure(
+        ctx,
+        &senders,
+        Phases {
+            subject: subjects::MESSAGE_LOG.to_owned(),
+            rate_per_s: None,
+            warmup_count: p.warmup_events,
+            count: p.events,
+            payload: message_log_payload(p.payload_bytes),
+            proof: Proof::CommitNotices,
+            drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
+            spin: Duration::ZERO,
+        },
+        &mut result,
+        "rosey.db.message.log burst: burst start → commit notice (max = time to commit the whole burst)",
+    )
+    .await?;
+    let r = &outcome.record;
+    let to_last = r.last_confirm.map(|l| l.saturating_duration_since(r.start));
+    if let Some(d) = to_last {
+        result
+            .metrics
+            .insert("burst_commit_ms".into(), d.as_secs_f64() * 1e3);
+    }
+    result
+        .metrics
+        .insert("burst_events".into(), p.events as f64);
+    result.load.duration_s = to_last.map_or(0.0, |d| d.as_secs_f64());
+    Ok(result)
+}

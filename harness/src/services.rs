@@ -1,0 +1,528 @@
+//! The services under test as real child processes: `rosey-dbservice` on a database in the run
+//! directory (with commit notices on) and `rosey-bot`.
+//!
+//! Readiness is proven over NATS, never by sleeping: the database service must answer
+//! `rosey.db.service.ping`, and the bot must turn a platform event into a database event that
+//! carries our correlation id. Logs go to `<run_dir>/logs/<name>.log` (appended across
+//! restarts). Stopping sends SIGTERM, waits up to a deadline, then kills. The database service
+//! can be restarted (gracefully or with SIGKILL) on the same database for the restart scenario,
+//! and its pid changes then, so callers re-read [`Services::pids`].
+
+use anyhow::{bail, Context};
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use rosey_protocol::{db::ServiceStats, headers, platform, subjects};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The two binaries under test. A parameter of the engine so that the regression gate can run
+/// interleaved A/B rounds with two builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceBinaries {
+    pub dbservice: PathBuf,
+    pub bot: PathBuf,
+}
+
+/// How to start the services.
+#[derive(Debug, Clone)]
+pub struct ServicesSpec {
+    pub binaries: ServiceBinaries,
+    pub nats_url: String,
+    /// `<run_dir>/logs` is created inside it.
+    pub run_dir: PathBuf,
+    pub db_path: PathBuf,
+    /// `core` or `durable`.
+    pub mode: String,
+    pub start_bot: bool,
+    pub bot_channel: String,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+    /// Extra flags for `rosey-dbservice` and `rosey-bot`.
+    pub dbservice_args: Vec<String>,
+    pub bot_args: Vec<String>,
+}
+
+/// How to stop a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopHow {
+    /// SIGTERM, wait up to the stop timeout, then SIGKILL.
+    Graceful,
+    /// SIGKILL at once (a crash).
+    Kill,
+}
+
+#[derive(Debug)]
+struct Running {
+    name: &'static str,
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+/// Timings of one restart of the database service.
+#[derive(Debug, Clone, Copy)]
+pub struct Restart {
+    /// From the stop request to the process being gone.
+    pub stop: Duration,
+    /// From spawning the new process to its first answered ping.
+    pub ready: Duration,
+}
+
+/// The running services.
+#[derive(Debug)]
+pub struct Services {
+    spec: ServicesSpec,
+    client: Client,
+    dbservice: Option<Running>,
+    bot: Option<Running>,
+    /// The mode the database service currently runs in.
+    mode: String,
+    /// False when the services were started by someone else (see [`Services::attach`]).
+    managed: bool,
+}
+
+impl Services {
+    /// Start the database service (and the bot, if the spec says so) and wait until both are ready.
+    pub async fn start(spec: ServicesSpec, client: Client) -> anyhow::Result<Services> {
+        std::fs::create_dir_all(spec.run_dir.join("logs")).context("create logs directory")?;
+        for (what, path) in [
+            ("rosey-dbservice", &spec.binaries.dbservice),
+            ("rosey-bot", &spec.binaries.bot),
+        ] {
+            if what == "rosey-bot" && !spec.start_bot {
+                continue;
+            }
+            anyhow::ensure!(
+                path.is_file(),
+                "{what} binary not found at {}",
+                path.display()
+            );
+        }
+        let mode = spec.mode.clone();
+        let mut services = Services {
+            spec,
+            client,
+            dbservice: None,
+            bot: None,
+            mode,
+            managed: true,
+        };
+        services.start_dbservice(None).await?;
+        if services.spec.start_bot {
+            services.start_bot().await?;
+        }
+        Ok(services)
+    }
+
+    /// Use a database service somebody else runs (in-process in tests, or a deployment): it must
+    /// answer a ping before `ready_timeout`. Nothing is started, stopped or sampled, and restarts
+    /// are refused.
+    pub async fn attach(
+        client: Client,
+        run_dir: &Path,
+        ready_timeout: Duration,
+    ) -> anyhow::Result<Services> {
+        let deadline = Instant::now() + ready_timeout;
+        let stats = loop {
+            match ping(&client, Duration::from_millis(500)).await {
+                Ok(stats) => break stats,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context("the attached database service is not answering"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let spec = ServicesSpec {
+            binaries: ServiceBinaries {
+                dbservice: PathBuf::new(),
+                bot: PathBuf::new(),
+            },
+            nats_url: String::new(),
+            run_dir: run_dir.to_owned(),
+            db_path: PathBuf::new(),
+            mode: stats.mode.clone(),
+            start_bot: false,
+            bot_channel: String::new(),
+            ready_timeout,
+            stop_timeout: Duration::ZERO,
+            dbservice_args: Vec::new(),
+            bot_args: Vec::new(),
+        };
+        Ok(Services {
+            spec,
+            client,
+            dbservice: None,
+            bot: None,
+            mode: stats.mode,
+            managed: false,
+        })
+    }
+
+    /// True when the harness started these processes (and can restart them).
+    pub fn managed(&self) -> bool {
+        self.managed
+    }
+
+    /// `(process name, pid)` of every running service, for the sampler.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        [&self.dbservice, &self.bot]
+            .into_iter()
+            .flatten()
+            .map(|r| (r.name.to_owned(), r.pid))
+            .collect()
+    }
+
+    pub fn dbservice_pid(&self) -> Option<u32> {
+        self.dbservice.as_ref().map(|r| r.pid)
+    }
+
+    pub fn bot_pid(&self) -> Option<u32> {
+        self.bot.as_ref().map(|r| r.pid)
+    }
+
+    pub fn bot_channel(&self) -> Option<&str> {
+        self.bot.as_ref().map(|_| self.spec.bot_channel.as_str())
+    }
+
+    /// The mode the database service runs in now.
+    pub fn mode(&self) -> &str {
+        &self.mode
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.spec.db_path
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.spec.run_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// Ask the database service for its counters.
+    pub async fn ping(&self) -> anyhow::Result<ServiceStats> {
+        ping(&self.client, Duration::from_secs(2)).await
+    }
+
+    /// Start the database service (in `mode`, or the current one) and wait until it answers a
+    /// ping. Returns the time from spawn to ready.
+    pub async fn start_dbservice(&mut self, mode: Option<&str>) -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            self.managed,
+            "the database service is not managed by the harness (attached)"
+        );
+        anyhow::ensure!(
+            self.dbservice.is_none(),
+            "the database service is already running"
+        );
+        if let Some(mode) = mode {
+            self.mode = mode.to_owned();
+        }
+        let mut args: Vec<String> = vec![
+            "--nats-url".into(),
+            self.spec.nats_url.clone(),
+            "--db-path".into(),
+            self.spec.db_path.display().to_string(),
+            "--mode".into(),
+            self.mode.clone(),
+            "--commit-notices".into(),
+        ];
+        args.extend(self.spec.dbservice_args.iter().cloned());
+        let spawned = Instant::now();
+        let mut running = self.spawn("dbservice", &self.spec.binaries.dbservice.clone(), &args)?;
+        let deadline = spawned + self.spec.ready_timeout;
+        let log = self.log_path("dbservice");
+        let mut attempts = ReadyWait::new(deadline);
+        let ready = loop {
+            let result = ping(&self.client, Duration::from_millis(500))
+                .await
+                .map(|_| ());
+            match attempts.after(result, &mut running, &log).await {
+                Ok(true) => break Ok(()),
+                Ok(false) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        match ready {
+            Ok(()) => {
+                self.dbservice = Some(running);
+                Ok(spawned.elapsed())
+            }
+            Err(e) => {
+                let _ = stop(running, StopHow::Kill, self.spec.stop_timeout).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop the database service. Returns how long the process took to go away.
+    pub async fn stop_dbservice(&mut self, how: StopHow) -> anyhow::Result<Duration> {
+        let running = self
+            .dbservice
+            .take()
+            .context("the database service is not running")?;
+        stop(running, how, self.spec.stop_timeout).await
+    }
+
+    /// Stop (or kill) the database service and start it again on the same database.
+    pub async fn restart_dbservice(
+        &mut self,
+        how: StopHow,
+        mode: Option<&str>,
+    ) -> anyhow::Result<Restart> {
+        let stop = self.stop_dbservice(how).await?;
+        let ready = self.start_dbservice(mode).await?;
+        Ok(Restart { stop, ready })
+    }
+
+    async fn start_bot(&mut self) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec![
+            "--nats-url".into(),
+            self.spec.nats_url.clone(),
+            "--channel".into(),
+            self.spec.bot_channel.clone(),
+        ];
+        args.extend(self.spec.bot_args.iter().cloned());
+        let mut running = self.spawn("bot", &self.spec.binaries.bot.clone(), &args)?;
+        let deadline = Instant::now() + self.spec.ready_timeout;
+        // The probe's subscription must be live before the first probe event is published.
+        let mut sub = self
+            .client
+            .subscribe(subjects::HIGH_WATER)
+            .await
+            .context("subscribe for the bot probe")?;
+        crate::load::ensure_subscribed(&self.client).await?;
+        let probe_id = format!("bench-ready-{}", std::process::id());
+        let subject = platform::in_subject(&self.spec.bot_channel, platform::kind::USERCOUNT);
+        let log = self.log_path("bot");
+        let mut attempts = ReadyWait::new(deadline);
+        let ready = loop {
+            let result = bot_probe(&self.client, &mut sub, &subject, &probe_id).await;
+            match attempts.after(result, &mut running, &log).await {
+                Ok(true) => break Ok(()),
+                Ok(false) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = sub.unsubscribe().await;
+        match ready {
+            Ok(()) => {
+                self.bot = Some(running);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = stop(running, StopHow::Kill, self.spec.stop_timeout).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn(&self, name: &'static str, binary: &Path, args: &[String]) -> anyhow::Result<Running> {
+        let log_path = self.log_path(name);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
+        use std::io::Write as _;
+        writeln!(
+            log,
+            "--- rosey bench: starting {} {}",
+            binary.display(),
+            args.join(" ")
+        )
+        .context("write log header")?;
+        let err = log.try_clone().context("duplicate log file")?;
+        let child = tokio::process::Command::new(binary)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("ROSEY_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {}", binary.display()))?;
+        let pid = child.id().context("spawned child has no pid")?;
+        Ok(Running { name, child, pid })
+    }
+
+    /// Stop everything: the bot first (it publishes into the service), then the service.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        for running in [self.bot.take(), self.dbservice.take()]
+            .into_iter()
+            .flatten()
+        {
+            let name = running.name;
+            if let Err(e) = stop(running, StopHow::Graceful, self.spec.stop_timeout).await {
+                errors.push(format!("{name}: {e:#}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("stopping services: {}", errors.join("; "))
+        }
+    }
+}
+
+/// Ask `rosey.db.service.ping`.
+pub async fn ping(client: &Client, timeout: Duration) -> anyhow::Result<ServiceStats> {
+    let reply = tokio::time::timeout(
+        timeout,
+        client.request(subjects::SERVICE_PING, Bytes::from_static(b"{}")),
+    )
+    .await
+    .context("database service ping timed out")?
+    .context("database service ping")?;
+    let stats: ServiceStats =
+        serde_json::from_slice(&reply.payload).context("database service ping reply")?;
+    anyhow::ensure!(
+        stats.success,
+        "database service ping reply says success=false"
+    );
+    Ok(stats)
+}
+
+/// Publish a usercount event with a correlation id and wait (briefly) for the bot's high-water
+/// event that carries it.
+async fn bot_probe(
+    client: &Client,
+    sub: &mut async_nats::Subscriber,
+    subject: &str,
+    probe_id: &str,
+) -> anyhow::Result<()> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::CORRELATION_ID, probe_id);
+    client
+        .publish_with_headers(
+            subject.to_owned(),
+            h,
+            Bytes::from_static(br#"{"count": 0}"#),
+        )
+        .await
+        .context("publish bot probe")?;
+    client.flush().await.context("flush bot probe")?;
+    let wait = async {
+        while let Some(msg) = sub.next().await {
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::CORRELATION_ID))
+                .map(|v| v.as_str().to_owned());
+            if id.as_deref() == Some(probe_id) {
+                return Ok(());
+            }
+        }
+        bail!("probe subscription closed")
+    };
+    tokio::time::timeout(Duration::from_millis(500), wait)
+        .await
+        .context("bot did not answer the probe")?
+}
+
+/// Bookkeeping of a readiness poll: each attempt waits for the service's answer; between failed
+/// attempts (typically "no responders" while the service is still starting) it pauses briefly,
+/// outside any measurement, and it gives up when the child exits or the deadline passes.
+struct ReadyWait {
+    deadline: Instant,
+}
+
+impl ReadyWait {
+    fn new(deadline: Instant) -> ReadyWait {
+        ReadyWait { deadline }
+    }
+
+    /// `Ok(true)`: ready. `Ok(false)`: try again. `Err`: give up.
+    async fn after(
+        &mut self,
+        attempt: anyhow::Result<()>,
+        running: &mut Running,
+        log: &Path,
+    ) -> anyhow::Result<bool> {
+        let error = match attempt {
+            Ok(()) => return Ok(true),
+            Err(e) => e,
+        };
+        if let Some(status) = running.child.try_wait().context("check child")? {
+            bail!(
+                "{} exited during start-up ({status}); log tail:\n{}",
+                running.name,
+                log_tail(log, 20)
+            );
+        }
+        if Instant::now() >= self.deadline {
+            bail!(
+                "{} was not ready within the deadline (last probe: {error:#}); log tail:\n{}",
+                running.name,
+                log_tail(log, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(false)
+    }
+}
+
+/// Stop one process; returns how long it took to exit.
+async fn stop(mut running: Running, how: StopHow, timeout: Duration) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    if running.child.try_wait().context("check child")?.is_some() {
+        return Ok(Duration::ZERO);
+    }
+    if how == StopHow::Graceful {
+        // std has no way to send SIGTERM without unsafe code; `kill` is on every Unix.
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &running.pid.to_string()])
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if sent {
+            match tokio::time::timeout(timeout, running.child.wait()).await {
+                Ok(status) => {
+                    status.with_context(|| format!("wait for {}", running.name))?;
+                    return Ok(t0.elapsed());
+                }
+                Err(_) => tracing::warn!(
+                    name = running.name,
+                    "did not exit after SIGTERM within the deadline; killing"
+                ),
+            }
+        }
+    }
+    running
+        .child
+        .start_kill()
+        .with_context(|| format!("kill {}", running.name))?;
+    tokio::time::timeout(timeout, running.child.wait())
+        .await
+        .with_context(|| format!("{} did not exit after SIGKILL", running.name))?
+        .with_context(|| format!("wait for {}", running.name))?;
+    if how == StopHow::Graceful {
+        bail!("{} had to be killed after the stop deadline", running.name);
+    }
+    Ok(t0.elapsed())
+}
+
+/// The last `lines` lines of a log file (for error messages).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(log_tail(&p, 2), "c\nd");
+        assert_eq!(log_tail(&dir.path().join("missing"), 2), "");
+    }
+}

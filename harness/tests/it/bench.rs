@@ -1,0 +1,162 @@
+//! The bench engine end to end: a tiny configuration of two scenarios against a real
+//! nats-server and an in-process database service, through `run_bench`, down to the files of
+//! the run directory.
+
+use harness::provision::NatsChoice;
+use harness::results::{RunResults, Verdict, RESULTS_FILE};
+use harness::run::exit;
+use harness::{run_bench, BenchOptions, ServicesUnderTest};
+use std::path::Path;
+
+const CONFIG: &str = r#"
+[services]
+start_bot = false
+ready_timeout_s = 5.0
+sample_interval_ms = 100
+
+[scenarios.calibration]
+delay_ms = 10.0
+rate_per_s = 20
+duration_s = 1.5
+spin_us = 200
+targets = [{ metric = "p50_error_abs_pct", op = "<=", threshold = 50.0 }]
+
+[scenarios.single_event_latency]
+rate_per_s = 200
+duration_s = 1.5
+warmup_s = 0.2
+payload_bytes = 32
+drain_timeout_s = 10
+targets = [{ metric = "accounting.committed", op = ">=", threshold = 300.0 }]
+"#;
+
+fn options(url: &str, dir: &Path, scenarios: &[&str]) -> BenchOptions {
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    BenchOptions {
+        services: ServicesUnderTest::AlreadyRunning,
+        nats: NatsChoice::External(url.to_owned()),
+        scenarios: scenarios.iter().map(|s| (*s).to_owned()).collect(),
+        profile: "quick".into(),
+        config_path,
+        out: Some(dir.join("run")),
+        runs_dir: dir.join("runs"),
+        seed: 7,
+        progress: false,
+    }
+}
+
+#[test]
+fn two_scenarios_end_to_end_write_an_honest_run_directory() {
+    let nats = natskit::NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The service under test runs in its own runtime; run_bench builds another for the harness.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = rosey_dbservice::Config::new(nats.url(), dir.path().join("service.db"));
+    config.commit_notices = true;
+    let service = rt.block_on(rosey_dbservice::spawn(config)).unwrap();
+
+    let outcome = run_bench(options(
+        nats.url(),
+        dir.path(),
+        &["single_event_latency", "calibration"],
+    ))
+    .unwrap();
+    rt.block_on(service.shutdown()).unwrap();
+
+    assert_ne!(
+        outcome.exit_code,
+        exit::HARNESS_ERROR,
+        "{:?}",
+        outcome.results.harness_errors
+    );
+    let text = std::fs::read_to_string(outcome.run_dir.join(RESULTS_FILE)).unwrap();
+    let results = RunResults::from_json(&text).unwrap();
+    assert_eq!(results.run_id, outcome.results.run_id);
+    assert_eq!(results.scenarios.len(), outcome.results.scenarios.len());
+    let names: Vec<&str> = results.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["calibration", "single_event_latency"],
+        "table order, not request order"
+    );
+
+    // Delivery is proven per id by commit notices: everything sent was committed, once.
+    let single = results.scenario("single_event_latency").unwrap();
+    assert_eq!(single.error, None);
+    assert_eq!(single.accounting.sent, 300);
+    assert_eq!(single.accounting.committed, 300);
+    assert_eq!(
+        (single.accounting.lost, single.accounting.duplicated),
+        (0, 0)
+    );
+    assert_eq!(
+        single.latency.unwrap().count,
+        300,
+        "one latency per committed id"
+    );
+    assert_eq!(single.load.model, "open_loop");
+    assert!(single.histograms.iter().any(|h| h.name == "send_delay"));
+    assert!(
+        single.targets.iter().all(|t| t.passed),
+        "{:?}",
+        single.targets
+    );
+    // The service's own counters agree with the harness's accounting.
+    assert_eq!(single.metrics["service.committed"], 300.0);
+    // Interval histograms were written as an HdrHistogram log and add up to the headline.
+    let log = outcome
+        .run_dir
+        .join(single.interval_log.as_deref().unwrap());
+    let intervals = harness::histogram::read_interval_log(&log).unwrap();
+    let total: u64 = intervals.iter().map(|iv| iv.histogram.len()).sum();
+    assert_eq!(total, 300);
+    assert_eq!(single.intervals.iter().map(|p| p.count).sum::<u64>(), 300);
+    // The headline histogram decodes and matches its summary.
+    let h = harness::histogram::decode(&single.histograms[0].encoded).unwrap();
+    assert_eq!(h.len(), 300);
+
+    // The known delay is never under-reported; latency includes it.
+    let cal = results.scenario("calibration").unwrap();
+    assert_eq!(cal.error, None);
+    assert_eq!(cal.accounting.lost, 0);
+    assert!(cal.metrics["measured_p50_ms"] >= 10.0, "{:?}", cal.metrics);
+    assert!(cal.metrics["floor_p50_ms"] < cal.metrics["measured_p50_ms"]);
+    assert_ne!(cal.verdict, Verdict::Error);
+}
+
+#[test]
+fn no_service_means_a_harness_error_not_a_pass() {
+    let nats = natskit::NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(nats.url(), dir.path(), &["single_event_latency"]);
+    std::fs::write(
+        &opts.config_path,
+        CONFIG.replace("ready_timeout_s = 5.0", "ready_timeout_s = 0.5"),
+    )
+    .unwrap();
+    opts.seed = 8;
+    let outcome = run_bench(opts).unwrap();
+    assert_eq!(outcome.exit_code, exit::HARNESS_ERROR);
+    assert_eq!(
+        outcome.results.harness_errors.len(),
+        1,
+        "{:?}",
+        outcome.results.harness_errors
+    );
+    let single = outcome.results.scenario("single_event_latency").unwrap();
+    assert_eq!(single.verdict, Verdict::Error);
+    assert_eq!(single.accounting.committed, 0);
+}
+
+#[test]
+fn unknown_scenarios_are_rejected_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options("nats://127.0.0.1:1", dir.path(), &["no_such_scenario"]);
+    let err = run_bench(opts).unwrap_err();
+    assert!(format!("{err:#}").contains("unknown scenario"), "{err:#}");
+}
