@@ -319,20 +319,17 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
     let measured: Vec<&IntervalPoint> = intervals.iter().filter(|i| i.count > 0).collect();
     if !measured.is_empty() {
         let mid = |i: &IntervalPoint| i.t_s + i.length_s / 2.0;
-        let line = |label: &str, c: usize, f: &dyn Fn(&IntervalPoint) -> u64| {
-            Series::line(
-                label,
-                c,
-                measured
-                    .iter()
-                    .map(|i| (mid(i), f(i) as f64 / 1e6))
-                    .collect(),
-            )
+        let line = |label: &str, c: usize, bucket: Bucket, f: &dyn Fn(&IntervalPoint) -> u64| {
+            let points = measured
+                .iter()
+                .map(|i| (mid(i), f(i) as f64 / 1e6))
+                .collect();
+            Series::line(label, c, decimate(points, bucket))
         };
         let series = vec![
-            line("p50", 0, &|i| i.p50_ns),
-            line("p99", 1, &|i| i.p99_ns),
-            line("max", 3, &|i| i.max_ns),
+            line("p50", 0, Bucket::Mean, &|i| i.p50_ns),
+            line("p99", 1, Bucket::Max, &|i| i.p99_ns),
+            line("max", 3, Bucket::Max, &|i| i.max_ns),
         ];
         let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
         let y = Axis::fit("latency (ms)", ys, Scale::Linear);
@@ -344,6 +341,7 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
             .filter(|i| i.length_s > 0.0)
             .map(|i| (i.t_s + i.length_s / 2.0, i.count as f64 / i.length_s))
             .collect();
+        let points = decimate(points, Bucket::Mean);
         let y = Axis::fit("committed / s", points.iter().map(|p| p.1), Scale::Linear);
         out.push(ChartView::from_spec(&spec(
             "Throughput (committed per interval)",
@@ -368,7 +366,7 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
                         .filter(|r| r.process == *p)
                         .map(|r| (r.t_s, f(r)))
                         .collect();
-                    Series::line(p, i, points)
+                    Series::line(p, i, decimate(points, Bucket::Mean))
                 })
                 .collect()
         };
@@ -392,4 +390,67 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
         )));
     }
     (out, None)
+}
+
+/// How points that share a bucket are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucket {
+    Mean,
+    /// For tails and maxima: a spike must not be averaged away.
+    Max,
+}
+
+/// More points than a chart has pixels only make the page heavy (an hour at 100 ms samples is
+/// 36 000 points): combine consecutive points into at most [`MAX_LINE_POINTS`] buckets.
+const MAX_LINE_POINTS: usize = 600;
+
+fn decimate(points: Vec<(f64, f64)>, bucket: Bucket) -> Vec<(f64, f64)> {
+    if points.len() <= MAX_LINE_POINTS {
+        return points;
+    }
+    let size = points.len().div_ceil(MAX_LINE_POINTS);
+    points
+        .chunks(size)
+        .map(|chunk| {
+            let n = chunk.len() as f64;
+            let x = chunk.iter().map(|p| p.0).sum::<f64>() / n;
+            let y = match bucket {
+                Bucket::Mean => chunk.iter().map(|p| p.1).sum::<f64>() / n,
+                Bucket::Max => chunk.iter().map(|p| p.1).fold(f64::MIN, f64::max),
+            };
+            (x, y)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimation_keeps_spikes_and_bounds_points() {
+        let mut points: Vec<(f64, f64)> = (0..36_000).map(|i| (f64::from(i) * 0.1, 1.0)).collect();
+        points[12_345].1 = 50.0;
+        let max = decimate(points.clone(), Bucket::Max);
+        assert!(max.len() <= MAX_LINE_POINTS);
+        assert_eq!(max.iter().map(|p| p.1).fold(0.0, f64::max), 50.0);
+        let mean = decimate(points, Bucket::Mean);
+        assert!(mean.iter().all(|p| p.1 < 2.0));
+        let few = vec![(0.0, 1.0), (1.0, 2.0)];
+        assert_eq!(decimate(few.clone(), Bucket::Mean), few);
+    }
+
+    #[test]
+    fn spectrum_reaches_the_tail() {
+        let mut h = histogram::new_histogram();
+        for v in 1..=10_000u64 {
+            histogram::record(&mut h, v * 1_000);
+        }
+        let (points, x_max) = spectrum_points(&h);
+        assert_eq!(x_max, 10_000.0);
+        let last = points.last().unwrap();
+        assert_eq!(last.0, x_max);
+        assert!((last.1 - 10.0).abs() < 0.05, "{last:?}");
+        assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    }
 }
