@@ -129,3 +129,88 @@ fn sampler_sees_this_process_burn_cpu() {
     assert!(timeline.windows(2).all(|w| w[0].t_s <= w[1].t_s));
     drop(big);
 }
+
+/// Manual: runs the scenarios named in `ROSEY_BENCH_SCENARIOS` (comma separated) with the
+/// profile in `ROSEY_BENCH_PROFILE` (default `quick`) against the service binaries in
+/// `ROSEY_BENCH_BIN_DIR`, and prints the results. `cargo test -p harness --test it -- --ignored
+/// run_selected_scenarios --nocapture`.
+#[test]
+#[ignore = "runs real benchmark scenarios; for manual use"]
+fn run_selected_scenarios() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let scenarios: Vec<String> = var("ROSEY_BENCH_SCENARIOS")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let bin_dir =
+        std::path::PathBuf::from(var("ROSEY_BENCH_BIN_DIR").expect("set ROSEY_BENCH_BIN_DIR"));
+    let out = tempfile::Builder::new()
+        .prefix("rosey-bench-run-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let opts = harness::run::BenchOptions {
+        services: harness::ServicesUnderTest::Spawn(harness::services::ServiceBinaries {
+            dbservice: bin_dir.join("rosey-dbservice"),
+            bot: bin_dir.join("rosey-bot"),
+        }),
+        nats: match var("ROSEY_BENCH_NATS").as_deref() {
+            Some("container") => NatsChoice::Container,
+            Some("local") => NatsChoice::Local,
+            _ => NatsChoice::Auto,
+        },
+        scenarios,
+        profile: var("ROSEY_BENCH_PROFILE").unwrap_or_else(|| "quick".into()),
+        config_path: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench.toml"),
+        out: Some(out.clone()),
+        runs_dir: out.clone(),
+        seed: 1,
+        progress: false,
+    };
+    let outcome = harness::run::run_bench(opts).unwrap();
+    println!("{}", harness::run::summary_table(&outcome.results));
+    for s in &outcome.results.scenarios {
+        println!("--- {} {:?} {:?}", s.name, s.verdict, s.accounting);
+        if let Some(e) = &s.error {
+            println!("error: {e}");
+        }
+        for (k, v) in &s.metrics {
+            println!("  {k} = {v:.3}");
+        }
+        for h in &s.histograms {
+            println!(
+                "  hist {}: n={} p50={:.3}ms p99={:.3}ms max={:.3}ms",
+                h.name,
+                h.summary.count,
+                h.summary.p50_ns as f64 / 1e6,
+                h.summary.p99_ns as f64 / 1e6,
+                h.summary.max_ns as f64 / 1e6
+            );
+        }
+        for r in &s.resources {
+            println!(
+                "  res {}: cpu {:.3}s ({:.1}%) us/ev {:?} rss {}→{} MB slope {:?} MB/h",
+                r.process,
+                r.cpu_user_s + r.cpu_system_s,
+                r.cpu_percent,
+                r.cpu_us_per_event.map(|v| (v * 10.0).round() / 10.0),
+                r.rss_start_bytes / 1_000_000,
+                r.rss_end_bytes / 1_000_000,
+                r.rss_slope_bytes_per_hour.map(|v| (v / 1e6).round())
+            );
+        }
+        for t in &s.targets {
+            println!(
+                "  target {} {} {} -> {:?} {}",
+                t.metric,
+                t.op,
+                t.threshold,
+                t.actual,
+                if t.passed { "ok" } else { "MISSED" }
+            );
+        }
+        for n in &s.notes {
+            println!("  note: {n}");
+        }
+    }
+    println!("run dir: {}", outcome.run_dir.display());
+}

@@ -1,0 +1,347 @@
+//! Restarting the database service mid-stream under open-loop load, in both delivery modes:
+//!
+//! * `service_restart_core`: plain subscriptions (the seed's behaviour). Events published while
+//!   no service is subscribed are lost; the loss is measured and reported (`loss_expected`).
+//! * `service_restart_durable`: events go into the JetStream stream (published with
+//!   `Nats-Msg-Id` = event id; the PubAck proves the stream stored them, which is counted but is
+//!   not delivery). The service consumes them after the restart: nothing may be lost or
+//!   committed twice, proven by commit notices and by the `processed_events` rows in the
+//!   database file.
+//!
+//! Recovery is measured from the restart (the new process being spawned) to the first commit
+//! notice that process publishes; the stop, readiness and "stop → first commit" times are
+//! reported beside it. The restart is injected at a fixed time into the measured phase; that
+//! wait schedules the fault and is not part of any message's measurement.
+
+use super::scripted::{self, DrainUntil, Ids, Scripted, ScriptedPhase, SendVia};
+use crate::results::{LoadInfo, ScenarioResult};
+use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
+use crate::services::StopHow;
+use anyhow::Context;
+use bytes::Bytes;
+use rosey_protocol::{db::MessageLog, subjects, to_seed_json};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const CORE: ScenarioDef = ScenarioDef {
+    name: "service_restart_core",
+    title: "Service restart (core mode)",
+    description: "dbservice stopped and restarted mid-stream under open-loop message.log load on core NATS: recovery time to first commit, loss reported",
+    needs_services: true,
+    run: run_core,
+};
+
+pub const DURABLE: ScenarioDef = ScenarioDef {
+    name: "service_restart_durable",
+    title: "Service restart (durable mode)",
+    description: "dbservice killed and restarted mid-stream while events go into JetStream: recovery time to first commit, nothing lost or committed twice",
+    needs_services: true,
+    run: run_durable,
+};
+
+fn run_core(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(restart(ctx, Mode::Core))
+}
+
+fn run_durable(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(restart(ctx, Mode::Durable))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Core,
+    Durable,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Core => "core",
+            Mode::Durable => "durable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    rate_per_s: f64,
+    /// Measured phase, including the restart.
+    duration_s: f64,
+    #[serde(default)]
+    warmup_s: f64,
+    /// When, into the measured phase, the service is stopped.
+    restart_at_s: f64,
+    /// `graceful` (SIGTERM: the service drains and commits what it has) or `kill` (SIGKILL: a
+    /// crash).
+    stop: String,
+    #[serde(default = "default_payload")]
+    payload_bytes: usize,
+    #[serde(default = "default_drain")]
+    drain_timeout_s: f64,
+}
+
+fn default_payload() -> usize {
+    64
+}
+fn default_drain() -> f64 {
+    15.0
+}
+
+impl Params {
+    fn validate(&self) -> anyhow::Result<StopHow> {
+        anyhow::ensure!(
+            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
+            "rate_per_s must be positive"
+        );
+        anyhow::ensure!(
+            self.duration_s.is_finite() && self.duration_s > 0.0,
+            "duration_s must be positive"
+        );
+        anyhow::ensure!(
+            self.restart_at_s >= 0.0 && self.restart_at_s < self.duration_s,
+            "restart_at_s must fall inside the measured phase"
+        );
+        anyhow::ensure!(
+            self.warmup_s >= 0.0 && self.drain_timeout_s > 0.0,
+            "warmup_s/drain_timeout_s out of range"
+        );
+        match self.stop.as_str() {
+            "graceful" => Ok(StopHow::Graceful),
+            "kill" => Ok(StopHow::Kill),
+            other => anyhow::bail!("stop must be `graceful` or `kill`, got {other:?}"),
+        }
+    }
+}
+
+/// `message.log` payloads of the usual bench users.
+fn script(payload_bytes: usize) -> scripted::ScriptFn {
+    let text = super::filler(payload_bytes);
+    Arc::new(move |i| Scripted {
+        kind: 0,
+        subject: subjects::MESSAGE_LOG.to_owned(),
+        payload: Bytes::from(to_seed_json(&MessageLog {
+            username: Some(format!("bench-user-{}", i % 64)),
+            message: Some(text.clone()),
+        })),
+        expected_events: 1,
+    })
+}
+
+async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
+    let p: Params = ctx.params()?;
+    let how = p.validate()?;
+    let mut result = ctx.result(LoadInfo {
+        model: "open_loop".into(),
+        target_rate_per_s: Some(p.rate_per_s),
+        duration_s: p.duration_s,
+        warmup_s: p.warmup_s,
+        concurrency: Some(1),
+        payload_bytes: u32::try_from(p.payload_bytes).ok(),
+    });
+    let mut services = ctx.services().await?;
+    let original_mode = services.mode().to_owned();
+    let set_sampled = |pids: Vec<(String, u32)>| {
+        let mut all = pids;
+        all.extend(ctx.base_processes());
+        ctx.sampler.set_processes(all);
+    };
+    if original_mode != mode.as_str() {
+        services
+            .restart_dbservice(StopHow::Graceful, Some(mode.as_str()))
+            .await
+            .with_context(|| format!("switching the database service to {} mode", mode.as_str()))?;
+        set_sampled(services.pids());
+    }
+    let via = match mode {
+        Mode::Core => SendVia::Core,
+        Mode::Durable => {
+            SendVia::JetStream(Box::new(async_nats::jetstream::new(ctx.client.clone())))
+        }
+    };
+    let sender = crate::load::connect(&ctx.nats_url, &format!("bench-{}", ctx.name)).await?;
+    let phase = |tag: &str, duration_s: f64, drain_until| ScriptedPhase {
+        id_prefix: ctx.id_prefix(tag),
+        rate_per_s: p.rate_per_s,
+        count: crate::load::message_count(p.rate_per_s, duration_s),
+        script: script(p.payload_bytes),
+        kinds: vec!["message_log".into()],
+        ids: Ids::Direct,
+        via: via.clone(),
+        sender: sender.clone(),
+        drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
+        drain_until,
+    };
+
+    if p.warmup_s > 0.0 {
+        let bar = ctx.progress_bar("warm-up", 0);
+        let warm = scripted::run(
+            &ctx.client,
+            phase("warmup", p.warmup_s, DrainUntil::All),
+            &bar,
+        )
+        .await?;
+        bar.finish_and_clear();
+        if warm.phase.record.lost() > 0 {
+            result.notes.push(format!(
+                "warm-up: {} events not confirmed (not counted)",
+                warm.phase.record.lost()
+            ));
+        }
+    }
+
+    let bar = ctx.progress_bar("measure", 0);
+    let sampling = ctx.sampler.begin_phase();
+    let fault_at = Instant::now() + Duration::from_secs_f64(p.restart_at_s);
+    // Core mode: once the last event is proven, anything earlier still unproven was never
+    // received (lost while no service listened), so the drain can end there.
+    let drain_until = if mode == Mode::Core {
+        DrainUntil::LastProven
+    } else {
+        DrainUntil::All
+    };
+    let load = scripted::run(&ctx.client, phase("m", p.duration_s, drain_until), &bar);
+    let fault = async {
+        tokio::time::sleep_until(fault_at.into()).await;
+        let stop_requested = Instant::now();
+        let restarted = services.restart_dbservice(how, None).await;
+        (stop_requested, restarted)
+    };
+    let (outcome, (stop_requested, restarted)) = tokio::join!(load, fault);
+    let restarted = restarted.context("restarting the database service mid-stream")?;
+    set_sampled(services.pids());
+    let outcome = outcome?;
+    let (resources, timeline) = sampling.end(outcome.phase.record.confirmed);
+    bar.finish_and_clear();
+    result.resources = resources;
+    result.resource_timeline = timeline;
+
+    let spawned = stop_requested + restarted.stop;
+    let first_commit = outcome
+        .notice_times
+        .iter()
+        .copied()
+        .filter(|t| *t > spawned)
+        .min();
+    result
+        .metrics
+        .insert("stop_ms".into(), restarted.stop.as_secs_f64() * 1e3);
+    result
+        .metrics
+        .insert("ready_ms".into(), restarted.ready.as_secs_f64() * 1e3);
+    result.metrics.insert(
+        "restart_at_s".into(),
+        stop_requested
+            .saturating_duration_since(outcome.start)
+            .as_secs_f64(),
+    );
+    match first_commit {
+        Some(t) => {
+            result.metrics.insert(
+                "recovery_ms".into(),
+                t.saturating_duration_since(spawned).as_secs_f64() * 1e3,
+            );
+            result.metrics.insert(
+                "stop_to_first_commit_ms".into(),
+                t.saturating_duration_since(stop_requested).as_secs_f64() * 1e3,
+            );
+        }
+        None => result
+            .notes
+            .push("no commit notice arrived after the restart: no recovery time".into()),
+    }
+
+    scripted::fill(
+        ctx,
+        &mut result,
+        &outcome,
+        "intended send time → commit notice, across the restart (the outage shows in the tail)",
+        false,
+    )?;
+    let sent = outcome.phase.record.sent;
+    let lost = outcome.phase.record.lost();
+    result.metrics.insert(
+        "loss_pct".into(),
+        if sent > 0 {
+            lost as f64 * 100.0 / sent as f64
+        } else {
+            0.0
+        },
+    );
+    match mode {
+        Mode::Core => {
+            result.accounting.loss_expected = true;
+            // The drain ended when the last event was proven, not at a deadline; say so below.
+            result
+                .notes
+                .retain(|n| !n.contains("were not confirmed before the drain deadline"));
+            result.notes.push(format!(
+                "core mode: {lost} of {sent} events were lost while no service was subscribed ({} stop); reported, not failed",
+                p.stop
+            ));
+        }
+        Mode::Durable => {
+            result
+                .metrics
+                .insert("pub_acks".into(), outcome.pub_acks as f64);
+            result
+                .metrics
+                .insert("pub_ack_errors".into(), outcome.pub_ack_errors as f64);
+            let prefix = ctx.id_prefix("m");
+            let db_path = services.db_path().to_owned();
+            let rows = tokio::task::spawn_blocking(move || processed_rows(&db_path, &prefix))
+                .await
+                .context("database check thread")??;
+            result
+                .metrics
+                .insert("db_processed_events".into(), rows as f64);
+            if rows != outcome.phase.record.confirmed {
+                result.notes.push(format!(
+                    "processed_events holds {rows} of our ids, but {} were proven by commit notices",
+                    outcome.phase.record.confirmed
+                ));
+            }
+            result.notes.push(format!(
+                "durable mode, {} stop: published to JetStream with Nats-Msg-Id; {} PubAcks (storage, not delivery)",
+                p.stop, outcome.pub_acks
+            ));
+        }
+    }
+
+    // Leave the services as the run configured them, and a core-mode run without the stream
+    // (it would otherwise keep storing every event nobody consumes).
+    if original_mode != mode.as_str() {
+        services
+            .restart_dbservice(StopHow::Graceful, Some(&original_mode))
+            .await
+            .with_context(|| {
+                format!("switching the database service back to {original_mode} mode")
+            })?;
+        set_sampled(services.pids());
+        if original_mode == "core" {
+            let js = async_nats::jetstream::new(ctx.client.clone());
+            js.delete_stream(subjects::DURABLE_STREAM)
+                .await
+                .context("deleting the durable stream after the scenario")?;
+        }
+    }
+    Ok(result)
+}
+
+/// `processed_events` rows whose event id starts with `prefix` (durable mode records every
+/// committed event id there, once).
+fn processed_rows(db_path: &std::path::Path, prefix: &str) -> anyhow::Result<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("open {} read-only", db_path.display()))?;
+    let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM processed_events WHERE event_id LIKE ?1 ESCAPE '\\'",
+            [pattern],
+            |r| r.get(0),
+        )
+        .context("count processed_events")?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
