@@ -310,8 +310,8 @@ fn markdown_snapshot() {
 }
 
 #[test]
-fn markdown_without_baseline_and_with_an_incomparable_one() {
-    let (_cur_dir, current) = temp_run(&CURRENT);
+fn without_baseline_and_with_an_incomparable_one() {
+    let (cur_dir, current) = temp_run(&CURRENT);
     let none = report::render_markdown(&current, None, None).unwrap();
     assert!(none.contains("Baseline: none"), "{none}");
     assert!(none.contains("| no baseline |"), "{none}");
@@ -331,6 +331,23 @@ fn markdown_without_baseline_and_with_an_incomparable_one() {
         text.contains("| not comparable |") && !text.contains(" %"),
         "no change may be shown: {text}"
     );
+    // Neither is the HTML: a banner names the difference and no baseline is overlaid; the gate
+    // refuses to compare.
+    let html = report::render_html(
+        &current,
+        cur_dir.path(),
+        Some((&other, "given explicitly".into())),
+        None,
+    )
+    .unwrap();
+    assert!(
+        html.contains("Not comparable:") && html.contains("kernel: 6.1.0-rosey vs 6.12.0-other")
+    );
+    assert!(
+        !html.contains("baseline babe000"),
+        "a not-comparable baseline was overlaid"
+    );
+    assert!(report::gate(&current, cur_dir.path(), &other).is_none());
 }
 
 /// Twenty scenarios with long notes still fit a pull-request comment (65 536 characters).
