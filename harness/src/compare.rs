@@ -34,7 +34,7 @@ pub mod input;
 pub mod render;
 pub mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::histogram;
 use crate::results::{ScenarioResult, Verdict};

@@ -13,14 +13,14 @@ use std::time::{Duration, SystemTime};
 /// A synthetic scenario: `intervals` one-second intervals of about `events` log-normal latencies
 /// around `median_ns`; `interval_sigma` adds a random per-interval factor (machine noise).
 #[derive(Clone, Copy)]
-struct Synth {
-    intervals: usize,
-    events: u64,
-    median_ns: f64,
-    sigma: f64,
-    interval_sigma: f64,
-    cpu_us_per_event: f64,
-    seed: u64,
+pub(crate) struct Synth {
+    pub(crate) intervals: usize,
+    pub(crate) events: u64,
+    pub(crate) median_ns: f64,
+    pub(crate) sigma: f64,
+    pub(crate) interval_sigma: f64,
+    pub(crate) cpu_us_per_event: f64,
+    pub(crate) seed: u64,
 }
 
 impl Default for Synth {
@@ -92,7 +92,7 @@ fn environment() -> Environment {
 }
 
 /// Write a run with one scenario per `(name, synth)` into `dir` and load it back.
-fn run(dir: &Path, run_id: &str, scenarios: &[(&str, Synth)]) -> RunInput {
+pub(crate) fn run(dir: &Path, run_id: &str, scenarios: &[(&str, Synth)]) -> RunInput {
     std::fs::create_dir_all(dir).unwrap();
     let mut results = RunResults {
         schema_version: SCHEMA_VERSION,

@@ -1,0 +1,541 @@
+//! Interleaved A/B runs: `cargo xtask bench --against <revision>`.
+//!
+//! Two separate runs taken minutes apart differ by more than the code: the machine warms up,
+//! neighbours come and go. Here the baseline revision (A) and the working tree (B) run in short
+//! rounds, alternating in an A B B A A B B A … order against one NATS server at the same
+//! configuration, so that drift falls on both sides alike. Round *k* of A is paired with round
+//! *k* of B (they ran next to each other) and the gate's paired bootstrap resamples pairs of
+//! rounds, then intervals within them. The noise floor comes from the same run: A rounds against
+//! A rounds and B rounds against B rounds, split in the same balanced pattern.
+//!
+//! The other revision's services are built in a `git worktree` with their own target directory,
+//! cached by commit under `<cache_dir>/<commit>/`. Extra database-service arguments can be given
+//! to either side (e.g. the fault-injection flag `--fault-stats-delay-ms` to the candidate only);
+//! they are applied through a small wrapper script that `exec`s the real binary, so the engine
+//! and its process sampling see the service itself.
+
+use crate::compare::{self, CompareOptions, Comparison, NoiseFloors, RunInput, Side};
+use crate::provision::{self, NatsChoice};
+use crate::run::{run_bench, BenchOptions, ServicesUnderTest};
+use crate::services::ServiceBinaries;
+use anyhow::Context;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Which build a round runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// The `--against` revision (baseline).
+    A,
+    /// The working tree (candidate).
+    B,
+}
+
+/// The order of `rounds_per_side` rounds per arm: A B B A, A B B A, … Each consecutive pair
+/// holds one round of each arm, and each arm goes first in half of the pairs, so both a linear
+/// drift and a "second round is warmer" effect cancel.
+pub fn round_order(rounds_per_side: usize) -> Vec<Arm> {
+    (0..rounds_per_side)
+        .flat_map(|k| {
+            if k % 2 == 0 {
+                [Arm::A, Arm::B]
+            } else {
+                [Arm::B, Arm::A]
+            }
+        })
+        .collect()
+}
+
+/// Everything an A/B run needs.
+#[derive(Debug, Clone)]
+pub struct AbOptions {
+    /// Root of the checkout (where `git` runs).
+    pub workspace_root: PathBuf,
+    /// The baseline revision (anything `git rev-parse` understands).
+    pub against: String,
+    /// Cache of built revisions (e.g. `target/ab`).
+    pub cache_dir: PathBuf,
+    /// A release target directory to seed a new revision's build with (saves rebuilding the
+    /// dependencies), e.g. the one the candidate was built in.
+    pub seed_target_dir: Option<PathBuf>,
+    /// The working tree's binaries.
+    pub candidate: ServiceBinaries,
+    pub candidate_dbservice_args: Vec<String>,
+    pub baseline_dbservice_args: Vec<String>,
+    pub rounds_per_side: usize,
+    /// Template for every round: NATS choice, scenarios, profile, configuration, seed. `out` is
+    /// the directory of the whole A/B run (default: `<runs_dir>/ab-<UTC time>`).
+    pub bench: BenchOptions,
+    pub compare: CompareOptions,
+}
+
+/// What an A/B run produced.
+#[derive(Debug, Clone)]
+pub struct AbOutcome {
+    pub dir: PathBuf,
+    pub comparison: Comparison,
+    /// A rounds against A rounds and B against B: the noise floor's source.
+    pub aa: Comparison,
+    pub bb: Comparison,
+    pub exit_code: u8,
+}
+
+/// Build (or reuse) the services of `revision`; returns the full commit id and the binaries.
+pub fn build_revision(
+    root: &Path,
+    revision: &str,
+    cache_dir: &Path,
+    seed_target_dir: Option<&Path>,
+) -> anyhow::Result<(String, ServiceBinaries)> {
+    let commit = git(
+        root,
+        &["rev-parse", "--verify", &format!("{revision}^{{commit}}")],
+    )
+    .with_context(|| format!("resolve revision {revision:?}"))?;
+    let cache = cache_dir.join(&commit);
+    let bin = cache.join("bin");
+    let binaries = ServiceBinaries {
+        dbservice: bin.join("rosey-dbservice"),
+        bot: bin.join("rosey-bot"),
+    };
+    if binaries.dbservice.is_file() && binaries.bot.is_file() {
+        eprintln!(
+            "ab: reusing the build of {} from {}",
+            &commit[..12],
+            cache.display()
+        );
+        return Ok((commit, binaries));
+    }
+    let target = cache.join("target");
+    if let Some(seed) = seed_target_dir.filter(|s| s.join("release").is_dir()) {
+        if !target.join("release").exists() {
+            std::fs::create_dir_all(&target)?;
+            eprintln!("ab: seeding {} from {}", target.display(), seed.display());
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(seed.join("release"))
+                .arg(&target)
+                .status()
+                .context("copy the seed target directory")?;
+            anyhow::ensure!(status.success(), "copying {} failed", seed.display());
+        }
+    }
+    let src = cache.join("src");
+    if src.exists() {
+        let _ = git(
+            root,
+            &["worktree", "remove", "--force", &src.to_string_lossy()],
+        );
+        let _ = std::fs::remove_dir_all(&src);
+        let _ = git(root, &["worktree", "prune"]);
+    }
+    git(
+        root,
+        &[
+            "worktree",
+            "add",
+            "--detach",
+            &src.to_string_lossy(),
+            &commit,
+        ],
+    )
+    .context("git worktree add")?;
+    eprintln!(
+        "ab: building rosey-dbservice and rosey-bot at {} (release)",
+        &commit[..12]
+    );
+    let built = cargo_build_services(&src, &target);
+    let removed = git(
+        root,
+        &["worktree", "remove", "--force", &src.to_string_lossy()],
+    );
+    let (dbservice, bot) = built?;
+    removed.context("git worktree remove")?;
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(&dbservice, &binaries.dbservice).context("keep rosey-dbservice")?;
+    std::fs::copy(&bot, &binaries.bot).context("keep rosey-bot")?;
+    Ok((commit, binaries))
+}
+
+fn git(root: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .output()
+        .context("run git")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `cargo build --release -p rosey-dbservice -p rosey-bot` in `src`, executables read from
+/// cargo's artifact messages.
+fn cargo_build_services(src: &Path, target: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(src)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rosey-dbservice",
+            "-p",
+            "rosey-bot",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("run cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let (mut dbservice, mut bot) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo build output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        match msg["target"]["name"].as_str() {
+            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
+            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("wait for cargo build")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --release of the baseline's services failed"
+    );
+    Ok((
+        dbservice.context("no rosey-dbservice binary built")?,
+        bot.context("no rosey-bot binary built")?,
+    ))
+}
+
+/// A shell script that runs `binary` with `args` before the engine's own arguments. `exec`
+/// keeps the pid, so the engine still signals and samples the service itself.
+pub fn wrap_with_args(
+    dir: &Path,
+    name: &str,
+    binary: &Path,
+    args: &[String],
+) -> anyhow::Result<PathBuf> {
+    if args.is_empty() {
+        return Ok(binary.to_owned());
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut script = format!("#!/bin/sh\nexec {}", quote(&binary.to_string_lossy()));
+    for a in args {
+        script.push(' ');
+        script.push_str(&quote(a));
+    }
+    script.push_str(" \"$@\"\n");
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, script).with_context(|| format!("write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// Run the rounds and compare. The baseline is built first, so a build failure costs no rounds.
+pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
+    anyhow::ensure!(
+        opts.rounds_per_side >= 2,
+        "an A/B run needs at least 2 rounds per side (got {})",
+        opts.rounds_per_side
+    );
+    let (commit, baseline) = build_revision(
+        &opts.workspace_root,
+        &opts.against,
+        &opts.cache_dir,
+        opts.seed_target_dir.as_deref(),
+    )?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let dir = opts
+        .bench
+        .out
+        .clone()
+        .unwrap_or_else(|| opts.bench.runs_dir.join(format!("ab-{stamp}")));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let wrappers = dir.join("bin");
+    let arms = [
+        (
+            Arm::A,
+            ServiceBinaries {
+                dbservice: wrap_with_args(
+                    &wrappers,
+                    "baseline-rosey-dbservice",
+                    &baseline.dbservice,
+                    &opts.baseline_dbservice_args,
+                )?,
+                bot: baseline.bot.clone(),
+            },
+        ),
+        (
+            Arm::B,
+            ServiceBinaries {
+                dbservice: wrap_with_args(
+                    &wrappers,
+                    "candidate-rosey-dbservice",
+                    &opts.candidate.dbservice,
+                    &opts.candidate_dbservice_args,
+                )?,
+                bot: opts.candidate.bot.clone(),
+            },
+        ),
+    ];
+
+    // One NATS server for every round.
+    let nats = provision::provision(&opts.bench.nats, &dir).context("provision nats")?;
+    eprintln!(
+        "ab: nats {} {} at {}",
+        nats.info.kind, nats.info.server_version, nats.url
+    );
+    let order = round_order(opts.rounds_per_side);
+    let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
+    for (i, arm) in order.iter().enumerate() {
+        let binaries = arms
+            .iter()
+            .find(|(a, _)| a == arm)
+            .map(|(_, b)| b.clone())
+            .context("arm binaries")?;
+        let round_dir = dir.join("rounds").join(format!("{:02}-{arm:?}", i + 1));
+        eprintln!("ab: round {}/{} ({arm:?})", i + 1, order.len());
+        let outcome = run_bench(BenchOptions {
+            services: ServicesUnderTest::Spawn(binaries),
+            nats: NatsChoice::External(nats.url.clone()),
+            out: Some(round_dir.clone()),
+            ..opts.bench.clone()
+        })
+        .with_context(|| format!("round {} ({arm:?})", i + 1))?;
+        let mut results = outcome.results;
+        if *arm == Arm::A {
+            // The engine fingerprints the checkout it runs from; this round ran the baseline's build.
+            results.environment.git_revision.clone_from(&commit);
+            results.environment.git_dirty = false;
+            results.environment.commit_subject =
+                git(&opts.workspace_root, &["log", "-1", "--format=%s", &commit]).ok();
+            crate::run::write_results(&round_dir, &results)?;
+        }
+        let input = RunInput {
+            results,
+            dir: Some(round_dir),
+        };
+        match arm {
+            Arm::A => a_rounds.push(input),
+            Arm::B => b_rounds.push(input),
+        }
+    }
+    drop(nats);
+
+    let (comparison, aa, bb) = interleaved_comparison(a_rounds, b_rounds, &opts.compare);
+    compare::write(&dir, &comparison)?;
+    std::fs::write(dir.join("aa.json"), serde_json::to_string_pretty(&aa)?)?;
+    std::fs::write(dir.join("bb.json"), serde_json::to_string_pretty(&bb)?)?;
+    let exit_code = comparison.exit_code();
+    Ok(AbOutcome {
+        dir,
+        comparison,
+        aa,
+        bb,
+        exit_code,
+    })
+}
+
+/// The paired A/B comparison of interleaved rounds, with the noise floor taken from the same
+/// run: alternate A rounds against the other A rounds, and the same for B. Returns the A/B
+/// comparison and the A/A and B/B comparisons it used.
+pub fn interleaved_comparison(
+    a: Vec<RunInput>,
+    b: Vec<RunInput>,
+    options: &CompareOptions,
+) -> (Comparison, Comparison, Comparison) {
+    // Split one arm's rounds in the same X Y Y X pattern, so that drift cancels in the A/A
+    // comparison as it does in the A/B one (alternate rounds would be confounded with drift).
+    let halves = |rounds: &[RunInput], label: &str| -> (Side, Side) {
+        let pattern = round_order(rounds.len().div_ceil(2));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (r, arm) in rounds.iter().zip(pattern) {
+            if arm == Arm::A {
+                x.push(r.clone());
+            } else {
+                y.push(r.clone());
+            }
+        }
+        (
+            Side {
+                label: format!("{label} rounds 1, 4, 5, 8, …"),
+                rounds: x,
+            },
+            Side {
+                label: format!("{label} rounds 2, 3, 6, 7, …"),
+                rounds: y,
+            },
+        )
+    };
+    let (a_even, a_odd) = halves(&a, "A");
+    let (b_even, b_odd) = halves(&b, "B");
+    // The A/A comparisons themselves are not gated, so they need no noise floor of their own:
+    // an empty map makes them report the raw between-halves change.
+    let none = NoiseFloors::new();
+    let aa = compare::compare_sides(&a_even, &a_odd, false, Some(&none), options);
+    let bb = compare::compare_sides(&b_even, &b_odd, false, Some(&none), options);
+    let mut floors = NoiseFloors::new();
+    for m in aa.metrics.iter().chain(&bb.metrics) {
+        let Some(change) = m.change else { continue };
+        let size = if m.scale == "relative" {
+            (1.0 + change).ln().abs()
+        } else {
+            change.abs()
+        };
+        let entry = floors
+            .entry((m.scenario.clone(), m.metric.clone()))
+            .or_insert(0.0);
+        *entry = entry.max(size);
+    }
+    let base = Side {
+        label: "baseline (A)".into(),
+        rounds: a,
+    };
+    let cand = Side {
+        label: "candidate (B)".into(),
+        rounds: b,
+    };
+    let mut comparison = compare::compare_sides(&base, &cand, true, Some(&floors), options);
+    let flagged = |c: &Comparison| {
+        c.count(compare::ChangeVerdict::Regressed) + c.count(compare::ChangeVerdict::Improved)
+    };
+    comparison.notes.push(format!(
+        "noise floor from this run: A rounds against A rounds ({} of {} metrics flagged) and B against B ({} of {} flagged); \
+         the floor of each metric is the larger of the two changes",
+        flagged(&aa),
+        aa.metrics.len(),
+        flagged(&bb),
+        bb.metrics.len()
+    ));
+    (comparison, aa, bb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::tests::{run, Synth};
+    use crate::compare::ChangeVerdict;
+
+    #[test]
+    fn order_alternates_and_balances() {
+        use Arm::{A, B};
+        assert_eq!(round_order(4), vec![A, B, B, A, A, B, B, A]);
+        let order = round_order(6);
+        assert_eq!(order.iter().filter(|a| **a == A).count(), 6);
+        // Each arm's mean position is the same: linear drift cancels.
+        let mean = |arm| {
+            order
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a == arm)
+                .map(|(i, _)| i as f64)
+                .sum::<f64>()
+                / 6.0
+        };
+        assert!(
+            (mean(A) - mean(B)).abs() <= 0.5 / 6.0 * 6.0,
+            "{} vs {}",
+            mean(A),
+            mean(B)
+        );
+    }
+
+    /// Rounds that drift 8 % per round (the machine heating up) around a candidate `factor`.
+    fn rounds(dir: &Path, factor: f64) -> (Vec<RunInput>, Vec<RunInput>) {
+        let order = round_order(4);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, arm) in order.iter().enumerate() {
+            let drift = 1.0 + 0.08 * i as f64;
+            let f = if *arm == Arm::B { factor } else { 1.0 };
+            let synth = Synth {
+                intervals: 6,
+                events: 2000,
+                median_ns: 200_000.0 * drift * f,
+                seed: 100 + i as u64,
+                ..Synth::default()
+            };
+            let r = run(&dir.join(format!("{i}")), &format!("r{i}"), &[("s", synth)]);
+            if *arm == Arm::A {
+                a.push(r);
+            } else {
+                b.push(r);
+            }
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn drift_cancels_in_an_aa_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = rounds(dir.path(), 1.0);
+        let (c, aa, _) = interleaved_comparison(a, b, &CompareOptions::default());
+        assert_eq!(c.mode, "interleaved");
+        assert_eq!(
+            c.count(ChangeVerdict::Regressed),
+            0,
+            "{}",
+            compare::render::markdown(&c)
+        );
+        assert_eq!(c.exit_code(), 0);
+        // The balanced split cancels the drift in the A/A comparison too.
+        assert_eq!(
+            aa.count(ChangeVerdict::Regressed) + aa.count(ChangeVerdict::Improved),
+            0,
+            "{}",
+            compare::render::markdown(&aa)
+        );
+    }
+
+    #[test]
+    fn a_real_regression_stands_out_of_drift() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = rounds(dir.path(), 1.5);
+        let (c, _, _) = interleaved_comparison(a, b, &CompareOptions::default());
+        let p50 = c.metrics.iter().find(|m| m.metric == "p50").unwrap();
+        assert_eq!(p50.verdict, ChangeVerdict::Regressed, "{p50:?}");
+        let [lo, hi] = p50.ci.unwrap();
+        assert!(lo < 0.5 && 0.5 < hi, "{lo}..{hi}");
+        assert_eq!(c.exit_code(), 2);
+    }
+
+    #[test]
+    fn wrapper_passes_extra_arguments_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let echo = wrap_with_args(
+            dir.path(),
+            "w",
+            Path::new("/bin/echo"),
+            &["--fault-stats-delay-ms=2".into(), "it's".into()],
+        )
+        .unwrap();
+        let out = Command::new(&echo)
+            .arg("--nats-url")
+            .arg("x")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "--fault-stats-delay-ms=2 it's --nats-url x\n"
+        );
+        assert_eq!(
+            wrap_with_args(dir.path(), "v", Path::new("/bin/echo"), &[]).unwrap(),
+            Path::new("/bin/echo")
+        );
+    }
+}
