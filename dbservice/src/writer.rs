@@ -397,3 +397,144 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Database;
+
+    fn event(op: WriteOp, id: &str) -> WriterMsg {
+        WriterMsg::Event(Event {
+            op,
+            id: Some(id.to_owned()),
+            dedupe_key: Some(id.to_owned()),
+            ack: Some(Subject::from(format!("ack.{id}"))),
+        })
+    }
+
+    fn chat(message: &str) -> WriteOp {
+        WriteOp::ChatMessage {
+            username: "amy".into(),
+            message: message.into(),
+        }
+    }
+
+    /// Runs a writer over `msgs` (all queued before it starts, so they form one batch) and
+    /// returns its outcomes and the database path.
+    fn run_writer(
+        setup: &str,
+        msgs: Vec<WriterMsg>,
+        dedupe: bool,
+    ) -> (Vec<Outcome>, Arc<Stats>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::new(dir.path().join("w.db"));
+        db.open().unwrap();
+        db.conn().unwrap().execute_batch(setup).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel(msgs.len().max(1));
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        for m in msgs {
+            tx.try_send(m).unwrap();
+        }
+        drop(tx);
+        let stats = Arc::new(Stats::default());
+        let cfg = WriterConfig {
+            max_events: 100,
+            max_wait: Duration::from_millis(1),
+            dedupe,
+        };
+        let writer = Writer::new(db, rx, out_tx, Arc::clone(&stats), cfg, rt.handle().clone());
+        std::thread::spawn(move || writer.run())
+            .join()
+            .unwrap()
+            .unwrap();
+        let mut outcomes = Vec::new();
+        while let Ok(o) = out_rx.try_recv() {
+            outcomes.push(o);
+        }
+        (outcomes, stats, dir)
+    }
+
+    #[test]
+    fn one_failing_event_does_not_roll_back_the_others() {
+        // Without the table, the user-count write fails; the chat lines around it must commit.
+        let msgs = vec![
+            event(WriteOp::UserJoined("amy".into()), "j"),
+            event(chat("a"), "a"),
+            event(
+                WriteOp::UserCount {
+                    chat: 1,
+                    connected: 1,
+                },
+                "bad",
+            ),
+            event(chat("b"), "b"),
+        ];
+        let (outcomes, stats, dir) = run_writer("DROP TABLE user_count_history;", msgs, true);
+        assert_eq!(outcomes.len(), 1, "one transaction");
+        let o = &outcomes[0];
+        assert_eq!(o.ids, ["j", "a", "b"]);
+        assert_eq!(
+            o.term.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            ["ack.bad"]
+        );
+        assert_eq!(o.ack.len(), 3);
+        assert!(o.nak.is_empty());
+        assert_eq!(stats.committed.load(Relaxed), 3);
+        assert_eq!(stats.failed.load(Relaxed), 1);
+        let db = Database::open_path(dir.path().join("w.db")).unwrap();
+        assert_eq!(db.recent_chat_count().unwrap(), 2);
+        assert_eq!(
+            db.get_user_stats("amy").unwrap().unwrap().total_chat_lines,
+            2
+        );
+        assert!(
+            !db.is_event_processed("bad").unwrap(),
+            "the failed event's id is rolled back too"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_skipped_and_acknowledged() {
+        let msgs = vec![
+            event(chat("x"), "same"),
+            event(chat("x"), "same"),
+            event(chat("y"), "other"),
+        ];
+        let (outcomes, stats, dir) = run_writer("", msgs, true);
+        let o = &outcomes[0];
+        assert_eq!(o.ids, ["same", "other"]);
+        assert_eq!(o.duplicate_ids, ["same"]);
+        assert_eq!((o.ack.len(), o.events), (3, 3));
+        assert_eq!(stats.duplicates.load(Relaxed), 1);
+        let db = Database::open_path(dir.path().join("w.db")).unwrap();
+        assert_eq!(db.recent_chat_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn enqueue_replies_after_commit_and_closing_ends_sessions() {
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        let msgs = vec![
+            event(WriteOp::UserJoined("amy".into()), "j"),
+            WriterMsg::Enqueue {
+                message: "hello".into(),
+                reply: reply_tx,
+            },
+        ];
+        let (_, stats, dir) = run_writer("", msgs, false);
+        assert_eq!(reply_rx.try_recv().unwrap(), Ok(1));
+        assert_eq!(stats.batches.load(Relaxed), 1);
+        let db = Database::open_path(dir.path().join("w.db")).unwrap();
+        assert_eq!(db.get_unsent_outbound_messages(10, 3).unwrap().len(), 1);
+        assert_eq!(
+            db.get_user_stats("amy")
+                .unwrap()
+                .unwrap()
+                .current_session_start,
+            None
+        );
+    }
+}
