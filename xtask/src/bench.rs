@@ -42,6 +42,9 @@ pub struct Args {
     pub dbservice_bin: Option<PathBuf>,
     #[arg(long, requires = "dbservice_bin")]
     pub bot_bin: Option<PathBuf>,
+    /// Regression gate (`--against`, `--baseline`, ...): see `crate::compare::GateArgs`.
+    #[command(flatten)]
+    pub gate: crate::compare::GateArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -63,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ("local", _) => NatsChoice::Local,
         _ => NatsChoice::Auto,
     };
-    let outcome = harness::run_bench(BenchOptions {
+    let options = BenchOptions {
         services: ServicesUnderTest::Spawn(binaries),
         nats,
         scenarios: args.scenarios,
@@ -75,7 +78,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         runs_dir: root.join("reports").join("runs"),
         seed: args.seed,
         progress: std::io::stderr().is_terminal(),
-    })?;
+    };
+    // Regression gate: an interleaved A/B run replaces the single run.
+    if args.gate.against.is_some() {
+        return crate::compare::bench_against(&args.gate, &root, options);
+    }
+    let outcome = harness::run_bench(options)?;
     println!();
     print!("{}", harness::run::summary_table(&outcome.results));
     println!();
@@ -86,7 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .join(harness::results::RESULTS_FILE)
             .display()
     );
-    Ok(outcome.exit_code)
+    // Regression gate: compare the run with `--baseline`, if given.
+    crate::compare::bench_baseline(&args.gate, &outcome)
 }
 
 /// The workspace root (where the top-level Cargo.toml is).

@@ -119,3 +119,118 @@ fn output_dir(args: &Args, candidate: &RunInput) -> PathBuf {
         .or_else(|| candidate.dir.clone())
         .unwrap_or_else(|| Path::new(".").to_owned())
 }
+
+/// The regression-gate options of `cargo xtask bench` (flattened into its arguments).
+#[derive(clap::Args, Debug, Clone)]
+pub struct GateArgs {
+    /// Interleaved A/B run: the working tree (B) against this git revision (A), in alternating
+    /// rounds (A B B A …) on one NATS server, then the paired comparison.
+    #[arg(long, value_name = "REV")]
+    pub against: Option<String>,
+    /// Rounds per side of an A/B run.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub rounds: usize,
+    /// Extra argument for the working tree's rosey-dbservice in an A/B run (repeatable), e.g.
+    /// `--candidate-dbservice-arg=--fault-stats-delay-ms=2`.
+    #[arg(
+        long = "candidate-dbservice-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub candidate_dbservice_args: Vec<String>,
+    /// Extra argument for the baseline revision's rosey-dbservice in an A/B run (repeatable).
+    #[arg(
+        long = "baseline-dbservice-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    pub baseline_dbservice_args: Vec<String>,
+    /// After the run, compare it with this baseline (run directory, results.json or
+    /// `history:<branch>`), as `cargo xtask compare` does.
+    #[arg(long, value_name = "BASELINE")]
+    pub baseline: Option<String>,
+    /// History store for `--baseline history:<branch>`.
+    #[arg(long, default_value = "reports/history", value_name = "DIR")]
+    pub history_dir: PathBuf,
+    /// Smallest change worth a verdict, in percent.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    pub min_effect: f64,
+}
+
+impl GateArgs {
+    fn options(&self) -> CompareOptions {
+        CompareOptions {
+            min_effect: self.min_effect / 100.0,
+            ..CompareOptions::default()
+        }
+    }
+}
+
+/// `cargo xtask bench --against <rev>`: the interleaved A/B run in place of a single run.
+pub fn bench_against(
+    gate: &GateArgs,
+    root: &Path,
+    bench: harness::BenchOptions,
+) -> anyhow::Result<u8> {
+    let against = gate.against.clone().context("--against")?;
+    let harness::ServicesUnderTest::Spawn(candidate) = bench.services.clone() else {
+        anyhow::bail!("an A/B run starts the services itself");
+    };
+    // `<target>/release/rosey-dbservice`: the target directory seeds the baseline's build.
+    let target_dir = candidate
+        .dbservice
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned);
+    let cache_dir = target_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target"))
+        .join("ab");
+    let outcome = harness::ab::run_ab(harness::ab::AbOptions {
+        workspace_root: root.to_owned(),
+        against,
+        cache_dir,
+        seed_target_dir: target_dir,
+        candidate,
+        candidate_dbservice_args: gate.candidate_dbservice_args.clone(),
+        baseline_dbservice_args: gate.baseline_dbservice_args.clone(),
+        rounds_per_side: gate.rounds,
+        bench,
+        compare: gate.options(),
+    })?;
+    print!("{}", compare::render::markdown(&outcome.comparison));
+    eprintln!(
+        "ab: wrote {} (compare.json, compare.md, aa.json, bb.json, rounds/)",
+        outcome.dir.display()
+    );
+    Ok(outcome.exit_code)
+}
+
+/// `cargo xtask bench --baseline <spec>`: gate the finished run; returns the combined exit code
+/// (2 if the run missed a target or the gate found a regression, else 1 on any harness error).
+pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> anyhow::Result<u8> {
+    let Some(spec) = &gate.baseline else {
+        return Ok(outcome.exit_code);
+    };
+    let candidate = RunInput {
+        results: outcome.results.clone(),
+        dir: Some(outcome.run_dir.clone()),
+    };
+    let baseline =
+        compare::resolve_baseline(spec, &gate.history_dir, &candidate.results.environment)
+            .with_context(|| format!("baseline {spec}"))?;
+    let comparison = compare::compare_runs(&baseline, &candidate, &gate.options());
+    compare::write(&outcome.run_dir, &comparison)?;
+    println!();
+    print!("{}", compare::render::markdown(&comparison));
+    let gate_code = comparison.exit_code();
+    Ok(
+        if gate_code == crate::exit::TARGETS_MISSED
+            || outcome.exit_code == crate::exit::TARGETS_MISSED
+        {
+            crate::exit::TARGETS_MISSED
+        } else {
+            gate_code.max(outcome.exit_code)
+        },
+    )
+}
