@@ -3,6 +3,8 @@
 //! 1. `end_to_end`: N events with event ids published to an in-process service (core mode,
 //!    commit notices on) through a real nats-server; the clock stops when commit notices have
 //!    named all N ids, i.e. when they are persisted. Nothing is counted that was not committed.
+//!    `end_to_end_durable` is the same through the JetStream stream and durable consumer
+//!    (events acknowledged after commit, ids recorded for idempotency).
 //! 2. `raw_sqlite`: the same `user_chat_message` work (UPDATE user_stats + INSERT recent_chat,
 //!    one prune per transaction) for N events straight into the same schema through
 //!    `rosey_dbservice::db`, in transactions of the service's observed mean batch size.
@@ -43,12 +45,17 @@ fn chat_body(i: usize) -> String {
 }
 
 /// Returns the measured totals and the service's mean batch size.
-fn end_to_end(c: &mut Criterion, rt: &tokio::runtime::Runtime) -> Option<(Totals, f64)> {
+fn end_to_end(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    mode: rosey_dbservice::Mode,
+) -> Option<(Totals, f64)> {
     let server = natskit::NatsServer::start().expect("start nats-server");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = rosey_dbservice::Config::new(server.url(), dir.path().join("bench.db"));
     config.commit_notices = true;
     config.maintenance_interval = None;
+    config.mode = mode;
     let service = rt
         .block_on(rosey_dbservice::spawn(config))
         .expect("service starts");
@@ -81,7 +88,10 @@ fn end_to_end(c: &mut Criterion, rt: &tokio::runtime::Runtime) -> Option<(Totals
         elapsed: Duration::ZERO,
     };
     let mut round = 0u64;
-    let mut group = c.benchmark_group("end_to_end");
+    let mut group = c.benchmark_group(match mode {
+        rosey_dbservice::Mode::Core => "end_to_end",
+        rosey_dbservice::Mode::Durable => "end_to_end_durable",
+    });
     group.throughput(Throughput::Elements(N as u64));
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("message_log_committed", |b| {
@@ -203,7 +213,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let e2e = end_to_end(&mut c, &rt);
+    let e2e = end_to_end(&mut c, &rt, rosey_dbservice::Mode::Core);
+    let durable = end_to_end(&mut c, &rt, rosey_dbservice::Mode::Durable);
     let batch = e2e
         .as_ref()
         .map_or(1000, |(_, mean)| mean.round().max(1.0) as usize);
@@ -214,6 +225,9 @@ fn main() {
     println!("summary ({N} message.log events per iteration, {USERS} users):");
     if let Some((t, mean)) = &e2e {
         println!("  end-to-end (published -> committed, notices): {:>10.0} events/s   mean batch {mean:.0}", t.rate());
+    }
+    if let Some((t, mean)) = &durable {
+        println!("  end-to-end, durable mode (JetStream, acked):   {:>10.0} events/s   mean batch {mean:.0}", t.rate());
     }
     if let Some(t) = &raw {
         println!(

@@ -5,9 +5,29 @@
 //! commit notices, a durable JetStream mode).
 //!
 //! * [`db`]: the seed's `BotDatabase` as synchronous rusqlite, usable on its own.
-//! * [`run`] / [`spawn`]: the service itself (single writer thread with group commit, read-only
-//!   query connections, NATS intake and request handlers).
-//! * [`Config`]: everything configurable; `main.rs` builds it from flags and a TOML file.
+//! * [`run`] / [`spawn`]: the service itself; [`Config`] is everything configurable
+//!   (`main.rs` builds it from flags and a [`FileConfig`]).
+//!
+//! How an event travels (core mode): nats-server → one `rosey.db.>` subscription on the
+//! "events" connection (one subscription keeps the publisher's order across subjects) → decode
+//! and validate (`events`) → bounded queue → the writer thread (`writer`), which applies many
+//! events per transaction and commits → the outcome task publishes the commit notice. In durable
+//! mode a JetStream pull consumer replaces the subscription, every event's id is recorded in
+//! `processed_events` inside its transaction, and the outcome task acknowledges each message
+//! only after that commit. Requests arrive on a second connection (`requests`); queries run on
+//! read-only connections, writes (enqueue) go through the writer and are answered after commit.
+//!
+//! Invariants:
+//! * Exactly one connection writes: the writer thread's. Nothing else opens the database
+//!   read-write while the service runs.
+//! * Nothing is reported (notice, ack, enqueue reply, `committed` counter) before the commit
+//!   that made it true.
+//! * An event's effects and its `processed_events` row commit together or not at all, so a
+//!   redelivery is either skipped (already committed) or applied (never committed): never twice.
+//! * A failing event never takes its batch down: the batch is replayed with a savepoint per
+//!   event and only the failing one is dropped (counted `failed`).
+//! * No request goes unanswered: every request subject replies with a result or an error.
+//! * Every wait has a deadline; shutdown steps each get `Config::shutdown_timeout`.
 
 mod config;
 pub mod db;

@@ -112,6 +112,13 @@ async fn failed_starts_explain_themselves() {
     let e = format!("{:#}", rosey_dbservice::spawn(memory).await.unwrap_err());
     assert!(e.contains("in-memory"), "{e}");
 
+    // Durable mode needs JetStream; without it the start fails and says so.
+    let plain = natskit::NatsServer::start_with(natskit::ServerOptions::default()).unwrap();
+    let mut no_js = config(&plain, dir.path().join("x.db"));
+    no_js.mode = rosey_dbservice::Mode::Durable;
+    let e = format!("{:#}", rosey_dbservice::spawn(no_js).await.unwrap_err());
+    assert!(e.contains("jetstream stream"), "{e}");
+
     // After the failures, a good start on the same file works (nothing left locked or open).
     let good = rosey_dbservice::spawn(config(&server, dir.path().join("x.db")))
         .await
