@@ -248,13 +248,17 @@ async fn run_scenarios(
         };
         match started.await {
             Ok(s) => {
-                eprintln!(
-                    "bench: services ready ({})",
-                    s.pids()
-                        .iter()
-                        .map(|(n, p)| format!("{n} pid {p}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                say(
+                    &progress,
+                    opts.progress,
+                    format!(
+                        "bench: services ready ({})",
+                        s.pids()
+                            .iter()
+                            .map(|(n, p)| format!("{n} pid {p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 );
                 Some(Arc::new(tokio::sync::Mutex::new(s)))
             }
@@ -293,17 +297,21 @@ async fn run_scenarios(
             config_json: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
             progress: progress.clone(),
         };
-        eprintln!("bench: {} …", def.name);
+        say(&progress, opts.progress, format!("bench: {} …", def.name));
         let started = std::time::Instant::now();
         let result = run_scenario(def, &ctx).await;
-        eprintln!(
-            "bench: {} {} in {:.1} s",
-            def.name,
-            verdict_label(result.verdict),
-            started.elapsed().as_secs_f64()
+        say(
+            &progress,
+            opts.progress,
+            format!(
+                "bench: {} {} in {:.1} s",
+                def.name,
+                verdict_label(result.verdict),
+                started.elapsed().as_secs_f64()
+            ),
         );
         if let Some(e) = &result.error {
-            eprintln!("bench:   error: {e}");
+            say(&progress, opts.progress, format!("bench:   error: {e}"));
         }
         results.push(result);
     }
@@ -363,6 +371,14 @@ fn skipped_result(
         error: None,
         notes: Vec::new(),
     }
+}
+
+/// A status line: above the progress bars when they are drawn, else plain stderr.
+fn say(progress: &indicatif::MultiProgress, drawing: bool, line: String) {
+    if drawing && progress.println(&line).is_ok() {
+        return;
+    }
+    eprintln!("{line}");
 }
 
 fn verdict_label(v: Verdict) -> &'static str {

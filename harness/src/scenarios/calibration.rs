@@ -211,13 +211,21 @@ mod tests {
     use crate::scenario::{check_targets, verdict};
     use std::time::Instant;
 
-    /// The committed targets of this scenario (quick profile).
-    fn targets() -> Vec<crate::config::TargetSpec> {
+    fn table() -> crate::config::ScenarioTable {
         let cfg =
             crate::config::BenchConfig::parse(include_str!("../../bench.toml"), "quick").unwrap();
-        crate::config::ScenarioTable::from_table(&cfg.scenarios["calibration"])
-            .unwrap()
-            .targets
+        crate::config::ScenarioTable::from_table(&cfg.scenarios["calibration"]).unwrap()
+    }
+
+    /// The committed targets of this scenario (quick profile).
+    fn targets() -> Vec<crate::config::TargetSpec> {
+        table().targets
+    }
+
+    /// The committed injected delay.
+    fn configured_delay() -> Duration {
+        let p: Params = table().params().unwrap();
+        Duration::from_secs_f64(p.delay_ms / 1e3)
     }
 
     /// Simulated run: open-loop requests at 20/s, a reply after `path` (network + client) plus
@@ -248,7 +256,7 @@ mod tests {
 
     #[test]
     fn honest_measurement_passes() {
-        let delay = Duration::from_millis(10);
+        let delay = configured_delay();
         let path = Duration::from_micros(150);
         let d = simulate(delay, path, Duration::ZERO, Origin::Intended);
         let f = simulate(Duration::ZERO, path, Duration::ZERO, Origin::Intended);
@@ -258,20 +266,16 @@ mod tests {
     #[test]
     fn a_sleep_inside_the_timed_window_fails_calibration() {
         // The seed's benchmark slept 10 ms between its two timestamps.
-        let delay = Duration::from_millis(10);
+        let delay = configured_delay();
         let path = Duration::from_micros(150);
         let sleep = Duration::from_millis(10);
         let d = simulate(delay, path, sleep, Origin::Intended);
         let f = simulate(Duration::ZERO, path, sleep, Origin::Intended);
         assert_eq!(judge(d, f, delay), crate::results::Verdict::Fail);
-        // Even a 1 ms sleep is caught by the absolute check.
-        let d = simulate(delay, path, Duration::from_millis(1), Origin::Intended);
-        let f = simulate(
-            Duration::ZERO,
-            path,
-            Duration::from_millis(1),
-            Origin::Intended,
-        );
+        // A sleep of a tenth of the delay is caught by the absolute check too.
+        let small = delay / 10;
+        let d = simulate(delay, path, small, Origin::Intended);
+        let f = simulate(Duration::ZERO, path, small, Origin::Intended);
         assert_eq!(judge(d, f, delay), crate::results::Verdict::Fail);
     }
 

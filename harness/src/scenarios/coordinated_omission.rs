@@ -234,6 +234,11 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     a.committed += naive_record.confirmed;
     a.lost += naive_record.lost();
     a.duplicated += naive_record.duplicated;
+    result.notes.push(
+        "`latency` is open loop from the intended send time; `naive` is a closed loop (one request \
+         at a time, timed from the actual send) run against an identical responder at the same time"
+            .into(),
+    );
     result.metrics.extend(co_metrics(
         &o.record.latency,
         &naive_record.latency,
@@ -249,38 +254,44 @@ mod tests {
     use crate::results::Verdict;
     use crate::scenario::{check_targets, verdict};
 
-    fn targets() -> Vec<crate::config::TargetSpec> {
+    fn table() -> crate::config::ScenarioTable {
         let cfg =
             crate::config::BenchConfig::parse(include_str!("../../bench.toml"), "quick").unwrap();
-        crate::config::ScenarioTable::from_table(&cfg.scenarios["coordinated_omission"])
-            .unwrap()
-            .targets
+        crate::config::ScenarioTable::from_table(&cfg.scenarios["coordinated_omission"]).unwrap()
     }
 
-    const RATE: f64 = 200.0;
-    const N: u64 = 1000;
-    const STALL: Duration = Duration::from_millis(200);
+    fn targets() -> Vec<crate::config::TargetSpec> {
+        table().targets
+    }
+
+    /// Rate, message count and stall of the committed quick profile.
+    fn shape() -> (f64, u64, Duration) {
+        let p: Params = table().params().unwrap();
+        let n = message_count(p.rate_per_s, p.duration_s);
+        (p.rate_per_s, n, Duration::from_secs_f64(p.stall_ms / 1e3))
+    }
 
     /// A simulated clock and a one-at-a-time responder (100 µs per request, one stall at the
     /// middle request, 50 µs each way on the wire). `closed_loop`: the sender waits for each
     /// reply before the next send (never before its intended time). Latencies go through the
     /// real tracker with the given origin.
     fn simulate(closed_loop: bool, origin: Origin) -> Histogram<u64> {
+        let (rate, n, stall) = shape();
         let t0 = Instant::now();
-        let tracker = Tracker::with_origin("sim.", N as usize, t0, origin);
+        let tracker = Tracker::with_origin("sim.", n as usize, t0, origin);
         let wire = Duration::from_micros(50);
         let mut responder_free = t0;
         let mut last_reply = t0;
-        for i in 0..N {
-            let intended = t0 + load::intended_offset(i, RATE);
+        for i in 0..n {
+            let intended = t0 + load::intended_offset(i, rate);
             let actual = if closed_loop {
                 intended.max(last_reply)
             } else {
                 intended
             };
             let start = (actual + wire).max(responder_free);
-            let service = if i == N / 2 {
-                STALL
+            let service = if i == n / 2 {
+                stall
             } else {
                 Duration::from_micros(100)
             };
@@ -295,8 +306,9 @@ mod tests {
     }
 
     fn judge(corrected: &Histogram<u64>, naive: &Histogram<u64>) -> Verdict {
+        let (rate, _, stall) = shape();
         let mut result = crate::scenario::tests_support::empty_result();
-        result.metrics = co_metrics(corrected, naive, STALL, RATE);
+        result.metrics = co_metrics(corrected, naive, stall, rate);
         result.targets = check_targets(&targets(), &result);
         verdict(&result)
     }
@@ -305,8 +317,10 @@ mod tests {
     fn open_loop_from_intended_time_shows_the_stall_and_passes() {
         let corrected = simulate(false, Origin::Intended);
         let naive = simulate(true, Origin::Actual);
-        let m = co_metrics(&corrected, &naive, STALL, RATE);
-        assert!(m["corrected_delayed_samples"] >= 19.0, "{m:?}");
+        let (rate, _, stall) = shape();
+        let m = co_metrics(&corrected, &naive, stall, rate);
+        let expected = rate * stall.as_secs_f64() / 2.0;
+        assert!(m["corrected_delayed_samples"] >= expected - 1.0, "{m:?}");
         assert_eq!(m["naive_delayed_samples"], 1.0, "{m:?}");
         assert_eq!(judge(&corrected, &naive), Verdict::Pass, "{m:?}");
     }
