@@ -7,9 +7,16 @@
 
 pub mod calibration;
 pub mod coordinated_omission;
+pub mod cpu_cost;
 pub mod latency;
+pub mod memory_stability;
+pub mod mixed_event_types;
 pub mod nats_floor;
+pub mod pm_audit_end_to_end;
 pub mod responder;
+pub mod scripted;
+pub mod service_restart;
+pub mod stats_end_to_end;
 pub mod throughput;
 
 use crate::load::{self, PayloadFn, PhaseOutcome, PhaseSpec, Proof};
@@ -34,6 +41,14 @@ pub fn all() -> Vec<ScenarioDef> {
         latency::CONCURRENT_EVENTS,
         throughput::SUSTAINED,
         throughput::BURST,
+        cpu_cost::DIRECT_DB_CPU_COST,
+        cpu_cost::NATS_CPU_COST,
+        mixed_event_types::DEF,
+        stats_end_to_end::DEF,
+        pm_audit_end_to_end::DEF,
+        memory_stability::DEF,
+        service_restart::CORE,
+        service_restart::DURABLE,
     ]
 }
 
