@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const MARKDOWN_FILE: &str = "report.md";
 pub const HTML_FILE: &str = "report.html";
 pub const SCREENSHOT_FILE: &str = "report.png";
+/// Where `cargo xtask compare` leaves its verdicts in a run directory.
+pub const COMPARE_FILE: &str = "compare.json";
 /// File name of the index inside the history directory.
 pub const INDEX_FILE: &str = "index.html";
 
@@ -73,6 +75,11 @@ pub fn gate(run: &RunResults, run_dir: &Path, baseline: &RunResults) -> Option<C
     if !history::comparable(run, baseline) {
         return None;
     }
+    // `cargo xtask compare` may already have decided this very pair: reuse its verdicts (same
+    // numbers, and the bootstrap is not free on long runs).
+    if let Some(done) = previous_comparison(run_dir, run, baseline) {
+        return Some(done);
+    }
     let sibling = run_dir.parent().map(|runs| runs.join(&baseline.run_id));
     let base_dir =
         sibling.filter(|dir| load_run(dir).is_ok_and(|on_disk| on_disk.run_id == baseline.run_id));
@@ -89,6 +96,19 @@ pub fn gate(run: &RunResults, run_dir: &Path, baseline: &RunResults) -> Option<C
         &cand,
         &CompareOptions::default(),
     ))
+}
+
+/// `<run_dir>/compare.json` when it compares exactly `baseline` with `run`.
+fn previous_comparison(
+    run_dir: &Path,
+    run: &RunResults,
+    baseline: &RunResults,
+) -> Option<Comparison> {
+    let text = std::fs::read_to_string(run_dir.join(COMPARE_FILE)).ok()?;
+    let done: Comparison = serde_json::from_str(&text).ok()?;
+    let same_pair = done.candidate.run_ids == [run.run_id.as_str()]
+        && done.baseline.run_ids == [baseline.run_id.as_str()];
+    same_pair.then_some(done)
 }
 
 /// The markdown report of `run` against `baseline` (already chosen, see [`choose_baseline`]);

@@ -519,7 +519,7 @@ fn render_run_and_check_in_a_browser() {
     std::fs::write(history_dir.join("notes.json"), b"{\"hello\": 1}").unwrap();
 
     let run_dir = root.join("runs").join(CURRENT.run_id);
-    write_run(&run_dir, &CURRENT);
+    let current = write_run(&run_dir, &CURRENT);
     let paths = report::render_run(&run_dir, &history_dir, None).unwrap();
     assert_eq!(paths.baseline_run_id.as_deref(), Some(BASELINE.run_id));
     assert!(paths.history_entry.is_some());
@@ -551,8 +551,22 @@ fn render_run_and_check_in_a_browser() {
     assert_eq!(html.matches("<svg").count(), 16);
     let index = std::fs::read_to_string(&paths.index).unwrap();
     assert!(index.contains("not comparable with environment 1"));
-    // Rendering again is idempotent (the history entry is the same file).
+    // Rendering again is idempotent (the history entry is the same file), and verdicts that
+    // `cargo xtask compare` left in the run directory for the same pair are reused.
+    let mut done = report::gate(&current, &run_dir, &base).unwrap();
+    for m in done.metrics.iter_mut().filter(|m| m.metric == "p99") {
+        m.label = "p99 +1.0 % [-1.0 %, +3.0 %]".into();
+        m.verdict = harness::compare::ChangeVerdict::Unchanged;
+    }
+    harness::compare::write(&run_dir, &done).unwrap();
     report::render_run(&run_dir, &history_dir, None).unwrap();
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    assert_eq!(
+        md.matches("| unchanged: +1.0 % \\[-1.0 %, +3.0 %\\] |")
+            .count(),
+        SHAPES.len(),
+        "{md}"
+    );
 
     if std::env::var_os("ROSEY_SKIP_BROWSER").is_some_and(|v| v == "1") {
         eprintln!("ROSEY_SKIP_BROWSER=1: not opening the pages in a browser");
