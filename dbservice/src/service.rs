@@ -174,22 +174,6 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
 
     // Subscribe before spawning anything, so a failure here leaves nothing running: dropped
     // subscribers unsubscribe, dropped clients disconnect, the database closes on drop.
-    let mut request_subs = Vec::with_capacity(subjects::REQUEST_SUBJECTS.len());
-    // SERVICE_PING last: when the readiness ping is answered, the server has processed every
-    // earlier SUB on this connection.
-    let mut request_subjects: Vec<&str> = subjects::REQUEST_SUBJECTS
-        .iter()
-        .copied()
-        .filter(|s| *s != subjects::SERVICE_PING)
-        .collect();
-    request_subjects.push(subjects::SERVICE_PING);
-    for subject in request_subjects {
-        let sub = requests_client
-            .subscribe(subject)
-            .await
-            .with_context(|| format!("subscribing to {subject}"))?;
-        request_subs.push(sub);
-    }
     let intake_source = match config.mode {
         Mode::Core => IntakeSource::Core(
             events_client
@@ -209,6 +193,30 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             IntakeSource::Durable(Box::new(DurableSource { consumer, messages }))
         }
     };
+
+    // The intake's SUB must be active at the server before anyone can see the service as ready
+    // (a ping answered by the requests connection), or early events would be lost in core mode.
+    // Nothing orders two connections, so prove it with a round trip on this one first.
+    round_trip(&events_client)
+        .await
+        .context("confirming the event subscription")?;
+
+    let mut request_subs = Vec::with_capacity(subjects::REQUEST_SUBJECTS.len());
+    // SERVICE_PING last: when the readiness ping is answered, the server has processed every
+    // earlier SUB on this connection.
+    let mut request_subjects: Vec<&str> = subjects::REQUEST_SUBJECTS
+        .iter()
+        .copied()
+        .filter(|s| *s != subjects::SERVICE_PING)
+        .collect();
+    request_subjects.push(subjects::SERVICE_PING);
+    for subject in request_subjects {
+        let sub = requests_client
+            .subscribe(subject)
+            .await
+            .with_context(|| format!("subscribing to {subject}"))?;
+        request_subs.push(sub);
+    }
 
     // From here on nothing fails before the readiness check.
     let (writer_tx, writer_rx) = mpsc::channel(config.channel_capacity);
@@ -335,6 +343,21 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             running.stop().await.ok();
             Err(e)
         }
+    }
+}
+
+/// Publishes to a private inbox on `client` and waits for the message: the server handles a
+/// connection's commands in order, so every SUB sent before is active once this returns.
+async fn round_trip(client: &Client) -> anyhow::Result<()> {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
+    match timeout(READY_TIMEOUT, sub.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(anyhow!("connection closed during the round trip")),
+        Err(_) => Err(anyhow!(
+            "round trip through the server not completed within {READY_TIMEOUT:?}"
+        )),
     }
 }
 
