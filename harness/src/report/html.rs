@@ -274,13 +274,16 @@ fn interval_points(s: &ScenarioResult, run_dir: &Path) -> anyhow::Result<Vec<Int
 }
 
 fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Option<String>) {
+    // A missing or damaged interval log is worth saying, not worth losing the timeline: the
+    // results carry per-interval summaries too.
+    let mut note = None;
     let intervals = match interval_points(s, run_dir) {
         Ok(points) => points,
         Err(e) => {
-            return (
-                vec![ChartView::failed("Latency over time", format!("{e:#}"))],
-                None,
-            )
+            note = Some(format!(
+                "The interval log could not be read ({e:#}); latency over time shows the per-interval summaries of results.json."
+            ));
+            s.intervals.clone()
         }
     };
     let resources = &s.resource_timeline;
@@ -389,7 +392,7 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
             rss,
         )));
     }
-    (out, None)
+    (out, note)
 }
 
 /// How points that share a bucket are combined.

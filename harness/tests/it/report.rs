@@ -581,3 +581,16 @@ fn render_run_and_check_in_a_browser() {
     assert!(checked.charts >= 4 * 4);
     eprintln!("index screenshot: {}", checked.screenshot.display());
 }
+
+/// A lost interval log costs the full histograms, not the timeline.
+#[test]
+fn missing_interval_log_falls_back_to_summaries() {
+    let (dir, run) = temp_run(&CURRENT);
+    let log = run.scenarios[0].interval_log.clone().unwrap();
+    std::fs::remove_file(dir.path().join(&log)).unwrap();
+    let html = report::render_html(&run, dir.path(), None, None).unwrap();
+    assert!(html.contains("The interval log could not be read"));
+    assert!(!html.contains("class=\"chart-error\""));
+    assert!(html.contains("<meta name=\"rosey-charts\" content=\"16\">"));
+    assert_eq!(html.matches("<svg").count(), 16);
+}
