@@ -54,6 +54,14 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         return Ok(crate::exit::OK);
     }
+    // Fail on a typo before spending minutes on the release build.
+    let known = harness::scenarios::all();
+    for name in &args.scenarios {
+        if !known.iter().any(|d| d.name == name) {
+            let names: Vec<&str> = known.iter().map(|d| d.name).collect();
+            anyhow::bail!("unknown scenario {name:?} (known: {})", names.join(", "));
+        }
+    }
     let root = workspace_root()?;
     let binaries = match (args.dbservice_bin, args.bot_bin) {
         (Some(dbservice), Some(bot)) => ServiceBinaries { dbservice, bot },

@@ -333,6 +333,17 @@ pub async fn warm_then_measure(
                 after.malformed - before.malformed
             ));
         }
+        let service_committed = after.committed.saturating_sub(before.committed);
+        if matches!(phases.proof, Proof::CommitNotices)
+            && service_committed != outcome.record.confirmed
+        {
+            result.notes.push(format!(
+                "the service committed {service_committed} events during the phase and the harness \
+                 confirmed {} of its own; the difference comes from other publishers (e.g. the \
+                 bot's periodic status updates) or from events still in flight at the deadline",
+                outcome.record.confirmed
+            ));
+        }
     }
     fill_from_phase(ctx, result, &outcome, latency_description)?;
     Ok(outcome)
