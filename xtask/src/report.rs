@@ -27,6 +27,9 @@ pub struct Args {
     /// ROSEY_SKIP_BROWSER=1 skips the browser.
     #[arg(long)]
     pub check: bool,
+    /// Append report.md to the GitHub Actions job summary ($GITHUB_STEP_SUMMARY).
+    #[arg(long)]
+    pub job_summary: bool,
 }
 
 fn workspace_root() -> PathBuf {
@@ -70,6 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     println!("markdown: {}", paths.markdown.display());
     println!("html:     {}", paths.html.display());
     println!("index:    {}", paths.index.display());
+    if args.job_summary {
+        append_job_summary(&paths.markdown)?;
+    }
     if args.check {
         check(
             &paths.html,
@@ -79,6 +85,23 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         check(&paths.index, &history_dir.join("index.png"), skip_browser)?;
     }
     Ok(crate::exit::OK)
+}
+
+fn append_job_summary(markdown: &Path) -> anyhow::Result<()> {
+    let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY") else {
+        eprintln!("--job-summary: GITHUB_STEP_SUMMARY is not set (not in GitHub Actions); skipped");
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(markdown)
+        .with_context(|| format!("read {}", markdown.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&summary)
+        .with_context(|| format!("open {}", Path::new(&summary).display()))?;
+    use std::io::Write as _;
+    writeln!(file, "{text}").context("append to the job summary")?;
+    Ok(())
 }
 
 fn check(page: &Path, screenshot: &Path, skip: bool) -> anyhow::Result<()> {
