@@ -276,19 +276,32 @@ mod tests {
     /// reply before the next send (never before its intended time). Latencies go through the
     /// real tracker with the given origin.
     fn simulate(closed_loop: bool, origin: Origin) -> Histogram<u64> {
+        simulate_with_sender_sleep(closed_loop, origin, Duration::ZERO)
+    }
+
+    /// `sender_sleep`: the sender sleeps this long after each publish before it may send the
+    /// next one (the seed's `sleep(0.01)` inside its timed loop).
+    fn simulate_with_sender_sleep(
+        closed_loop: bool,
+        origin: Origin,
+        sender_sleep: Duration,
+    ) -> Histogram<u64> {
         let (rate, n, stall) = shape();
         let t0 = Instant::now();
         let tracker = Tracker::with_origin("sim.", n as usize, t0, origin);
         let wire = Duration::from_micros(50);
         let mut responder_free = t0;
         let mut last_reply = t0;
+        let mut sender_free = t0;
         for i in 0..n {
             let intended = t0 + load::intended_offset(i, rate);
+            let ready = intended.max(sender_free);
             let actual = if closed_loop {
-                intended.max(last_reply)
+                ready.max(last_reply)
             } else {
-                intended
+                ready
             };
+            sender_free = actual + sender_sleep;
             let start = (actual + wire).max(responder_free);
             let service = if i == n / 2 {
                 stall
@@ -340,6 +353,17 @@ mod tests {
         let as_if_corrected = simulate(true, Origin::Actual);
         let naive = simulate(true, Origin::Actual);
         assert_eq!(judge(&as_if_corrected, &naive), Verdict::Fail);
+    }
+
+    #[test]
+    fn a_sleep_inside_the_timed_loop_fails_the_check() {
+        // A sender that sleeps 10 ms per message (the seed's loop) cannot keep a 4 ms schedule:
+        // measured honestly from the intended time, far more messages are delayed than the stall
+        // explains, so the corrected tail no longer shows exactly the known stall.
+        let corrected =
+            simulate_with_sender_sleep(false, Origin::Intended, Duration::from_millis(10));
+        let naive = simulate(true, Origin::Actual);
+        assert_eq!(judge(&corrected, &naive), Verdict::Fail);
     }
 
     #[test]
