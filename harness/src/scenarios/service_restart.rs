@@ -302,6 +302,13 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                     outcome.phase.record.confirmed
                 ));
             }
+            let slowest = outcome.phase.record.latency.max() as f64 / 1e9;
+            if slowest > 5.0 {
+                result.notes.push(format!(
+                    "the slowest event took {slowest:.1} s: deliveries the stopped process had not acknowledged \
+                     come back only after the consumer's ack wait"
+                ));
+            }
             result.notes.push(format!(
                 "durable mode, {} stop: published to JetStream with Nats-Msg-Id; {} PubAcks (storage, not delivery)",
                 p.stop, outcome.pub_acks
