@@ -302,6 +302,13 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                     outcome.phase.record.confirmed
                 ));
             }
+            if lost > 0 {
+                result.notes.push(format!(
+                    "{lost} events were stored by JetStream (PubAck) but not committed before the drain deadline \
+                     ({} s); a delivery the stopped service held returns only after the consumer's ack wait",
+                    p.drain_timeout_s
+                ));
+            }
             let slowest = outcome.phase.record.latency.max() as f64 / 1e9;
             if slowest > 5.0 {
                 result.notes.push(format!(
