@@ -312,43 +312,7 @@ pub fn compare_sides(
     let z = stats::normal_quantile(1.0 - per_metric_alpha / 2.0);
     let metrics = pending.into_iter().map(|p| p.finish(z, options)).collect();
 
-    let mut missed_targets = Vec::new();
-    let mut harness_errors = Vec::new();
-    for round in &cand.rounds {
-        harness_errors.extend(round.results.harness_errors.iter().cloned());
-        for s in &round.results.scenarios {
-            for t in s.targets.iter().filter(|t| !t.passed) {
-                let actual = t
-                    .actual
-                    .map_or_else(|| "not measured".to_owned(), |a| format!("{a:.3}"));
-                missed_targets.push(MissedTarget {
-                    scenario: s.name.clone(),
-                    detail: format!(
-                        "{} {} {} {} (actual {actual})",
-                        t.metric, t.op, t.threshold, t.unit
-                    ),
-                });
-            }
-            if s.verdict == Verdict::Fail && s.targets.iter().all(|t| t.passed) {
-                let a = s.accounting;
-                missed_targets.push(MissedTarget {
-                    scenario: s.name.clone(),
-                    detail: format!(
-                        "scenario failed: sent {} committed {} lost {} duplicated {}",
-                        a.sent, a.committed, a.lost, a.duplicated
-                    ),
-                });
-            }
-            if s.verdict == Verdict::Error {
-                harness_errors.push(format!(
-                    "{}: {}",
-                    s.name,
-                    s.error.as_deref().unwrap_or("scenario error")
-                ));
-            }
-        }
-    }
-    missed_targets.dedup();
+    let (missed_targets, harness_errors) = absolute_checks(base, cand);
 
     Comparison {
         schema_version: COMPARE_SCHEMA_VERSION,
@@ -369,6 +333,91 @@ pub fn compare_sides(
         harness_errors,
         notes,
     }
+}
+
+/// The candidate's missed targets (one line per scenario and target, however many rounds missed
+/// it, saying whether the baseline missed it too) and its harness errors.
+fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>) {
+    // (scenario, target) -> (rounds missed, actual values)
+    let mut missed: Vec<((String, String), usize, Vec<f64>)> = Vec::new();
+    let mut harness_errors = Vec::new();
+    let misses = |round: &RunInput| -> Vec<(String, String, Option<f64>)> {
+        let mut out = Vec::new();
+        for s in &round.results.scenarios {
+            for t in s.targets.iter().filter(|t| !t.passed) {
+                out.push((
+                    s.name.clone(),
+                    format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
+                        .trim_end()
+                        .to_owned(),
+                    t.actual,
+                ));
+            }
+            if s.verdict == Verdict::Fail && s.targets.iter().all(|t| t.passed) {
+                let a = s.accounting;
+                let what = format!(
+                    "scenario failed: lost {} duplicated {} of {} sent",
+                    a.lost, a.duplicated, a.sent
+                );
+                out.push((s.name.clone(), what, None));
+            }
+        }
+        out
+    };
+    for round in &cand.rounds {
+        harness_errors.extend(round.results.harness_errors.iter().cloned());
+        for s in round
+            .results
+            .scenarios
+            .iter()
+            .filter(|s| s.verdict == Verdict::Error)
+        {
+            harness_errors.push(format!(
+                "{}: {}",
+                s.name,
+                s.error.as_deref().unwrap_or("scenario error")
+            ));
+        }
+        for (scenario, target, actual) in misses(round) {
+            let key = (scenario, target);
+            match missed.iter_mut().find(|m| m.0 == key) {
+                Some(m) => {
+                    m.1 += 1;
+                    m.2.extend(actual);
+                }
+                None => missed.push((key, 1, actual.into_iter().collect())),
+            }
+        }
+    }
+    let base_misses: Vec<(String, String)> = base
+        .rounds
+        .iter()
+        .flat_map(|r| misses(r).into_iter().map(|(s, t, _)| (s, t)))
+        .collect();
+    let rounds = cand.rounds.len();
+    let targets = missed
+        .into_iter()
+        .map(|((scenario, target), n, actuals)| {
+            let mut detail = target.clone();
+            if !actuals.is_empty() {
+                let lo = actuals.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = actuals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                detail.push_str(&if actuals.len() == 1 {
+                    format!(" (actual {lo:.3})")
+                } else {
+                    format!(" (actual {lo:.3} … {hi:.3})")
+                });
+            }
+            if rounds > 1 {
+                detail.push_str(&format!(", missed in {n} of {rounds} rounds"));
+            }
+            if base_misses.contains(&(scenario.clone(), target)) {
+                detail.push_str("; the baseline misses it too");
+            }
+            MissedTarget { scenario, detail }
+        })
+        .collect();
+    (targets, harness_errors)
 }
 
 fn side_info(side: &Side) -> SideInfo {
@@ -668,6 +717,10 @@ fn prepare_scenario(
                 note = format!("too few intervals to estimate noise (baseline {blocks_b}, candidate {blocks_c}, need {})", options.min_intervals);
             } else if base_values[i].is_none() || cand_values[i].is_none() {
                 note = undefined_reason(*stat, options);
+            } else if base_values[i] == Some(0.0) && cand_values[i] == Some(0.0) {
+                // An idle process: no ratio, but nothing changed either.
+                note = "zero on both sides".into();
+                se = Some(0.0);
             } else {
                 let reps = &replicates[i];
                 if reps.len() * 10 < options.resamples * 9 {
@@ -684,7 +737,11 @@ fn prepare_scenario(
                 scale: if relative { "relative".into() } else { "absolute".into() },
                 baseline,
                 candidate,
-                change: if se.is_some() { base_values[i].and_then(|b| stats::change(*stat, Some(b), cand_values[i])) } else { change },
+                change: if se.is_some() {
+                    base_values[i].and_then(|b| stats::change(*stat, Some(b), cand_values[i])).or(Some(0.0))
+                } else {
+                    change
+                },
                 ci: None,
                 noise_floor,
                 threshold: 0.0,

@@ -562,3 +562,51 @@ fn history_prefers_the_newest_comparable_run_of_the_branch() {
     );
     assert!(resolve_baseline("history:nope", &history, &a.results.environment).is_err());
 }
+
+#[test]
+fn missed_targets_are_listed_once_with_their_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let mut cand = base.clone();
+    cand.results.scenarios[0].targets.push(TargetCheck {
+        metric: "latency.p99_ms".into(),
+        op: "<=".into(),
+        threshold: 5.0,
+        unit: "ms".into(),
+        actual: Some(7.0),
+        passed: false,
+        source: "test".into(),
+    });
+    let mut cand2 = cand.clone();
+    cand2.results.scenarios[0].targets[0].actual = Some(9.0);
+    let side = |rounds: Vec<RunInput>| Side {
+        label: "x".into(),
+        rounds,
+    };
+    let c = compare_sides(
+        &side(vec![base.clone(), base.clone()]),
+        &side(vec![cand, cand2.clone()]),
+        true,
+        None,
+        &CompareOptions::default(),
+    );
+    assert_eq!(c.missed_targets.len(), 1, "{:?}", c.missed_targets);
+    assert_eq!(
+        c.missed_targets[0].detail,
+        "latency.p99_ms <= 5 ms (actual 7.000 … 9.000), missed in 2 of 2 rounds"
+    );
+    let both = compare_sides(
+        &side(vec![cand2.clone()]),
+        &side(vec![cand2]),
+        false,
+        None,
+        &CompareOptions::default(),
+    );
+    assert!(
+        both.missed_targets[0]
+            .detail
+            .ends_with("the baseline misses it too"),
+        "{:?}",
+        both.missed_targets
+    );
+}
