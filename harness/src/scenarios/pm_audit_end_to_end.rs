@@ -130,12 +130,14 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     };
     // The tag of command i is its correlation id, `<id prefix of the phase><i>`.
     let measured_prefix = ctx.id_prefix("m");
+    let sender = scripted::sender_connection(ctx).await?;
     if p.warmup_s > 0.0 {
         let bar = ctx.progress_bar("warm-up", 0);
         let warm = scripted::run(
             &ctx.client,
             p.phase(
                 ctx,
+                &sender,
                 "warmup",
                 p.warmup_s,
                 script(ctx.id_prefix("warmup")),
@@ -157,6 +159,7 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let sampling = ctx.sampler.begin_phase();
     let phase = p.phase(
         ctx,
+        &sender,
         "m",
         p.duration_s,
         script(measured_prefix.clone()),

@@ -589,6 +589,7 @@ impl BotLoadParams {
     pub fn phase(
         &self,
         ctx: &crate::scenario::ScenarioContext,
+        sender: &Client,
         tag: &str,
         duration_s: f64,
         script: ScriptFn,
@@ -602,11 +603,17 @@ impl BotLoadParams {
             kinds: kinds.iter().map(|k| k.to_string()).collect(),
             ids: Ids::ViaBot,
             via: SendVia::Core,
-            sender: ctx.client.clone(),
+            sender: sender.clone(),
             drain_timeout: Duration::from_secs_f64(self.drain_timeout_s),
             drain_until: DrainUntil::All,
         }
     }
+}
+
+/// A connection of its own for a phase's sender, so publishing never shares a connection with
+/// the proof listener (as the framework's senders do).
+pub async fn sender_connection(ctx: &crate::scenario::ScenarioContext) -> anyhow::Result<Client> {
+    load::connect(&ctx.nats_url, &format!("bench-{}-sender", ctx.name)).await
 }
 
 /// The bot's channel, or an error if the bot is not running.
@@ -628,11 +635,12 @@ pub async fn warm_then_measure(
     result: &mut crate::results::ScenarioResult,
     latency_description: &str,
 ) -> anyhow::Result<ScriptedOutcome> {
+    let sender = sender_connection(ctx).await?;
     if p.warmup_s > 0.0 {
         let bar = ctx.progress_bar("warm-up", 0);
         let warm = run(
             &ctx.client,
-            p.phase(ctx, "warmup", p.warmup_s, script.clone(), kinds),
+            p.phase(ctx, &sender, "warmup", p.warmup_s, script.clone(), kinds),
             &bar,
         )
         .await?;
@@ -650,7 +658,7 @@ pub async fn warm_then_measure(
     let sampling = ctx.sampler.begin_phase();
     let outcome = run(
         &ctx.client,
-        p.phase(ctx, "m", p.duration_s, script, kinds),
+        p.phase(ctx, &sender, "m", p.duration_s, script, kinds),
         &bar,
     )
     .await?;
@@ -691,7 +699,7 @@ pub async fn join_users(
             kinds: vec!["user_join".into()],
             ids: Ids::ViaBot,
             via: SendVia::Core,
-            sender: ctx.client.clone(),
+            sender: sender_connection(ctx).await?,
             drain_timeout: Duration::from_secs(10),
             drain_until: DrainUntil::All,
         },

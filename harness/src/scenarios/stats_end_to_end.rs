@@ -341,7 +341,7 @@ async fn phase(
         kinds: vec!["stats".into()],
         ids: Ids::ViaBot,
         via: SendVia::Core,
-        sender: ctx.client.clone(),
+        sender: scripted::sender_connection(ctx).await?,
         drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
         drain_until: scripted::DrainUntil::All,
     };
