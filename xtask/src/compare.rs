@@ -176,16 +176,13 @@ pub fn bench_against(
     let harness::ServicesUnderTest::Spawn(candidate) = bench.services.clone() else {
         anyhow::bail!("an A/B run starts the services itself");
     };
-    // `<target>/release/rosey-dbservice`: the target directory seeds the baseline's build.
-    let target_dir = candidate
-        .dbservice
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_owned);
-    let cache_dir = target_dir
-        .clone()
-        .unwrap_or_else(|| root.join("target"))
-        .join("ab");
+    // Built revisions are cached under the workspace's target directory, which also seeds a new
+    // revision's build (its dependencies are already compiled there).
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let cache_dir = target_dir.join("ab");
+    let target_dir = Some(target_dir);
     let outcome = harness::ab::run_ab(harness::ab::AbOptions {
         workspace_root: root.to_owned(),
         against,
