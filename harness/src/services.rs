@@ -525,4 +525,85 @@ mod tests {
         assert_eq!(log_tail(&p, 2), "c\nd");
         assert_eq!(log_tail(&dir.path().join("missing"), 2), "");
     }
+
+    fn sh(name: &'static str, script: &str) -> Running {
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        Running { name, child, pid }
+    }
+
+    #[tokio::test]
+    async fn graceful_stop_sends_sigterm_and_waits() {
+        let running = sh("sleeper", "exec sleep 30");
+        let took = stop(running, StopHow::Graceful, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ignores_sigterm_is_killed_and_reported() {
+        let running = sh("stubborn", "trap '' TERM; while true; do sleep 0.05; done");
+        let err = stop(running, StopHow::Graceful, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("had to be killed"), "{err:#}");
+        let running = sh("stubborn", "trap '' TERM; while true; do sleep 0.05; done");
+        stop(running, StopHow::Kill, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_gives_up_when_the_child_exits_and_quotes_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("svc.log");
+        std::fs::write(&log, "starting\nerror: database is locked\n").unwrap();
+        let mut running = sh("svc", "exit 3");
+        let mut wait = ReadyWait::new(Instant::now() + Duration::from_secs(10));
+        let err = loop {
+            match wait
+                .after(Err(anyhow::anyhow!("no responders")), &mut running, &log)
+                .await
+            {
+                Ok(false) => continue,
+                Ok(true) => panic!("a failed probe is never ready"),
+                Err(e) => break e,
+            }
+        };
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("svc exited during start-up") && text.contains("database is locked"),
+            "{text}"
+        );
+        // A successful probe is ready at once.
+        let mut alive = sh("svc", "exec sleep 30");
+        assert!(wait.after(Ok(()), &mut alive, &log).await.unwrap());
+        stop(alive, StopHow::Kill, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_gives_up_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("svc.log");
+        let mut running = sh("svc", "exec sleep 30");
+        let mut wait = ReadyWait::new(Instant::now());
+        let err = wait
+            .after(Err(anyhow::anyhow!("timed out")), &mut running, &log)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not ready within the deadline"),
+            "{err:#}"
+        );
+        stop(running, StopHow::Kill, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
 }
