@@ -4,7 +4,9 @@
 use crate::results::{LatencySummary, NamedHistogram};
 use anyhow::Context;
 use base64::Engine as _;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use std::time::{Duration, SystemTime};
@@ -50,13 +52,17 @@ pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
 /// V2 deflate serialization, base64.
 pub fn encode(h: &Histogram<u64>) -> anyhow::Result<String> {
     let mut buf = Vec::new();
-    V2DeflateSerializer::new().serialize(h, &mut buf).map_err(|e| anyhow::anyhow!("serialize histogram: {e:?}"))?;
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| anyhow::anyhow!("serialize histogram: {e:?}"))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
 /// Inverse of [`encode`].
 pub fn decode(encoded: &str) -> anyhow::Result<Histogram<u64>> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).context("histogram is not base64")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .context("histogram is not base64")?;
     Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| anyhow::anyhow!("decode histogram: {e:?}"))
@@ -64,7 +70,12 @@ pub fn decode(encoded: &str) -> anyhow::Result<Histogram<u64>> {
 
 /// A [`NamedHistogram`] for the results.
 pub fn named(name: &str, description: &str, h: &Histogram<u64>) -> anyhow::Result<NamedHistogram> {
-    Ok(NamedHistogram { name: name.to_owned(), description: description.to_owned(), summary: summarize(h), encoded: encode(h)? })
+    Ok(NamedHistogram {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        summary: summarize(h),
+        encoded: encode(h)?,
+    })
 }
 
 /// One interval of an interval log.
@@ -79,9 +90,14 @@ pub struct Interval {
 
 /// Write intervals in the HdrHistogram interval-log format (readable by HdrHistogram's
 /// `HistogramLogProcessor` and friends). `start_time` is the wall clock of offset zero.
-pub fn write_interval_log(path: &std::path::Path, start_time: SystemTime, intervals: &[Interval]) -> anyhow::Result<()> {
+pub fn write_interval_log(
+    path: &std::path::Path,
+    start_time: SystemTime,
+    intervals: &[Interval],
+) -> anyhow::Result<()> {
     let mut file = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("create interval log {}", path.display()))?,
+        std::fs::File::create(path)
+            .with_context(|| format!("create interval log {}", path.display()))?,
     );
     let mut serializer = V2DeflateSerializer::new();
     {
@@ -105,7 +121,8 @@ pub fn write_interval_log(path: &std::path::Path, start_time: SystemTime, interv
 
 /// Read an interval log written by [`write_interval_log`] (or any HdrHistogram tool).
 pub fn read_interval_log(path: &std::path::Path) -> anyhow::Result<Vec<Interval>> {
-    let bytes = std::fs::read(path).with_context(|| format!("read interval log {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("read interval log {}", path.display()))?;
     let mut out = Vec::new();
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(&bytes) {
@@ -158,10 +175,25 @@ mod tests {
         record(&mut b, 7_000_000);
         record(&mut b, 9_000_000);
         let intervals = vec![
-            Interval { start: Duration::from_secs(0), length: Duration::from_secs(1), tag: None, histogram: a.clone() },
-            Interval { start: Duration::from_secs(1), length: Duration::from_secs(1), tag: Some("latency".into()), histogram: b.clone() },
+            Interval {
+                start: Duration::from_secs(0),
+                length: Duration::from_secs(1),
+                tag: None,
+                histogram: a.clone(),
+            },
+            Interval {
+                start: Duration::from_secs(1),
+                length: Duration::from_secs(1),
+                tag: Some("latency".into()),
+                histogram: b.clone(),
+            },
         ];
-        write_interval_log(&path, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), &intervals).unwrap();
+        write_interval_log(
+            &path,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            &intervals,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("#[StartTime: 1700000000"), "{text}");
         let back = read_interval_log(&path).unwrap();

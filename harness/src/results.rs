@@ -93,15 +93,27 @@ impl Environment {
                 out.push(format!("{name}: {a} vs {b}"));
             }
         };
-        check("cpu", format!("{}x{}", self.cpu_count, self.cpu_model), format!("{}x{}", other.cpu_count, other.cpu_model));
+        check(
+            "cpu",
+            format!("{}x{}", self.cpu_count, self.cpu_model),
+            format!("{}x{}", other.cpu_count, other.cpu_model),
+        );
         check("kernel", self.kernel.clone(), other.kernel.clone());
-        check("rustc", self.rustc_version.clone(), other.rustc_version.clone());
+        check(
+            "rustc",
+            self.rustc_version.clone(),
+            other.rustc_version.clone(),
+        );
         check(
             "nats",
             format!("{} {}", self.nats.kind, self.nats.server_version),
             format!("{} {}", other.nats.kind, other.nats.server_version),
         );
-        check("config", self.config_hash.clone(), other.config_hash.clone());
+        check(
+            "config",
+            self.config_hash.clone(),
+            other.config_hash.clone(),
+        );
         out
     }
 }

@@ -158,26 +158,12 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
         harness_errors,
     };
     write_results(&run_dir, &results)?;
-    let mut results = results;
-    if let Err(e) = after_results_written(&run_dir, &results) {
-        results
-            .harness_errors
-            .push(format!("rendering reports: {e:#}"));
-        write_results(&run_dir, &results)?;
-    }
     let exit_code = exit_code(&results);
     Ok(BenchOutcome {
         run_dir,
         results,
         exit_code,
     })
-}
-
-/// Hook for everything that reads a finished run directory (reports, history). The report
-/// engineer wires `crate::report::render_run(...)` in here; until then it does nothing.
-pub fn after_results_written(run_dir: &Path, results: &RunResults) -> anyhow::Result<()> {
-    let _ = (run_dir, results);
-    Ok(())
 }
 
 /// Write `<run_dir>/results.json`.

@@ -200,7 +200,10 @@ pub struct ErrorReply {
 
 impl ErrorReply {
     pub fn new(error: impl Into<String>) -> Self {
-        ErrorReply { success: false, error: error.into() }
+        ErrorReply {
+            success: false,
+            error: error.into(),
+        }
     }
 }
 
@@ -372,9 +375,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(a.details(), "cmd=kick, args: Bob Spamming, result: success");
-        let b = PmCommandAudit { command: Some("help".into()), result: Some(String::new()), ..Default::default() };
+        let b = PmCommandAudit {
+            command: Some("help".into()),
+            result: Some(String::new()),
+            ..Default::default()
+        };
         assert_eq!(b.details(), "cmd=help");
-        let c = PmCommandAudit { command: Some("stats".into()), ..Default::default() };
+        let c = PmCommandAudit {
+            command: Some("stats".into()),
+            ..Default::default()
+        };
         assert_eq!(c.details(), "cmd=stats, result: unknown");
         let d = PmCommandAudit {
             command: Some("stats".into()),
@@ -407,16 +417,28 @@ mod tests {
             r#"{"username": "amy", "success": true, "found": false, "message": "No statistics found for user 'amy'"}"#
         );
         let err = to_seed_json_string(&ErrorReply::new("Missing username in request"));
-        assert_eq!(err, r#"{"success": false, "error": "Missing username in request"}"#);
+        assert_eq!(
+            err,
+            r#"{"success": false, "error": "Missing username in request"}"#
+        );
         // Each shape parses back into the right variant.
         for s in [to_seed_json_string(&found), to_seed_json_string(&nf), err] {
             let back: UserStatsReply = serde_json::from_str(&s).unwrap();
             assert_eq!(to_seed_json_string(&back), s);
         }
         let cs = ChannelStats {
-            high_water_mark: HighWaterMark { users: 5, timestamp: Some(7) },
-            high_water_connected: HighWaterMark { users: 0, timestamp: None },
-            top_chatters: vec![TopChatter { username: "bob".into(), chat_lines: 3 }],
+            high_water_mark: HighWaterMark {
+                users: 5,
+                timestamp: Some(7),
+            },
+            high_water_connected: HighWaterMark {
+                users: 0,
+                timestamp: None,
+            },
+            top_chatters: vec![TopChatter {
+                username: "bob".into(),
+                chat_lines: 3,
+            }],
             total_users_seen: 2,
             success: true,
         };
@@ -431,7 +453,8 @@ mod tests {
         let m: MessageLog = serde_json::from_str("{}").unwrap();
         assert_eq!(m, MessageLog::default());
         assert!(serde_json::from_str::<MessageLog>(r#"{"username": 5}"#).is_err());
-        let s: StatusUpdate = serde_json::from_str(r#"{"status_data": {"bot_name": "r", "nope": 1}}"#).unwrap();
+        let s: StatusUpdate =
+            serde_json::from_str(r#"{"status_data": {"bot_name": "r", "nope": 1}}"#).unwrap();
         assert_eq!(s.status_data.unwrap().bot_name.as_deref(), Some("r"));
     }
 }

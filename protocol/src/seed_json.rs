@@ -29,7 +29,11 @@ pub fn to_seed_json_string<T: Serialize + ?Sized>(value: &T) -> String {
 pub struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -37,7 +41,11 @@ impl Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -49,7 +57,11 @@ impl Formatter for PythonFormatter {
         writer.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             if ch.is_ascii() && ch != '\u{7f}' {
@@ -65,7 +77,11 @@ impl Formatter for PythonFormatter {
         writer.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         // Python writes the same short escapes as serde_json, and `\u00XX` (lowercase) for the
         // other control characters.
         let s: &[u8] = match escape {
@@ -100,7 +116,12 @@ mod tests {
             n: [i32; 2],
             x: Option<i32>,
         }
-        let p = P { username: "bob", message: "hi", n: [1, 2], x: None };
+        let p = P {
+            username: "bob",
+            message: "hi",
+            n: [1, 2],
+            x: None,
+        };
         assert_eq!(
             to_seed_json_string(&p),
             r#"{"username": "bob", "message": "hi", "n": [1, 2], "x": null}"#
@@ -112,7 +133,10 @@ mod tests {
     fn escapes_like_ensure_ascii() {
         // Python: json.dumps("é\u007f\n\x01😀\"\\/") == '"\\u00e9\\u007f\\n\\u0001\\ud83d\\ude00\\"\\\\/"'
         let s = "é\u{7f}\n\u{1}😀\"\\/";
-        assert_eq!(to_seed_json_string(s), r#""\u00e9\u007f\n\u0001\ud83d\ude00\"\\/""#);
+        assert_eq!(
+            to_seed_json_string(s),
+            r#""\u00e9\u007f\n\u0001\ud83d\ude00\"\\/""#
+        );
     }
 
     #[test]
@@ -123,7 +147,10 @@ mod tests {
             a: Vec<i32>,
         }
         assert_eq!(
-            to_seed_json_string(&P { timestamp: 1.0, a: vec![] }),
+            to_seed_json_string(&P {
+                timestamp: 1.0,
+                a: vec![]
+            }),
             r#"{"timestamp": 1.0, "a": []}"#
         );
         assert_eq!(to_seed_json_string(&serde_json::Map::new()), "{}");

@@ -102,8 +102,45 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .join(harness::results::RESULTS_FILE)
             .display()
     );
-    // Regression gate: compare the run with `--baseline`, if given.
-    crate::compare::bench_baseline(&args.gate, &outcome)
+    // Regression gate: compare the run with `--baseline`, if given. It writes compare.json,
+    // which the report below reuses rather than recomputing.
+    let code = crate::compare::bench_baseline(&args.gate, &outcome)?;
+    // Reports and history: every bench run ends with report.md, report.html (plus a screenshot
+    // when Chromium is installed) and the run appended to the history.
+    let history_dir = root.join(&args.gate.history_dir);
+    match render_reports(&outcome.run_dir, &history_dir) {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            eprintln!("error: the run was measured, but its reports could not be written: {e:#}");
+            Ok(crate::exit::HARNESS_ERROR)
+        }
+    }
+}
+
+/// `cargo xtask report` for the run just finished: report.md, report.html, the history entry and
+/// index; then the headless-browser check with a screenshot, when a browser is there.
+fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
+    let paths = harness::report::render_run(run_dir, history_dir, None)?;
+    for warning in &paths.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("report: {}", paths.markdown.display());
+    println!("report: {}", paths.html.display());
+    println!("history index: {}", paths.index.display());
+    // No browser is not a failed run (`cargo xtask report --check` makes it one); a page the
+    // browser finds broken is.
+    if let Err(e) = harness::report::browser::find_browser() {
+        eprintln!("browser check skipped: {e:#}");
+        return Ok(());
+    }
+    let checked = harness::report::browser::check(&paths.html, &run_dir.join("report.png"))?;
+    println!(
+        "browser check: {} of {} charts drawn; screenshot {}",
+        checked.charts,
+        checked.expected,
+        checked.screenshot.display()
+    );
+    Ok(())
 }
 
 /// The workspace root (where the top-level Cargo.toml is).

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Rosey bench: benchmarks, tests, reports and the regression gate", version)]
+#[command(
+    name = "cargo xtask",
+    about = "Rosey bench: benchmarks, tests, reports and the regression gate",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,8 @@ pub mod exit {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROSEY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("ROSEY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -16,14 +16,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let bin = natskit::find_or_install().context("nats-server is needed by the integration tests")?;
+    let bin =
+        natskit::find_or_install().context("nats-server is needed by the integration tests")?;
     let version = natskit::version_of(&bin).unwrap_or_else(|_| "unknown".into());
-    eprintln!("xtask test: using nats-server {version} at {}", bin.display());
+    eprintln!(
+        "xtask test: using nats-server {version} at {}",
+        bin.display()
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if args.lint {
-        step(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]), "cargo fmt --check")?;
         step(
-            Command::new(&cargo).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),
+            "cargo fmt --check",
+        )?;
+        step(
+            Command::new(&cargo).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
             "cargo clippy",
         )?;
     }
@@ -33,7 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         .env("NATS_SERVER_BIN", &bin)
         .status()
         .context("run cargo test")?;
-    Ok(if status.success() { crate::exit::OK } else { crate::exit::TARGETS_MISSED })
+    Ok(if status.success() {
+        crate::exit::OK
+    } else {
+        crate::exit::TARGETS_MISSED
+    })
 }
 
 fn step(cmd: &mut Command, what: &str) -> anyhow::Result<()> {

@@ -119,7 +119,7 @@ fn declared_charts(dom: &str) -> Option<usize> {
     content.split('"').next()?.parse().ok()
 }
 
-fn find_browser() -> anyhow::Result<String> {
+pub fn find_browser() -> anyhow::Result<String> {
     for name in CANDIDATES {
         match Command::new(name)
             .arg("--version")
