@@ -95,7 +95,7 @@ fn change_cell(m: &MetricComparison) -> String {
     };
     match (m.change, m.ci) {
         (Some(c), Some([lo, hi])) => format!("{} [{}, {}]", fmt(c), fmt(lo), fmt(hi)),
-        (Some(c), None) => fmt(c),
+        (Some(c), None) => format!("{} (no interval)", fmt(c)),
         (None, _) => "–".into(),
     }
 }
