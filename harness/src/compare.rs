@@ -344,7 +344,7 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
     let misses = |round: &RunInput| -> Vec<(String, String, Option<f64>)> {
         let mut out = Vec::new();
         for s in &round.results.scenarios {
-            for t in s.targets.iter().filter(|t| !t.passed) {
+            for t in s.targets.iter().filter(|t| t.missed()) {
                 out.push((
                     s.name.clone(),
                     format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
@@ -353,7 +353,7 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
                     t.actual,
                 ));
             }
-            if s.verdict == Verdict::Fail && s.targets.iter().all(|t| t.passed) {
+            if s.verdict == Verdict::Fail && !s.targets.iter().any(|t| t.missed()) {
                 let a = s.accounting;
                 let what = format!(
                     "scenario failed: lost {} duplicated {} of {} sent",

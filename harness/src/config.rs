@@ -116,6 +116,10 @@ pub struct TargetSpec {
     pub unit: Option<String>,
     #[serde(default)]
     pub source: String,
+    /// Reported but never failing the scenario: for a target kept for comparison with the seed
+    /// that an honest measurement cannot meet (the `source` says why).
+    #[serde(default)]
+    pub informational: bool,
 }
 
 impl BenchConfig {

@@ -247,6 +247,16 @@ pub struct TargetCheck {
     /// Where the target comes from, e.g. "seed §5.1 P0".
     #[serde(default)]
     pub source: String,
+    /// Reported only: a missed informational target does not fail the scenario.
+    #[serde(default)]
+    pub informational: bool,
+}
+
+impl TargetCheck {
+    /// A target that counts against the verdict and was missed.
+    pub fn missed(&self) -> bool {
+        !self.passed && !self.informational
+    }
 }
 
 /// Everything one scenario measured.

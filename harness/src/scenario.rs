@@ -337,6 +337,7 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
                 actual,
                 passed,
                 source: spec.source.clone(),
+                informational: spec.informational,
             }
         })
         .collect()
@@ -351,7 +352,7 @@ pub fn verdict(result: &ScenarioResult) -> Verdict {
     if !a.loss_expected && (a.lost > 0 || a.duplicated > 0) {
         return Verdict::Fail;
     }
-    if result.targets.iter().any(|t| !t.passed) {
+    if result.targets.iter().any(TargetCheck::missed) {
         return Verdict::Fail;
     }
     Verdict::Pass
@@ -500,6 +501,7 @@ mod tests {
             threshold,
             unit: None,
             source: String::new(),
+            informational: false,
         }
     }
 
@@ -545,6 +547,11 @@ mod tests {
 
         r.targets = check_targets(&[spec("latency.p99_ms", "<=", 1.0)], &r);
         assert_eq!(verdict(&r), Verdict::Fail, "a missed target fails");
+        let mut info = spec("latency.p99_ms", "<=", 1.0);
+        info.informational = true;
+        r.targets = check_targets(&[info], &r);
+        assert!(!r.targets[0].passed, "an informational target is still checked");
+        assert_eq!(verdict(&r), Verdict::Pass, "but a missed one does not fail");
         r.targets.clear();
 
         r.accounting.lost = 1;

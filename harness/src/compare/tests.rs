@@ -465,6 +465,7 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
         actual: Some(0.6),
         passed: false,
         source: "test".into(),
+        informational: false,
     });
     let c = compare_runs(&base, &cand, &CompareOptions::default());
     assert_eq!(c.missed_targets.len(), 1);
@@ -576,6 +577,7 @@ fn missed_targets_are_listed_once_with_their_rounds() {
         actual: Some(7.0),
         passed: false,
         source: "test".into(),
+        informational: false,
     });
     let mut cand2 = cand.clone();
     cand2.results.scenarios[0].targets[0].actual = Some(9.0);

@@ -355,11 +355,12 @@ pub fn build(
         .map(|s| {
             let (verdict_md, verdict) = verdict_label(s.verdict);
             let lat = s.latency;
-            let missed = s.targets.iter().filter(|t| !t.passed).count();
-            let targets = if s.targets.is_empty() {
+            let gating = s.targets.iter().filter(|t| !t.informational).count();
+            let missed = s.targets.iter().filter(|t| t.missed()).count();
+            let targets = if gating == 0 {
                 "–".into()
             } else {
-                format!("{}/{} met", s.targets.len() - missed, s.targets.len())
+                format!("{}/{} met", gating - missed, gating)
             };
             let (change_verdict, change_detail, change_class) =
                 p99_change(s, base_run, comparable, comparison);
@@ -498,16 +499,17 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
                 || "not measured".into(),
                 |v| format!("{} {}", sig3(v), t.unit).trim_end().to_owned(),
             ),
-            passed: t.passed,
-            result: if t.passed {
-                "met".into()
-            } else {
-                "missed".into()
+            // An informational target that is missed is shown as such, not as a failure.
+            passed: !t.missed(),
+            result: match (t.passed, t.informational) {
+                (true, _) => "met".into(),
+                (false, false) => "missed".into(),
+                (false, true) => "missed (informational)".into(),
             },
-            result_md: if t.passed {
-                "✅ met".into()
-            } else {
-                "❌ missed".into()
+            result_md: match (t.passed, t.informational) {
+                (true, _) => "✅ met".into(),
+                (false, false) => "❌ missed".into(),
+                (false, true) => "ℹ️ missed (informational)".into(),
             },
             source: t.source.clone(),
         })
