@@ -550,7 +550,10 @@ mod tests {
         let mut info = spec("latency.p99_ms", "<=", 1.0);
         info.informational = true;
         r.targets = check_targets(&[info], &r);
-        assert!(!r.targets[0].passed, "an informational target is still checked");
+        assert!(
+            !r.targets[0].passed,
+            "an informational target is still checked"
+        );
         assert_eq!(verdict(&r), Verdict::Pass, "but a missed one does not fail");
         r.targets.clear();
 
