@@ -408,11 +408,17 @@ pub fn summary_table(results: &RunResults) -> String {
             Some(l) if l.count > 0 => (ms(l.p50_ns), ms(l.p99_ns), ms(l.p999_ns), ms(l.max_ns)),
             _ => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
-        let missed: Vec<&str> = s
+        let missed: Vec<String> = s
             .targets
             .iter()
             .filter(|t| !t.passed)
-            .map(|t| t.metric.as_str())
+            .map(|t| {
+                if t.informational {
+                    format!("{} (informational)", t.metric)
+                } else {
+                    t.metric.clone()
+                }
+            })
             .collect();
         let mut verdict = verdict_label(s.verdict).to_owned();
         if !missed.is_empty() {
