@@ -176,8 +176,7 @@ fn git(root: &Path, args: &[&str]) -> anyhow::Result<String> {
 /// `cargo build --release -p rosey-dbservice -p rosey-bot` in `src`, executables read from
 /// cargo's artifact messages.
 fn cargo_build_services(src: &Path, target: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(cargo)
+    let mut child = crate::cargo::command()
         .current_dir(src)
         .args([
             "build",

@@ -9,7 +9,7 @@ use harness::{BenchOptions, ServiceBinaries, ServicesUnderTest};
 use std::io::BufRead as _;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -156,8 +156,7 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 /// the binaries' paths read from cargo's own artifact messages so any target directory works.
 fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(cargo)
+    let mut child = harness::cargo::command()
         .current_dir(root)
         .args([
             "build",

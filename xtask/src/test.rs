@@ -25,14 +25,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "xtask test: using nats-server {version} at {}",
         bin.display()
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if args.lint {
         step(
-            Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),
+            harness::cargo::command().args(["fmt", "--all", "--", "--check"]),
             "cargo fmt --check",
         )?;
         step(
-            Command::new(&cargo).args([
+            harness::cargo::command().args([
                 "clippy",
                 "--workspace",
                 "--all-targets",
@@ -43,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "cargo clippy",
         )?;
     }
-    let mut child = Command::new(&cargo)
+    let mut child = harness::cargo::command()
         .args(["test", "--workspace"])
         .args(&args.cargo_args)
         .env("NATS_SERVER_BIN", &bin)
