@@ -19,9 +19,8 @@ use crate::provision::{self, NatsChoice};
 use crate::run::{run_bench, BenchOptions, ServicesUnderTest};
 use crate::services::ServiceBinaries;
 use anyhow::Context;
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Which build a round runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,16 +144,16 @@ pub fn build_revision(
         "ab: building rosey-dbservice and rosey-bot at {} (release)",
         &commit[..12]
     );
-    let built = cargo_build_services(&src, &target);
+    let built = crate::cargo::build_services(&src, Some(&target));
     let removed = git(
         root,
         &["worktree", "remove", "--force", &src.to_string_lossy()],
     );
-    let (dbservice, bot) = built?;
+    let built = built?;
     removed.context("git worktree remove")?;
     std::fs::create_dir_all(&bin)?;
-    std::fs::copy(&dbservice, &binaries.dbservice).context("keep rosey-dbservice")?;
-    std::fs::copy(&bot, &binaries.bot).context("keep rosey-bot")?;
+    std::fs::copy(&built.dbservice, &binaries.dbservice).context("keep rosey-dbservice")?;
+    std::fs::copy(&built.bot, &binaries.bot).context("keep rosey-bot")?;
     Ok((commit, binaries))
 }
 
@@ -171,53 +170,6 @@ fn git(root: &Path, args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// `cargo build --release -p rosey-dbservice -p rosey-bot` in `src`, executables read from
-/// cargo's artifact messages.
-fn cargo_build_services(src: &Path, target: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let mut child = crate::cargo::command()
-        .current_dir(src)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rosey-dbservice",
-            "-p",
-            "rosey-bot",
-            "--message-format=json-render-diagnostics",
-        ])
-        .arg("--target-dir")
-        .arg(target)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("run cargo build")?;
-    let stdout = child.stdout.take().context("cargo build stdout")?;
-    let (mut dbservice, mut bot) = (None, None);
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("read cargo build output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        let Some(exe) = msg["executable"].as_str() else {
-            continue;
-        };
-        match msg["target"]["name"].as_str() {
-            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
-            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
-            _ => {}
-        }
-    }
-    let status = child.wait().context("wait for cargo build")?;
-    anyhow::ensure!(
-        status.success(),
-        "cargo build --release of the baseline's services failed"
-    );
-    Ok((
-        dbservice.context("no rosey-dbservice binary built")?,
-        bot.context("no rosey-bot binary built")?,
-    ))
 }
 
 /// A shell script that runs `binary` with `args` before the engine's own arguments. `exec`

@@ -5,8 +5,15 @@
 //! `rerun-if-env-changed` on them (ring's does) then rebuild on every switch between a plain
 //! `cargo build` and one started by xtask. [`command`] removes them so both see the same
 //! environment and share their build artifacts.
+//!
+//! [`build_services`] is the one place that builds the services under test (for `cargo xtask
+//! bench` and for the baseline side of an A/B run).
 
-use std::process::Command;
+use crate::services::ServiceBinaries;
+use anyhow::Context as _;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Variables `cargo run` sets for the program it runs (besides `CARGO`, which we keep to find
 /// the same cargo).
@@ -29,6 +36,59 @@ pub fn command() -> Command {
         }
     }
     cmd
+}
+
+/// `cargo build --release -p rosey-dbservice -p rosey-bot` in the workspace at `src` (cargo's
+/// progress on stderr as usual), with the executables' paths read from cargo's own artifact
+/// messages so any target directory works.
+pub fn build_services(src: &Path, target_dir: Option<&Path>) -> anyhow::Result<ServiceBinaries> {
+    let mut cmd = command();
+    cmd.current_dir(src).args([
+        "build",
+        "--release",
+        "-p",
+        "rosey-dbservice",
+        "-p",
+        "rosey-bot",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if let Some(target) = target_dir {
+        cmd.arg("--target-dir").arg(target);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("run cargo build")?;
+    let stdout = child.stdout.take().context("cargo build stdout")?;
+    let (mut dbservice, mut bot) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("read cargo build output")?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        match msg["target"]["name"].as_str() {
+            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
+            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("wait for cargo build")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --release of the services in {} failed",
+        src.display()
+    );
+    Ok(ServiceBinaries {
+        dbservice: dbservice.context("cargo build reported no rosey-dbservice binary")?,
+        bot: bot.context("cargo build reported no rosey-bot binary")?,
+    })
 }
 
 #[cfg(test)]

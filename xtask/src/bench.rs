@@ -6,10 +6,8 @@
 use anyhow::Context;
 use harness::provision::NatsChoice;
 use harness::{BenchOptions, ServiceBinaries, ServicesUnderTest};
-use std::io::BufRead as _;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -152,51 +150,8 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
         .context("xtask has no parent directory")
 }
 
-/// `cargo build --release -p rosey-dbservice -p rosey-bot` (progress on stderr as usual), with
-/// the binaries' paths read from cargo's own artifact messages so any target directory works.
+/// The release build of the services under test.
 fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
-    let mut child = harness::cargo::command()
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "rosey-dbservice",
-            "-p",
-            "rosey-bot",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("run cargo build")?;
-    let stdout = child.stdout.take().context("cargo build stdout")?;
-    let (mut dbservice, mut bot) = (None, None);
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("read cargo build output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let Some(exe) = msg["executable"].as_str() else {
-            continue;
-        };
-        match msg["target"]["name"].as_str() {
-            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
-            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
-            _ => {}
-        }
-    }
-    let status = child.wait().context("wait for cargo build")?;
-    anyhow::ensure!(
-        status.success(),
-        "cargo build --release of the services failed"
-    );
-    Ok(ServiceBinaries {
-        dbservice: dbservice.context("cargo build reported no rosey-dbservice binary")?,
-        bot: bot.context("cargo build reported no rosey-bot binary")?,
-    })
+    harness::cargo::build_services(root, None)
 }
