@@ -92,24 +92,40 @@ fn default_publishers() -> u32 {
     1
 }
 
+/// The checks every open-loop scenario's timing parameters need.
+pub fn validate_open_loop(
+    rate_per_s: f64,
+    duration_s: f64,
+    warmup_s: f64,
+    drain_timeout_s: f64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "rate_per_s must be positive"
+    );
+    anyhow::ensure!(
+        duration_s.is_finite() && duration_s > 0.0,
+        "duration_s must be positive"
+    );
+    anyhow::ensure!(
+        warmup_s.is_finite() && warmup_s >= 0.0,
+        "warmup_s must not be negative"
+    );
+    anyhow::ensure!(
+        drain_timeout_s.is_finite() && drain_timeout_s > 0.0,
+        "drain_timeout_s must be positive"
+    );
+    Ok(())
+}
+
 impl OpenLoopParams {
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
-            "rate_per_s must be positive"
-        );
-        anyhow::ensure!(
-            self.duration_s.is_finite() && self.duration_s > 0.0,
-            "duration_s must be positive"
-        );
-        anyhow::ensure!(
-            self.warmup_s.is_finite() && self.warmup_s >= 0.0,
-            "warmup_s must not be negative"
-        );
-        anyhow::ensure!(
-            self.drain_timeout_s.is_finite() && self.drain_timeout_s > 0.0,
-            "drain_timeout_s must be positive"
-        );
+        validate_open_loop(
+            self.rate_per_s,
+            self.duration_s,
+            self.warmup_s,
+            self.drain_timeout_s,
+        )?;
         anyhow::ensure!(self.publishers >= 1, "publishers must be at least 1");
         Ok(())
     }

@@ -555,22 +555,12 @@ fn default_drain() -> f64 {
 
 impl BotLoadParams {
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
-            "rate_per_s must be positive"
-        );
-        anyhow::ensure!(
-            self.duration_s.is_finite() && self.duration_s > 0.0,
-            "duration_s must be positive"
-        );
-        anyhow::ensure!(
-            self.warmup_s.is_finite() && self.warmup_s >= 0.0,
-            "warmup_s must not be negative"
-        );
-        anyhow::ensure!(
-            self.drain_timeout_s.is_finite() && self.drain_timeout_s > 0.0,
-            "drain_timeout_s must be positive"
-        );
+        super::validate_open_loop(
+            self.rate_per_s,
+            self.duration_s,
+            self.warmup_s,
+            self.drain_timeout_s,
+        )?;
         Ok(())
     }
 
