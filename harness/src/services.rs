@@ -545,14 +545,33 @@ mod tests {
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
+    /// A shell that ignores SIGTERM, returned only once the trap is installed: a SIGTERM sent
+    /// before `trap` runs would end the shell, and the test would race the shell's start-up.
+    async fn stubborn(dir: &std::path::Path) -> Running {
+        let marker = dir.join("trap-installed");
+        let script = format!(
+            "trap '' TERM; : > '{}'; while true; do sleep 0.05; done",
+            marker.display()
+        );
+        let running = sh("stubborn", &script);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(Instant::now() < deadline, "the shell never installed its trap");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        running
+    }
+
     #[tokio::test]
     async fn a_process_that_ignores_sigterm_is_killed_and_reported() {
-        let running = sh("stubborn", "trap '' TERM; while true; do sleep 0.05; done");
+        let dir = tempfile::tempdir().unwrap();
+        let running = stubborn(dir.path()).await;
         let err = stop(running, StopHow::Graceful, Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("had to be killed"), "{err:#}");
-        let running = sh("stubborn", "trap '' TERM; while true; do sleep 0.05; done");
+        std::fs::remove_file(dir.path().join("trap-installed")).unwrap();
+        let running = stubborn(dir.path()).await;
         stop(running, StopHow::Kill, Duration::from_secs(5))
             .await
             .unwrap();
