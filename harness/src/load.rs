@@ -624,6 +624,6 @@ mod tests {
         // A past deadline returns at once.
         let t = Instant::now();
         wait_until(t - Duration::from_millis(1), Duration::ZERO);
-        assert!(t.elapsed() < Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

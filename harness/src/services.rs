@@ -556,7 +556,10 @@ mod tests {
         let running = sh("stubborn", &script);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !marker.exists() {
-            assert!(Instant::now() < deadline, "the shell never installed its trap");
+            assert!(
+                Instant::now() < deadline,
+                "the shell never installed its trap"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         running

@@ -3,7 +3,6 @@
 //! directory) and prints the summary table. Exit code: 0 all targets met, 2 a target missed or
 //! events lost, 1 the harness failed.
 
-use anyhow::Context;
 use harness::provision::NatsChoice;
 use harness::{BenchOptions, ServiceBinaries, ServicesUnderTest};
 use std::io::IsTerminal as _;
@@ -60,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             anyhow::bail!("unknown scenario {name:?} (known: {})", names.join(", "));
         }
     }
-    let root = workspace_root()?;
+    let root = crate::workspace_root();
     let binaries = match (args.dbservice_bin, args.bot_bin) {
         (Some(dbservice), Some(bot)) => ServiceBinaries { dbservice, bot },
         _ => build_services(&root)?,
@@ -139,15 +138,6 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
         checked.screenshot.display()
     );
     Ok(())
-}
-
-/// The workspace root (where the top-level Cargo.toml is).
-fn workspace_root() -> anyhow::Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
 }
 
 /// The release build of the services under test.

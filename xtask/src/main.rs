@@ -37,6 +37,12 @@ enum Command {
 }
 
 /// Exit codes shared by every subcommand.
+/// The workspace root (where the top-level Cargo.toml is).
+pub fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
+}
+
 pub mod exit {
     /// Everything ran; no target missed, no regression.
     pub const OK: u8 = 0;

