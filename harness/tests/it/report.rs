@@ -1,6 +1,7 @@
 //! Reports and history: a snapshot of `report.md` rendered from fixed results, size and escaping
-//! checks, and the HTML pages opened in headless Chromium (screenshots kept under the target
-//! directory: `report-fixture/runs/<run_id>/report.png` and `report-fixture/history/index.png`).
+//! checks, and the HTML pages opened in headless Chromium (with `ROSEY_KEEP_REPORT_FIXTURE=1` the
+//! screenshots are kept under the target directory: `report-fixture-*/runs/<run_id>/report.png`
+//! and `report-fixture-*/history/index.png`).
 //!
 //! The fixture is built in code from seeded pseudo-random histograms, so it is deterministic and
 //! follows the schema as it grows (it is assembled as JSON, where new fields take defaults).
@@ -10,7 +11,7 @@ use harness::report::{self, browser};
 use harness::results::{RunResults, RESULTS_FILE};
 use harness::{history, results};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// xorshift64*: deterministic, no dependency on `rand`'s algorithms.
@@ -443,15 +444,25 @@ fn untrusted_strings_are_escaped_everywhere() {
     }
 }
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-fixture")
+/// A fresh directory of its own under cargo's test temp dir, so concurrent test runs never share
+/// one. `ROSEY_KEEP_REPORT_FIXTURE=1` keeps it (its path is printed) to look at the screenshots.
+fn fixture_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix("report-fixture-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    if std::env::var_os("ROSEY_KEEP_REPORT_FIXTURE").is_some_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+    }
+    eprintln!("report fixture: {}", dir.path().display());
+    dir
 }
 
 /// The whole path the bench engine takes: history, reports, index; then both pages in a browser.
 #[test]
 fn render_run_and_check_in_a_browser() {
-    let root = fixture_dir();
-    let _ = std::fs::remove_dir_all(&root);
+    let fixture = fixture_dir();
+    let root = fixture.path();
     let history_dir = root.join("history");
     // Earlier runs: five on this machine (one slower revision), two on another kernel.
     let earlier = [
