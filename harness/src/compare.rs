@@ -634,10 +634,10 @@ fn prepare_scenario(
             .iter()
             .chain(&cand_intervals)
             .flatten()
-            .flat_map(|iv| iv.iter().map(|i| &i.histogram)),
+            .flat_map(|iv| iv.iter().map(|i| i.histogram.unpack())),
     );
     let to_blocks = |runs: &[(&RunInput, &ScenarioResult)],
-                     ivs: &[Option<Vec<histogram::Interval>>]|
+                     ivs: &[Option<Vec<histogram::PackedInterval>>]|
      -> Vec<Vec<Block>> {
         runs.iter()
             .zip(ivs)

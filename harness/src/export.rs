@@ -41,7 +41,7 @@ pub fn figures(run: &RunInput) -> Vec<Figure> {
     for scenario in &run.results.scenarios {
         let mut notes = Vec::new();
         let intervals = load_intervals(run, scenario, &mut notes);
-        let table = ValueTable::new(intervals.iter().flatten().map(|iv| &iv.histogram));
+        let table = ValueTable::new(intervals.iter().flatten().map(|iv| iv.histogram.unpack()));
         let processes = processes_under_test(std::iter::once(scenario));
         let blocks = blocks_of(scenario, intervals.as_deref(), &table, &processes);
         let sample = vec![blocks];

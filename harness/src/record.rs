@@ -8,7 +8,7 @@
 //! interval histogram. A confirmation of an id that was already confirmed is a duplicate; an id
 //! that was never sent is counted as unknown (and never as delivered).
 
-use crate::histogram::{self, Interval};
+use crate::histogram::{self, Packed, PackedInterval};
 use crate::results::{Accounting, IntervalPoint};
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
@@ -76,6 +76,18 @@ fn at_offset(base: Instant, ns: i64) -> Instant {
     }
 }
 
+/// One second's latency histogram: full while confirmations may still land in it, packed after.
+#[derive(Debug)]
+enum IntervalSlot {
+    Open(Histogram<u64>),
+    Packed(Packed),
+}
+
+/// Seconds behind the newest confirmation that an interval stays open. Receivers stamp each
+/// confirmation before taking the lock, so one of a second ago may be recorded just after one of
+/// this second; later stragglers still count, at the price of unpacking their interval once.
+const OPEN_INTERVALS: usize = 2;
+
 #[derive(Debug)]
 struct State {
     slots: Vec<Slot>,
@@ -85,9 +97,43 @@ struct State {
     unknown: u64,
     rejected: u64,
     latency: Histogram<u64>,
-    intervals: Vec<Histogram<u64>>,
+    intervals: Vec<IntervalSlot>,
+    /// Every interval below this index is packed.
+    packed_below: usize,
     first_confirm: Option<Instant>,
     last_confirm: Option<Instant>,
+}
+
+impl State {
+    /// Record `ns` into interval `bucket`, then pack the intervals that are no longer recent, so
+    /// the tracker holds a few full histograms however long the phase runs.
+    fn record_interval(&mut self, bucket: usize, ns: Duration) {
+        while self.intervals.len() <= bucket {
+            self.intervals.push(IntervalSlot::Packed(Packed::pack(
+                &histogram::new_histogram(),
+            )));
+        }
+        let slot = &mut self.intervals[bucket];
+        if let IntervalSlot::Packed(p) = slot {
+            *slot = IntervalSlot::Open(p.unpack());
+        }
+        let IntervalSlot::Open(h) = slot else {
+            unreachable!("the slot was just opened")
+        };
+        histogram::record_duration(h, ns);
+        if bucket < self.packed_below {
+            // A straggler for an interval already packed: pack it again at once.
+            *slot = IntervalSlot::Packed(Packed::pack(h));
+        }
+        let keep_from = bucket.saturating_sub(OPEN_INTERVALS);
+        while self.packed_below < keep_from {
+            let slot = &mut self.intervals[self.packed_below];
+            if let IntervalSlot::Open(h) = slot {
+                *slot = IntervalSlot::Packed(Packed::pack(h));
+            }
+            self.packed_below += 1;
+        }
+    }
 }
 
 /// Delivery accounting and latency recording for one measured phase.
@@ -114,7 +160,8 @@ pub struct PhaseRecord {
     /// Replies that arrived but did not prove success (e.g. an error reply).
     pub rejected: u64,
     pub latency: Histogram<u64>,
-    pub intervals: Vec<Interval>,
+    /// One per second from the start of the phase, packed (see [`Packed`]).
+    pub intervals: Vec<PackedInterval>,
     pub start: Instant,
     pub start_wall: SystemTime,
     pub first_confirm: Option<Instant>,
@@ -148,22 +195,7 @@ impl PhaseRecord {
     pub fn interval_points(&self) -> Vec<IntervalPoint> {
         self.intervals
             .iter()
-            .map(|iv| IntervalPoint {
-                t_s: iv.start.as_secs_f64(),
-                length_s: iv.length.as_secs_f64(),
-                count: iv.histogram.len(),
-                p50_ns: if iv.histogram.is_empty() {
-                    0
-                } else {
-                    iv.histogram.value_at_quantile(0.5)
-                },
-                p99_ns: if iv.histogram.is_empty() {
-                    0
-                } else {
-                    iv.histogram.value_at_quantile(0.99)
-                },
-                max_ns: iv.histogram.max(),
-            })
+            .map(|iv| histogram::interval_point(&iv.unpack()))
             .collect()
     }
 }
@@ -203,6 +235,7 @@ impl Tracker {
                 rejected: 0,
                 latency: histogram::new_histogram(),
                 intervals: Vec::new(),
+                packed_below: 0,
                 first_confirm: None,
                 last_confirm: None,
             }),
@@ -290,10 +323,7 @@ impl Tracker {
         let bucket = usize::try_from(at.saturating_duration_since(self.start).as_secs())
             .unwrap_or(usize::MAX);
         if bucket < 1_000_000 {
-            while s.intervals.len() <= bucket {
-                s.intervals.push(histogram::new_histogram());
-            }
-            histogram::record_duration(&mut s.intervals[bucket], ns);
+            s.record_interval(bucket, ns);
         }
         s.first_confirm.get_or_insert(at);
         s.last_confirm = Some(s.last_confirm.map_or(at, |l| l.max(at)));
@@ -337,11 +367,14 @@ impl Tracker {
             .intervals
             .iter()
             .enumerate()
-            .map(|(i, h)| Interval {
+            .map(|(i, slot)| PackedInterval {
                 start: INTERVAL * u32::try_from(i).unwrap_or(u32::MAX),
                 length: INTERVAL,
                 tag: Some("latency".to_owned()),
-                histogram: h.clone(),
+                histogram: match slot {
+                    IntervalSlot::Open(h) => Packed::pack(h),
+                    IntervalSlot::Packed(p) => p.clone(),
+                },
             })
             .collect();
         PhaseRecord {
@@ -400,6 +433,55 @@ mod tests {
         assert_eq!(r.interval_points()[1].count, 1);
         let a = r.accounting(false);
         assert_eq!((a.sent, a.committed, a.lost, a.duplicated), (3, 2, 1, 1));
+    }
+
+    #[test]
+    fn a_long_phase_keeps_few_full_interval_histograms() {
+        let t0 = Instant::now();
+        let t = Tracker::new("m.", 0, t0);
+        let seconds = 600u64;
+        let per_second = 20u64;
+        let mut index = 0;
+        for second in 0..seconds {
+            for k in 0..per_second {
+                let sent = t0 + Duration::from_secs(second) + Duration::from_millis(k * 40);
+                t.mark_sending(index, sent, sent);
+                t.mark_sent();
+                assert!(t.confirm_index(index, sent + Duration::from_micros(1_000 + 37 * k)));
+                index += 1;
+            }
+            // A straggler for an interval packed long ago still counts.
+            if second == 300 {
+                t.mark_sending(index, t0, t0);
+                t.mark_sent();
+                assert!(t.confirm_index(index, t0 + Duration::from_millis(10)));
+                index += 1;
+            }
+        }
+        {
+            let s = t.lock();
+            let open = s
+                .intervals
+                .iter()
+                .filter(|i| matches!(i, IntervalSlot::Open(_)))
+                .count();
+            assert!(open <= OPEN_INTERVALS + 1, "{open} full histograms");
+        }
+        let r = t.finish();
+        assert_eq!(r.intervals.len(), seconds as usize);
+        let points = r.interval_points();
+        assert_eq!(
+            points[0].count,
+            per_second + 1,
+            "the straggler landed in second 0"
+        );
+        assert!(points[1..].iter().all(|p| p.count == per_second));
+        assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), r.confirmed);
+        let bytes: usize = r.intervals.iter().map(|i| i.histogram.size()).sum();
+        assert!(
+            bytes < 600 * 1024,
+            "{bytes} bytes for {seconds} packed intervals"
+        );
     }
 
     #[test]

@@ -176,7 +176,10 @@ impl ScenarioContext {
         histogram::write_interval_log(
             &self.run_dir.join(&rel),
             record.start_wall,
-            &record.intervals,
+            record
+                .intervals
+                .iter()
+                .map(histogram::PackedInterval::unpack),
         )?;
         Ok(rel)
     }

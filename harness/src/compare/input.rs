@@ -123,18 +123,25 @@ pub(crate) fn summary_value(s: &ScenarioResult, metric: &str) -> Option<f64> {
     }
 }
 
-/// Read the scenario's headline interval histograms, if it has an interval log.
+/// Read the scenario's headline interval histograms, if it has an interval log. They are kept
+/// packed: a long run's full histograms would not fit in memory together.
 pub(crate) fn load_intervals(
     run: &RunInput,
     s: &ScenarioResult,
     notes: &mut Vec<String>,
-) -> Option<Vec<histogram::Interval>> {
+) -> Option<Vec<histogram::PackedInterval>> {
     let rel = s.interval_log.as_deref()?;
     let path = run
         .dir
         .as_ref()
         .map_or_else(|| PathBuf::from(rel), |d| d.join(rel));
-    match histogram::read_interval_log(&path) {
+    let packed = histogram::map_interval_log(&path, |iv| histogram::PackedInterval {
+        histogram: histogram::Packed::pack(&iv.histogram),
+        start: iv.start,
+        length: iv.length,
+        tag: iv.tag,
+    });
+    match packed {
         Ok(all) => {
             let tagged = all.iter().any(|i| i.tag.as_deref() == Some("latency"));
             let headline: Vec<_> = all
@@ -163,7 +170,7 @@ pub(crate) fn load_intervals(
 /// process under test assigned to the interval containing the middle of their sampling period.
 pub(crate) fn blocks_of(
     s: &ScenarioResult,
-    intervals: Option<&[histogram::Interval]>,
+    intervals: Option<&[histogram::PackedInterval]>,
     table: &ValueTable,
     processes: &[String],
 ) -> Vec<Block> {
@@ -171,9 +178,10 @@ pub(crate) fn blocks_of(
         Some(ivs) => ivs
             .iter()
             .map(|iv| {
+                let h = iv.histogram.unpack();
                 let block = Block {
-                    latency: table.sparse(&iv.histogram),
-                    events: iv.histogram.len(),
+                    latency: table.sparse(&h),
+                    events: h.len(),
                     length_s: iv.length.as_secs_f64(),
                     cpu_us: vec![None; processes.len()],
                     rss: vec![Vec::new(); processes.len()],

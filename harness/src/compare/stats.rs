@@ -48,11 +48,14 @@ pub struct ValueTable {
 }
 
 impl ValueTable {
-    pub fn new<'a>(histograms: impl IntoIterator<Item = &'a Histogram<u64>>) -> ValueTable {
-        let mut values: Vec<u64> = histograms
-            .into_iter()
-            .flat_map(|h| h.iter_recorded().map(|v| v.value_iterated_to()))
-            .collect();
+    /// The table of `histograms`, taken one at a time (they may be unpacked as they come).
+    pub fn new<H: std::borrow::Borrow<Histogram<u64>>>(
+        histograms: impl IntoIterator<Item = H>,
+    ) -> ValueTable {
+        let mut values: Vec<u64> = Vec::new();
+        for h in histograms {
+            values.extend(h.borrow().iter_recorded().map(|v| v.value_iterated_to()));
+        }
         values.sort_unstable();
         values.dedup();
         ValueTable { values }

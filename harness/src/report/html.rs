@@ -240,8 +240,11 @@ fn interval_points(s: &ScenarioResult, run_dir: &Path) -> anyhow::Result<Vec<Int
     let Some(log) = &s.interval_log else {
         return Ok(s.intervals.clone());
     };
-    let intervals = histogram::read_interval_log(&run_dir.join(log))?;
-    let tags: Vec<Option<&str>> = intervals.iter().map(|i| i.tag.as_deref()).collect();
+    // One interval at a time: a long run's full histograms would not fit in memory together.
+    let intervals = histogram::map_interval_log(&run_dir.join(log), |iv| {
+        (iv.tag.clone(), histogram::interval_point(&iv))
+    })?;
+    let tags: Vec<Option<&str>> = intervals.iter().map(|(tag, _)| tag.as_deref()).collect();
     let wanted = if tags.contains(&Some("latency")) {
         Some("latency")
     } else if tags.contains(&None) {
@@ -249,27 +252,11 @@ fn interval_points(s: &ScenarioResult, run_dir: &Path) -> anyhow::Result<Vec<Int
     } else {
         tags.first().copied().flatten()
     };
+    let wanted = wanted.map(str::to_owned);
     Ok(intervals
-        .iter()
-        .filter(|i| i.tag.as_deref() == wanted)
-        .map(|i| {
-            let h = &i.histogram;
-            let q = |q: f64| {
-                if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(q)
-                }
-            };
-            IntervalPoint {
-                t_s: i.start.as_secs_f64(),
-                length_s: i.length.as_secs_f64(),
-                count: h.len(),
-                p50_ns: q(0.5),
-                p99_ns: q(0.99),
-                max_ns: if h.is_empty() { 0 } else { h.max() },
-            }
-        })
+        .into_iter()
+        .filter(|(tag, _)| *tag == wanted)
+        .map(|(_, point)| point)
         .collect())
 }
 
