@@ -11,10 +11,15 @@
 //! # anyhow::Ok(())
 //! ```
 //!
-//! The API is synchronous (std only, no tokio) so it works from sync tests,
-//! async tests and the harness alike.
+//! The server API is synchronous (std only, no tokio) so it works from sync
+//! tests, async tests and the harness alike.
+//!
+//! [`client`] is the other half: the one implementation of connecting to NATS
+//! from a `rosey_protocol::connect::NatsConnectConfig` (URLs, authentication,
+//! TLS, error hints), shared by the database service, the bot and tests.
 
 mod child;
+pub mod client;
 mod locate;
 mod server;
 

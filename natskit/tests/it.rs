@@ -2,8 +2,9 @@
 //!
 //! They use `find_or_install()` like every other caller, so set
 //! `NATS_SERVER_BIN` (or put nats-server on PATH) to avoid a first-run install.
-//! The JetStream checks speak the NATS text protocol over a plain TcpStream,
-//! which keeps natskit free of a NATS client dependency.
+//! The server checks here speak the NATS text protocol over a plain TcpStream,
+//! so they test natskit's server half on its own; `natskit::client` (nkey,
+//! credentials and TLS) is tested with async-nats in `it/client.rs`.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -15,6 +16,9 @@ use std::{
 
 use natskit::{NatsServer, ServerOptions};
 use serde_json::{json, Value};
+
+#[path = "it/client.rs"]
+mod client;
 
 /// A minimal NATS client: enough for CONNECT, PING and request/reply.
 struct Conn {

@@ -1,9 +1,10 @@
 //! How a component connects to NATS: server URL, authentication and TLS, as plain data.
 //!
 //! Serde only (this crate has no NATS client): the bot and the database service deserialize it
-//! from the `[nats]` table of their TOML config files, let command-line flags override fields, and
-//! convert it to their client's options themselves. At most one authentication method may be set
-//! (user/password, token, nkey seed file or credentials file); see [`NatsConnectConfig::auth_method`].
+//! from the `[nats]` table of their TOML config files and let command-line flags override fields;
+//! `natskit::client` turns it into the client's options. At most one authentication method may be
+//! set (user/password, token, nkey seed file or credentials file); see
+//! [`NatsConnectConfig::auth_method`].
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

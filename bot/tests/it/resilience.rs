@@ -272,8 +272,68 @@ async fn nats_authentication_options_are_used() {
     let err = rosey_bot::spawn(c.clone())
         .await
         .expect_err("no token: refused");
-    assert!(format!("{err:#}").contains("connecting to NATS"), "{err:#}");
+    assert!(format!("{err:#}").contains("connecting to nats"), "{err:#}");
     c.nats.token = Some("s3cret".into());
     let bot = rosey_bot::spawn(c).await.expect("the token is accepted");
+    bot.shutdown().await.unwrap();
+}
+
+/// The bot connects through natskit's shared settings-to-options code: an nkey seed file
+/// authenticates it, a stranger's seed is refused with the shared hint, and events flow.
+#[tokio::test]
+async fn nkey_seed_file_authenticates_the_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, contents: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    let user = nkeys::KeyPair::new_user();
+    let conf = write(
+        "server.conf",
+        format!(
+            "authorization {{ users = [ {{ nkey: {:?} }} ] }}\n",
+            user.public_key()
+        ),
+    );
+    let seed = write("bot.nk", user.seed().unwrap());
+    let stranger = write("stranger.nk", nkeys::KeyPair::new_user().seed().unwrap());
+    let opts = natskit::ServerOptions {
+        config_file: Some(conf),
+        ..Default::default()
+    };
+    let nats = tokio::task::spawn_blocking(move || natskit::NatsServer::start_with(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let site = rosey_protocol::connect::NatsConnectConfig {
+        nkey_seed_file: Some(seed.clone()),
+        ..rosey_protocol::connect::NatsConnectConfig::new(nats.url())
+    };
+    let client = natskit::client::connect(
+        &site,
+        natskit::client::connect_options(&site).await.unwrap(),
+    )
+    .await
+    .expect("the test client authenticates with the seed");
+    let w = World { nats, client };
+
+    let mut c = w.bot_config();
+    c.nats.nkey_seed_file = Some(stranger);
+    let err = rosey_bot::spawn(c.clone())
+        .await
+        .expect_err("a stranger's seed is refused");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("authorization violation") && err.contains("NkeySeedFile"),
+        "{err}"
+    );
+
+    c.nats.nkey_seed_file = Some(seed);
+    let bot = w.bot_with(c, None).await;
+    let mut joined = w.sub(subjects::USER_JOINED).await;
+    w.join("amy", 1.0).await;
+    let (v, _) = next_json(&mut joined, "the bot's user.joined event").await;
+    assert_eq!(v["username"], "amy");
     bot.shutdown().await.unwrap();
 }

@@ -1,11 +1,14 @@
-//! Authentication: user/password and token against servers that require them; wrong
-//! credentials give a clear error; the config file's [nats] table is honoured by the binary.
+//! Authentication and TLS: user/password, token and nkey against servers that require them,
+//! server-verified and mutual TLS; wrong credentials give a clear error; the config file's
+//! [nats] table and the `--nats-*` flags are honoured by the binary. (The settings-to-options
+//! code is natskit's; its own tests cover every method, these prove the service uses it.)
 
 use crate::binary::ServiceProcess;
 use crate::support::*;
 use natskit::{NatsServer, ServerOptions};
 use rosey_protocol::connect::NatsConnectConfig;
 use rosey_protocol::subjects;
+use std::path::{Path, PathBuf};
 
 fn server_with(opts: ServerOptions) -> NatsServer {
     NatsServer::start_with(ServerOptions {
@@ -99,4 +102,157 @@ async fn binary_reads_credentials_from_the_config_file_and_stops_on_sigterm() {
     assert_eq!(stats["mode"], "core");
     p.terminate().await;
     assert!(db.exists());
+}
+
+/// Connects a test client with `cfg` through the same shared code the service uses.
+async fn connect_with(cfg: &NatsConnectConfig) -> async_nats::Client {
+    let opts = natskit::client::connect_options(cfg).await.unwrap();
+    natskit::client::connect(cfg, opts).await.unwrap()
+}
+
+async fn assert_ping_succeeds(client: &async_nats::Client) {
+    let reply = request(client, subjects::SERVICE_PING, b"").await;
+    assert!(
+        reply.starts_with(br#"{"success": true"#),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_service_answers_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path());
+    let server = server_with(ServerOptions {
+        config_file: Some(write(dir.path(), "server.conf", &pki.server_config())),
+        ..Default::default()
+    });
+    let mut c = config(&server, dir.path().join("a.db"));
+    c.nats.tls_required = true;
+    c.nats.tls_ca_file = Some(pki.ca.clone());
+    // The server verifies clients: without a certificate the service cannot connect.
+    let e = format!("{:#}", rosey_dbservice::spawn(c.clone()).await.unwrap_err());
+    assert!(e.contains("tls handshake failed"), "{e}");
+
+    c.nats.tls_cert_file = Some(pki.client_cert.clone());
+    c.nats.tls_key_file = Some(pki.client_key.clone());
+    let service = rosey_dbservice::spawn(c.clone()).await.unwrap();
+    let client = connect_with(&c.nats).await;
+    assert_ping_succeeds(&client).await;
+    let enqueued: serde_json::Value = serde_json::from_slice(
+        &request(
+            &client,
+            subjects::OUTBOUND_ENQUEUE,
+            br#"{"message": "over tls"}"#,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(enqueued["success"], true, "{enqueued}");
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_authenticates_with_the_nkey_seed_file_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let conf = format!(
+        "authorization {{ users = [ {{ nkey: {:?} }} ] }}\n",
+        user.public_key()
+    );
+    let server = server_with(ServerOptions {
+        config_file: Some(write(dir.path(), "server.conf", &conf)),
+        ..Default::default()
+    });
+    let seed = write(dir.path(), "svc.nk", &user.seed().unwrap());
+    let stranger = write(
+        dir.path(),
+        "stranger.nk",
+        &nkeys::KeyPair::new_user().seed().unwrap(),
+    );
+
+    let mut c = config(&server, dir.path().join("a.db"));
+    c.nats.nkey_seed_file = Some(stranger);
+    let e = format!("{:#}", rosey_dbservice::spawn(c).await.unwrap_err());
+    assert!(e.contains("authorization violation"), "{e}");
+    assert!(e.contains("NkeySeedFile"), "{e}");
+
+    let db = dir.path().join("b.db");
+    let p = ServiceProcess::start(&[
+        "--nats-url",
+        server.url(),
+        "--db-path",
+        db.to_str().unwrap(),
+        "--nats-nkey-seed-file",
+        seed.to_str().unwrap(),
+    ])
+    .await;
+    let client = connect_with(&NatsConnectConfig {
+        nkey_seed_file: Some(seed.clone()),
+        ..NatsConnectConfig::new(server.url())
+    })
+    .await;
+    assert_ping_succeeds(&client).await;
+    p.terminate().await;
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and localhost and a client certificate,
+/// as PEM files in the test's temp dir.
+struct TestPki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl TestPki {
+    fn generate(dir: &Path) -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: &[&str], usage| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            &["127.0.0.1", "localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) =
+            leaf(&["rosey-dbservice"], ExtendedKeyUsagePurpose::ClientAuth);
+        TestPki {
+            ca: write(dir, "ca.pem", &ca.pem()),
+            server_cert: write(dir, "server.pem", &server_cert),
+            server_key: write(dir, "server-key.pem", &server_key),
+            client_cert: write(dir, "client.pem", &client_cert),
+            client_key: write(dir, "client-key.pem", &client_key),
+        }
+    }
+
+    /// nats-server settings for TLS only, verifying client certificates (mutual TLS).
+    fn server_config(&self) -> String {
+        let q = |p: &Path| format!("{:?}", p.to_str().unwrap());
+        format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}\n",
+            q(&self.server_cert),
+            q(&self.server_key),
+            q(&self.ca)
+        )
+    }
 }

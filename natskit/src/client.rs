@@ -1,0 +1,256 @@
+//! NATS client connections from a [`NatsConnectConfig`]: server URLs, authentication and TLS,
+//! and connection errors that say what went wrong.
+//!
+//! This is the one place that turns the serde-only settings of `rosey_protocol::connect` into
+//! `async_nats` options; the database service, the bot and tests all call it. It covers what
+//! the settings describe and nothing else: connection names, timeouts, reconnect policy and
+//! event callbacks are each caller's own, added to the [`ConnectOptions`] that
+//! [`connect_options`] returns before they are passed to [`connect`].
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use rosey_protocol::connect::NatsConnectConfig;
+//! let cfg = NatsConnectConfig::new("tls://127.0.0.1:4222");
+//! let opts = natskit::client::connect_options(&cfg).await?.name("example");
+//! let client = natskit::client::connect(&cfg, opts).await?;
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use async_nats::{Client, ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
+use rosey_protocol::connect::{AuthMethod, NatsConnectConfig};
+
+/// Client options carrying the authentication and TLS settings of `cfg`.
+///
+/// Fails, before any network traffic, when the settings are inconsistent (see
+/// [`NatsConnectConfig::auth_method`]), when the nkey seed or credentials file cannot be read,
+/// or when a TLS file is missing; each error names the file.
+pub async fn connect_options(cfg: &NatsConnectConfig) -> Result<ConnectOptions> {
+    let method = cfg.auth_method().context("invalid nats settings")?;
+    let mut opts = ConnectOptions::new();
+    match method {
+        AuthMethod::None => {}
+        AuthMethod::UserPassword => {
+            let (Some(user), Some(password)) = (cfg.user.clone(), cfg.password.clone()) else {
+                unreachable!("auth_method checked both are set")
+            };
+            opts = opts.user_and_password(user, password);
+        }
+        AuthMethod::Token => {
+            let token = cfg.token.clone().expect("auth_method checked it is set");
+            opts = opts.token(token);
+        }
+        AuthMethod::NkeySeedFile => {
+            let path = cfg
+                .nkey_seed_file
+                .as_ref()
+                .expect("auth_method checked it is set");
+            // A seed file is a few dozen bytes: reading it synchronously is fine.
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("reading nkey seed file {}", path.display()))?;
+            opts = opts.nkey(seed.trim().to_owned());
+        }
+        AuthMethod::CredsFile => {
+            let path = cfg
+                .creds_file
+                .as_ref()
+                .expect("auth_method checked it is set");
+            opts = opts
+                .credentials_file(path)
+                .await
+                .with_context(|| format!("reading nats credentials file {}", path.display()))?;
+        }
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        ensure_file(ca, "tls ca file")?;
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        ensure_file(cert, "tls client certificate file")?;
+        ensure_file(key, "tls client key file")?;
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(opts)
+}
+
+fn ensure_file(path: &Path, what: &str) -> Result<()> {
+    ensure!(path.is_file(), "{what} {} does not exist", path.display());
+    Ok(())
+}
+
+/// The servers of `cfg.url`, a comma-separated list (blank entries are skipped).
+pub fn server_addrs(cfg: &NatsConnectConfig) -> Result<Vec<ServerAddr>> {
+    let addrs: Vec<ServerAddr> = cfg
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|u| {
+            u.parse()
+                .with_context(|| format!("invalid nats url {:?}", cfg.redacted_url()))
+        })
+        .collect::<Result<_>>()?;
+    ensure!(!addrs.is_empty(), "nats url is empty");
+    Ok(addrs)
+}
+
+/// Connects to the servers of `cfg.url` with `opts` (normally [`connect_options`] plus the
+/// caller's own settings). A failure says where (the URL, credentials redacted) and what
+/// went wrong, in the words of [`connect_error_hint`]; the client's error stays in the chain.
+pub async fn connect(cfg: &NatsConnectConfig, opts: ConnectOptions) -> Result<Client> {
+    let addrs = server_addrs(cfg)?;
+    let method = cfg.auth_method().unwrap_or(AuthMethod::None);
+    opts.connect(addrs).await.map_err(|e| {
+        let hint = connect_error_hint(&e, method);
+        anyhow::Error::new(e).context(format!(
+            "connecting to nats at {}: {hint}",
+            cfg.redacted_url()
+        ))
+    })
+}
+
+/// A short explanation of a failed connection: `authorization violation: …` (the server
+/// rejected the credentials of `method`), `tls handshake failed`, `timed out`,
+/// `server unreachable`, or `connection failed`.
+///
+/// The client reports a certificate the server or the client rejected as an I/O error, so the
+/// error's sources are searched for a TLS error before the kind is looked at.
+pub fn connect_error_hint(err: &ConnectError, method: AuthMethod) -> String {
+    if err.kind() == ConnectErrorKind::Tls || has_tls_source(err) {
+        return "tls handshake failed".to_owned();
+    }
+    match err.kind() {
+        ConnectErrorKind::AuthorizationViolation => {
+            format!("authorization violation: the server rejected the credentials ({method:?})")
+        }
+        ConnectErrorKind::Authentication => {
+            format!(
+                "authentication failed: the client could not sign the server's nonce ({method:?})"
+            )
+        }
+        ConnectErrorKind::TimedOut => "timed out".to_owned(),
+        ConnectErrorKind::Io => "server unreachable".to_owned(),
+        _ => "connection failed".to_owned(),
+    }
+}
+
+/// Whether a `rustls` error is among the sources of `err`. An `io::Error` wrapping one does not
+/// return it from `source()`, so look inside those with `get_ref()`.
+fn has_tls_source(err: &ConnectError) -> bool {
+    let mut next: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(e) = next {
+        if e.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if inner.is::<async_nats::rustls::Error>() {
+                    return true;
+                }
+                next = inner.source();
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_and_checked() {
+        let cfg = NatsConnectConfig::new("nats://127.0.0.1:4222, tls://h:4223,");
+        let addrs = server_addrs(&cfg).unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert!(addrs[1].tls_required());
+        let bad = NatsConnectConfig::new("nats://bob:pw@[::1");
+        let e = format!("{:#}", server_addrs(&bad).unwrap_err());
+        assert!(e.contains("invalid nats url"), "{e}");
+        assert!(!e.contains("pw"), "the password is not echoed: {e}");
+        assert!(server_addrs(&NatsConnectConfig::new(" , ")).is_err());
+    }
+
+    #[test]
+    fn hints_name_the_failure() {
+        let hint = |kind| connect_error_hint(&ConnectError::new(kind), AuthMethod::Token);
+        assert_eq!(
+            hint(ConnectErrorKind::AuthorizationViolation),
+            "authorization violation: the server rejected the credentials (Token)"
+        );
+        assert_eq!(hint(ConnectErrorKind::Tls), "tls handshake failed");
+        assert_eq!(hint(ConnectErrorKind::TimedOut), "timed out");
+        assert_eq!(hint(ConnectErrorKind::Io), "server unreachable");
+        assert_eq!(hint(ConnectErrorKind::Dns), "connection failed");
+        let rejected = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            async_nats::rustls::Error::InvalidCertificate(
+                async_nats::rustls::CertificateError::UnknownIssuer,
+            ),
+        );
+        let e = ConnectError::with_source(ConnectErrorKind::Io, rejected);
+        assert_eq!(
+            connect_error_hint(&e, AuthMethod::None),
+            "tls handshake failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_files_are_named_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let cases = [
+            (
+                NatsConnectConfig {
+                    nkey_seed_file: Some(missing.clone()),
+                    ..Default::default()
+                },
+                "reading nkey seed file",
+            ),
+            (
+                NatsConnectConfig {
+                    creds_file: Some(missing.clone()),
+                    ..Default::default()
+                },
+                "reading nats credentials file",
+            ),
+            (
+                NatsConnectConfig {
+                    tls_ca_file: Some(missing.clone()),
+                    ..Default::default()
+                },
+                "tls ca file",
+            ),
+            (
+                NatsConnectConfig {
+                    tls_cert_file: Some(missing.clone()),
+                    tls_key_file: Some(missing.clone()),
+                    ..Default::default()
+                },
+                "tls client certificate file",
+            ),
+        ];
+        for (cfg, what) in cases {
+            let e = format!("{:#}", connect_options(&cfg).await.unwrap_err());
+            assert!(e.contains(what), "{e}");
+            assert!(e.contains(&missing.display().to_string()), "{e}");
+        }
+        let both = NatsConnectConfig {
+            token: Some("t".into()),
+            nkey_seed_file: Some(missing),
+            ..Default::default()
+        };
+        let e = format!("{:#}", connect_options(&both).await.unwrap_err());
+        assert!(e.contains("invalid nats settings"), "{e}");
+    }
+}

@@ -1,0 +1,399 @@
+//! `natskit::client` against real servers configured for nkey, credentials (operator mode) and
+//! TLS (server-verified and mutual). Every key, certificate and JWT is generated here, into the
+//! test's own temp dir.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use futures::StreamExt as _;
+use natskit::{client, NatsServer, ServerOptions};
+use nkeys::KeyPair;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose};
+use rosey_protocol::connect::NatsConnectConfig;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Writes `contents` to `dir/name` and returns the path.
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A nats-server started with the config file `conf` (written into `dir`).
+fn server_with_config(dir: &Path, conf: &str) -> NatsServer {
+    let config_file = write(dir, "server.conf", conf);
+    NatsServer::start_with(ServerOptions {
+        config_file: Some(config_file),
+        ..ServerOptions::default()
+    })
+    .unwrap()
+}
+
+/// Connects with only what `cfg` says (no name, reconnect policy or callbacks of a service).
+async fn connect(cfg: &NatsConnectConfig) -> anyhow::Result<async_nats::Client> {
+    let opts = client::connect_options(cfg).await?;
+    client::connect(cfg, opts).await
+}
+
+/// Proves the connection works: a message to itself comes back through the server.
+async fn echo(client: &async_nats::Client) {
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, "hi".into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the message came back")
+        .unwrap();
+    assert_eq!(&msg.payload[..], b"hi");
+}
+
+fn err_text(result: anyhow::Result<async_nats::Client>) -> String {
+    format!("{:#}", result.expect_err("the connection is refused"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// nkey
+
+#[tokio::test]
+async fn nkey_seed_file_authenticates_and_a_stranger_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let user = KeyPair::new_user();
+    let stranger = KeyPair::new_user();
+    let server = server_with_config(
+        dir.path(),
+        &format!(
+            "authorization {{ users = [ {{ nkey: {:?} }} ] }}\n",
+            user.public_key()
+        ),
+    );
+    let seed_file = write(
+        dir.path(),
+        "user.nk",
+        &format!("{}\n", user.seed().unwrap()),
+    );
+    let cfg = NatsConnectConfig {
+        nkey_seed_file: Some(seed_file),
+        ..NatsConnectConfig::new(server.url())
+    };
+    echo(&connect(&cfg).await.unwrap()).await;
+
+    let wrong = NatsConnectConfig {
+        nkey_seed_file: Some(write(dir.path(), "stranger.nk", &stranger.seed().unwrap())),
+        ..cfg.clone()
+    };
+    let e = err_text(connect(&wrong).await);
+    assert!(
+        e.contains("authorization violation: the server rejected the credentials (NkeySeedFile)"),
+        "{e}"
+    );
+    assert!(
+        !e.contains(&stranger.seed().unwrap()),
+        "the seed is not echoed: {e}"
+    );
+
+    let missing = dir.path().join("missing.nk");
+    let e = err_text(
+        connect(&NatsConnectConfig {
+            nkey_seed_file: Some(missing.clone()),
+            ..cfg
+        })
+        .await,
+    );
+    assert!(
+        e.contains(&format!("reading nkey seed file {}", missing.display())),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// credentials file (operator mode)
+
+/// A NATS JWT: `claims` signed by `issuer` (the encoding of nats-io/jwt v2).
+fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"typ": "JWT", "alg": "ed25519-nkey"}).to_string());
+    let claims = json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn account_jwt(operator: &KeyPair, account: &KeyPair, name: &str) -> String {
+    jwt(
+        operator,
+        &account.public_key(),
+        name,
+        json!({
+            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                       "wildcards": true, "conn": -1, "leaf": -1},
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2,
+        }),
+    )
+}
+
+/// A `.creds` file for a new user of `account`, in the layout `nsc` writes.
+fn creds(account: &KeyPair, name: &str) -> String {
+    let user = KeyPair::new_user();
+    let user_jwt = jwt(
+        account,
+        &user.public_key(),
+        name,
+        json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+               "type": "user", "version": 2}),
+    );
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn creds_file_authenticates_in_operator_mode() {
+    let dir = TempDir::new().unwrap();
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let unknown_account = KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        json!({"type": "operator", "version": 2}),
+    );
+    let operator_file = write(dir.path(), "op.jwt", &operator_jwt);
+    let server = server_with_config(
+        dir.path(),
+        &format!(
+            "operator: {:?}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {:?}\n}}\n",
+            operator_file.to_str().unwrap(),
+            account.public_key(),
+            account_jwt(&operator, &account, "rosey"),
+        ),
+    );
+    let cfg = NatsConnectConfig {
+        creds_file: Some(write(dir.path(), "user.creds", &creds(&account, "svc"))),
+        ..NatsConnectConfig::new(server.url())
+    };
+    echo(&connect(&cfg).await.unwrap()).await;
+
+    // A well-formed user of an account the server does not know.
+    let stranger = NatsConnectConfig {
+        creds_file: Some(write(
+            dir.path(),
+            "stranger.creds",
+            &creds(&unknown_account, "x"),
+        )),
+        ..cfg.clone()
+    };
+    let e = err_text(connect(&stranger).await);
+    assert!(e.contains("authorization violation"), "{e}");
+    assert!(e.contains("CredsFile"), "{e}");
+
+    let garbled = NatsConnectConfig {
+        creds_file: Some(write(dir.path(), "garbled.creds", "not a creds file\n")),
+        ..cfg
+    };
+    let e = err_text(connect(&garbled).await);
+    assert!(e.contains("reading nats credentials file"), "{e}");
+    assert!(e.contains("garbled.creds"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
+/// all as PEM files in their own temp dir.
+struct Pki {
+    dir: TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params
+}
+
+/// A certificate for `names` signed by `issuer`, for `usage` (server or client).
+fn leaf(
+    issuer: &Issuer<'_, rcgen::KeyPair>,
+    names: &[&str],
+    usage: rcgen::ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0].clone());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    fn generate() -> Pki {
+        let dir = TempDir::new().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca_params("rosey test ca").self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params("rosey test ca"), ca_key);
+        let (server_cert, server_key) = leaf(
+            &issuer,
+            &["127.0.0.1", "localhost"],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            &issuer,
+            &["rosey-client"],
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let p = dir.path();
+        Pki {
+            ca: write(p, "ca.pem", &ca_cert.pem()),
+            server_cert: write(p, "server.pem", &server_cert),
+            server_key: write(p, "server-key.pem", &server_key),
+            client_cert: write(p, "client.pem", &client_cert),
+            client_key: write(p, "client-key.pem", &client_key),
+            dir,
+        }
+    }
+
+    /// A server that speaks TLS only; with `verify` it also requires a client certificate
+    /// signed by the CA (mutual TLS).
+    fn server(&self, verify: bool) -> NatsServer {
+        let q = |p: &Path| format!("{:?}", p.to_str().unwrap());
+        let conf = format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {verify}\n  timeout: 5\n}}\n",
+            q(&self.server_cert),
+            q(&self.server_key),
+            q(&self.ca),
+        );
+        server_with_config(self.dir.path(), &conf)
+    }
+}
+
+#[tokio::test]
+async fn server_tls_is_verified_against_the_ca_file() {
+    let pki = Pki::generate();
+    let server = pki.server(false);
+    let cfg = NatsConnectConfig {
+        tls_required: true,
+        tls_ca_file: Some(pki.ca.clone()),
+        ..NatsConnectConfig::new(server.url())
+    };
+    echo(&connect(&cfg).await.unwrap()).await;
+    // The same through a tls:// URL and by the name in the certificate.
+    let by_name = NatsConnectConfig {
+        url: format!("tls://localhost:{}", server.port()),
+        tls_required: false,
+        ..cfg.clone()
+    };
+    echo(&connect(&by_name).await.unwrap()).await;
+
+    // Without the CA the server's certificate is not trusted.
+    let no_ca = NatsConnectConfig {
+        tls_ca_file: None,
+        ..cfg.clone()
+    };
+    let e = err_text(connect(&no_ca).await);
+    assert!(
+        e.contains(&format!(
+            "connecting to nats at {}: tls handshake failed",
+            server.url()
+        )),
+        "{e}"
+    );
+
+    // Nor is it trusted by a different CA.
+    let other = Pki::generate();
+    let wrong_ca = NatsConnectConfig {
+        tls_ca_file: Some(other.ca.clone()),
+        ..cfg
+    };
+    let e = err_text(connect(&wrong_ca).await);
+    assert!(e.contains("tls handshake failed"), "{e}");
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_the_client_certificate() {
+    let pki = Pki::generate();
+    let server = pki.server(true);
+    let cfg = NatsConnectConfig {
+        tls_required: true,
+        tls_ca_file: Some(pki.ca.clone()),
+        tls_cert_file: Some(pki.client_cert.clone()),
+        tls_key_file: Some(pki.client_key.clone()),
+        ..NatsConnectConfig::new(server.url())
+    };
+    echo(&connect(&cfg).await.unwrap()).await;
+
+    let no_cert = NatsConnectConfig {
+        tls_cert_file: None,
+        tls_key_file: None,
+        ..cfg.clone()
+    };
+    let e = err_text(connect(&no_cert).await);
+    assert!(e.contains("tls handshake failed"), "{e}");
+
+    // A certificate from another CA is refused too.
+    let other = Pki::generate();
+    let foreign_cert = NatsConnectConfig {
+        tls_cert_file: Some(other.client_cert.clone()),
+        tls_key_file: Some(other.client_key.clone()),
+        ..cfg.clone()
+    };
+    let e = err_text(connect(&foreign_cert).await);
+    assert!(e.contains("tls handshake failed"), "{e}");
+
+    let missing = pki.dir.path().join("missing-key.pem");
+    let e = err_text(
+        connect(&NatsConnectConfig {
+            tls_key_file: Some(missing.clone()),
+            ..cfg
+        })
+        .await,
+    );
+    assert!(
+        e.contains(&format!(
+            "tls client key file {} does not exist",
+            missing.display()
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn tls_required_refuses_a_plain_server() {
+    let server = NatsServer::start_with(ServerOptions::default()).unwrap();
+    let cfg = NatsConnectConfig {
+        tls_required: true,
+        ..NatsConnectConfig::new(server.url())
+    };
+    let e = err_text(connect(&cfg).await);
+    assert!(e.contains("tls handshake failed"), "{e}");
+}
