@@ -20,7 +20,6 @@ use crate::run::{run_bench, BenchOptions, ServicesUnderTest};
 use crate::services::ServiceBinaries;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Which build a round runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +86,7 @@ pub fn build_revision(
     cache_dir: &Path,
     seed_target_dir: Option<&Path>,
 ) -> anyhow::Result<(String, ServiceBinaries)> {
-    let commit = git(
-        root,
-        &["rev-parse", "--verify", &format!("{revision}^{{commit}}")],
-    )
-    .with_context(|| format!("resolve revision {revision:?}"))?;
+    let commit = crate::git::resolve_commit(root, revision)?;
     let cache = cache_dir.join(&commit);
     let bin = cache.join("bin");
     let binaries = ServiceBinaries {
@@ -107,69 +102,20 @@ pub fn build_revision(
         return Ok((commit, binaries));
     }
     let target = cache.join("target");
-    if let Some(seed) = seed_target_dir.filter(|s| s.join("release").is_dir()) {
-        if !target.join("release").exists() {
-            std::fs::create_dir_all(&target)?;
-            eprintln!("ab: seeding {} from {}", target.display(), seed.display());
-            let status = Command::new("cp")
-                .arg("-a")
-                .arg(seed.join("release"))
-                .arg(&target)
-                .status()
-                .context("copy the seed target directory")?;
-            anyhow::ensure!(status.success(), "copying {} failed", seed.display());
-        }
+    if let Some(seed) = seed_target_dir {
+        crate::cargo::seed_release_dir(seed, &target)?;
     }
-    let src = cache.join("src");
-    if src.exists() {
-        let _ = git(
-            root,
-            &["worktree", "remove", "--force", &src.to_string_lossy()],
-        );
-        let _ = std::fs::remove_dir_all(&src);
-        let _ = git(root, &["worktree", "prune"]);
-    }
-    git(
-        root,
-        &[
-            "worktree",
-            "add",
-            "--detach",
-            &src.to_string_lossy(),
-            &commit,
-        ],
-    )
-    .context("git worktree add")?;
+    let worktree = crate::git::Worktree::add(root, &commit, &cache.join("src"))?;
     eprintln!(
         "ab: building rosey-dbservice and rosey-bot at {} (release)",
         &commit[..12]
     );
-    let built = crate::cargo::build_services(&src, Some(&target));
-    let removed = git(
-        root,
-        &["worktree", "remove", "--force", &src.to_string_lossy()],
-    );
-    let built = built?;
-    removed.context("git worktree remove")?;
+    let built = crate::cargo::build_services(worktree.path(), Some(&target))?;
+    worktree.remove()?;
     std::fs::create_dir_all(&bin)?;
     std::fs::copy(&built.dbservice, &binaries.dbservice).context("keep rosey-dbservice")?;
     std::fs::copy(&built.bot, &binaries.bot).context("keep rosey-bot")?;
     Ok((commit, binaries))
-}
-
-fn git(root: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .current_dir(root)
-        .args(args)
-        .output()
-        .context("run git")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "git {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A shell script that runs `binary` with `args` before the engine's own arguments. `exec`
@@ -275,7 +221,7 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
             results.environment.git_revision.clone_from(&commit);
             results.environment.git_dirty = false;
             results.environment.commit_subject =
-                git(&opts.workspace_root, &["log", "-1", "--format=%s", &commit]).ok();
+                crate::git::git(&opts.workspace_root, &["log", "-1", "--format=%s", &commit]).ok();
             crate::run::write_results(&round_dir, &results)?;
         }
         let input = RunInput {
@@ -475,7 +421,7 @@ mod tests {
             &["--fault-stats-delay-ms=2".into(), "it's".into()],
         )
         .unwrap();
-        let out = Command::new(&echo)
+        let out = std::process::Command::new(&echo)
             .arg("--nats-url")
             .arg("x")
             .output()

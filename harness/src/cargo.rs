@@ -38,6 +38,25 @@ pub fn command() -> Command {
     cmd
 }
 
+/// Give a new target directory a copy of `seed`'s `release/` build (dependencies already
+/// compiled), so building another revision there recompiles only what changed. Does nothing when
+/// `target` already has a `release/` or `seed` has none.
+pub fn seed_release_dir(seed: &Path, target: &Path) -> anyhow::Result<()> {
+    if !seed.join("release").is_dir() || target.join("release").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target)?;
+    eprintln!("seeding {} from {}", target.display(), seed.display());
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(seed.join("release"))
+        .arg(target)
+        .status()
+        .context("copy the seed target directory")?;
+    anyhow::ensure!(status.success(), "copying {} failed", seed.display());
+    Ok(())
+}
+
 /// `cargo build --release -p rosey-dbservice -p rosey-bot` in the workspace at `src` (cargo's
 /// progress on stderr as usual), with the executables' paths read from cargo's own artifact
 /// messages so any target directory works.

@@ -23,5 +23,5 @@ pub mod client;
 mod locate;
 mod server;
 
-pub use locate::{find, find_or_install, version_of, PINNED_VERSION};
+pub use locate::{cache_dir, find, find_or_install, version_of, PINNED_VERSION};
 pub use server::{free_port, NatsServer, ServerOptions};

@@ -125,6 +125,14 @@ fn is_executable(path: &Path) -> bool {
     path.is_file()
 }
 
+/// The per-user cache directory of Rosey bench's tools (`$ROSEY_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/rosey-bench`, else `~/.cache/rosey-bench`); it may not exist yet.
+pub fn cache_dir() -> Result<PathBuf> {
+    LookupEnv::from_process().cache_dir().ok_or_else(|| {
+        anyhow!("no cache directory: set ROSEY_CACHE_DIR (or HOME or XDG_CACHE_HOME)")
+    })
+}
+
 /// Returns `find()`, else installs the pinned version into the cache dir.
 ///
 /// The install runs `python3 -m pip install --no-deps --target <dir>

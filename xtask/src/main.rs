@@ -4,10 +4,13 @@
 //! * `cargo xtask test`    — run the whole test suite (installs nats-server on demand first).
 //! * `cargo xtask report`  — render markdown/HTML reports from a run and the history.
 //! * `cargo xtask compare` — compare a run with a baseline (the regression gate).
+//! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
 
 mod bench;
 mod compare;
+mod icount;
 mod report;
+mod system;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -34,15 +37,18 @@ enum Command {
     Report(report::Args),
     /// Compare a run with a baseline; exit code tells whether something regressed.
     Compare(compare::Args),
+    /// Instruction counts of the hot paths under Callgrind (stable on a noisy machine); with
+    /// --against, fail when the working tree needs more instructions than that revision.
+    Icount(icount::Args),
 }
 
-/// Exit codes shared by every subcommand.
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
 }
 
+/// Exit codes shared by every subcommand.
 pub mod exit {
     /// Everything ran; no target missed, no regression.
     pub const OK: u8 = 0;
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Report(args) => report::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Icount(args) => icount::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

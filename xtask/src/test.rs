@@ -111,8 +111,8 @@ impl Totals {
 }
 
 /// The HTML report test opens pages in headless Chromium. Find it, or install Debian's `chromium`
-/// when this user can (root, or password-less sudo); otherwise say exactly what to do.
-/// `ROSEY_SKIP_BROWSER=1` skips the check (and this).
+/// when this user can; otherwise say exactly what to do. `ROSEY_SKIP_BROWSER=1` skips the check
+/// (and this).
 fn ensure_browser() -> anyhow::Result<()> {
     if std::env::var_os("ROSEY_SKIP_BROWSER").is_some_and(|v| v == "1") {
         eprintln!("xtask test: ROSEY_SKIP_BROWSER=1, the HTML report is not opened in a browser");
@@ -125,48 +125,11 @@ fn ensure_browser() -> anyhow::Result<()> {
         }
         Err(e) => e,
     };
-    let Some(sudo) = package_installer() else {
-        return Err(missing);
-    };
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new(if sudo { "sudo" } else { "apt-get" });
-        if sudo {
-            cmd.args(["-n", "apt-get"]);
-        }
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    let package = harness::report::browser::APT_PACKAGE;
-    eprintln!("xtask test: Chromium not found; installing Debian's `{package}` with apt-get (a few minutes)");
-    step(&mut apt(&["update", "-qq"]), "apt-get update")?;
-    step(
-        &mut apt(&["install", "-y", "-qq", package]),
-        &format!("apt-get install {package}"),
-    )
-    .with_context(|| format!("{missing:#}"))?;
+    crate::system::apt_install(harness::report::browser::APT_PACKAGE, "xtask test", missing)?;
     let name = harness::report::browser::find_browser()
         .context("Chromium was installed but is still not found on PATH")?;
     eprintln!("xtask test: installed {name}");
     Ok(())
-}
-
-/// Whether packages can be installed here: `Some(false)` as root with apt-get, `Some(true)`
-/// through password-less sudo, `None` when neither works.
-fn package_installer() -> Option<bool> {
-    let ok = |cmd: &mut Command| {
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ok(Command::new("apt-get").arg("--version")) {
-        return None;
-    }
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
-        return Some(false);
-    }
-    ok(Command::new("sudo").args(["-n", "true"])).then_some(true)
 }
 
 fn step(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
