@@ -21,6 +21,8 @@
 mod child;
 pub mod client;
 mod locate;
+#[cfg(feature = "test-pki")]
+pub mod pki;
 mod server;
 
 pub use locate::{cache_dir, find, find_or_install, version_of, PINNED_VERSION};

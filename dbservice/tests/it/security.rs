@@ -5,6 +5,7 @@
 
 use crate::binary::ServiceProcess;
 use crate::support::*;
+use natskit::pki::TestPki;
 use natskit::{NatsServer, ServerOptions};
 use rosey_protocol::connect::NatsConnectConfig;
 use rosey_protocol::subjects;
@@ -128,9 +129,9 @@ fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_service_answers_over_tls_only() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::generate(dir.path());
+    let pki = TestPki::generate("rosey-dbservice").unwrap();
     let server = server_with(ServerOptions {
-        config_file: Some(write(dir.path(), "server.conf", &pki.server_config())),
+        config_file: Some(write(dir.path(), "server.conf", &pki.server_config(true))),
         ..Default::default()
     });
     let mut c = config(&server, dir.path().join("a.db"));
@@ -200,59 +201,4 @@ async fn binary_authenticates_with_the_nkey_seed_file_flag() {
     .await;
     assert_ping_succeeds(&client).await;
     p.terminate().await;
-}
-
-/// A throwaway CA, a server certificate for 127.0.0.1 and localhost and a client certificate,
-/// as PEM files in the test's temp dir.
-struct TestPki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-impl TestPki {
-    fn generate(dir: &Path) -> TestPki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |names: &[&str], usage| {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = vec![usage];
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = leaf(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            leaf(&["rosey-dbservice"], ExtendedKeyUsagePurpose::ClientAuth);
-        TestPki {
-            ca: write(dir, "ca.pem", &ca.pem()),
-            server_cert: write(dir, "server.pem", &server_cert),
-            server_key: write(dir, "server-key.pem", &server_key),
-            client_cert: write(dir, "client.pem", &client_cert),
-            client_key: write(dir, "client-key.pem", &client_key),
-        }
-    }
-
-    /// nats-server settings for TLS only, verifying client certificates (mutual TLS).
-    fn server_config(&self) -> String {
-        let q = |p: &Path| format!("{:?}", p.to_str().unwrap());
-        format!(
-            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}\n",
-            q(&self.server_cert),
-            q(&self.server_key),
-            q(&self.ca)
-        )
-    }
 }

@@ -10,9 +10,9 @@ use std::{
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use futures::StreamExt as _;
+use natskit::pki::TestPki;
 use natskit::{client, NatsServer, ServerOptions};
 use nkeys::KeyPair;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose};
 use rosey_protocol::connect::NatsConnectConfig;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -216,91 +216,16 @@ async fn creds_file_authenticates_in_operator_mode() {
 // ---------------------------------------------------------------------------------------------
 // TLS
 
-/// A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
-/// all as PEM files in their own temp dir.
-struct Pki {
-    dir: TempDir,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn ca_params(name: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params
-}
-
-/// A certificate for `names` signed by `issuer`, for `usage` (server or client).
-fn leaf(
-    issuer: &Issuer<'_, rcgen::KeyPair>,
-    names: &[&str],
-    usage: rcgen::ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names.clone()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, names[0].clone());
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    params.use_authority_key_identifier_extension = true;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn generate() -> Pki {
-        let dir = TempDir::new().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca_cert = ca_params("rosey test ca").self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params("rosey test ca"), ca_key);
-        let (server_cert, server_key) = leaf(
-            &issuer,
-            &["127.0.0.1", "localhost"],
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) = leaf(
-            &issuer,
-            &["rosey-client"],
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let p = dir.path();
-        Pki {
-            ca: write(p, "ca.pem", &ca_cert.pem()),
-            server_cert: write(p, "server.pem", &server_cert),
-            server_key: write(p, "server-key.pem", &server_key),
-            client_cert: write(p, "client.pem", &client_cert),
-            client_key: write(p, "client-key.pem", &client_key),
-            dir,
-        }
-    }
-
-    /// A server that speaks TLS only; with `verify` it also requires a client certificate
-    /// signed by the CA (mutual TLS).
-    fn server(&self, verify: bool) -> NatsServer {
-        let q = |p: &Path| format!("{:?}", p.to_str().unwrap());
-        let conf = format!(
-            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {verify}\n  timeout: 5\n}}\n",
-            q(&self.server_cert),
-            q(&self.server_key),
-            q(&self.ca),
-        );
-        server_with_config(self.dir.path(), &conf)
-    }
+/// A server that speaks TLS only with `pki`'s certificates; with `verify` it also requires a
+/// client certificate signed by the CA (mutual TLS).
+fn tls_server(pki: &TestPki, verify: bool) -> NatsServer {
+    server_with_config(pki.dir(), &pki.server_config(verify))
 }
 
 #[tokio::test]
 async fn server_tls_is_verified_against_the_ca_file() {
-    let pki = Pki::generate();
-    let server = pki.server(false);
+    let pki = TestPki::generate("rosey-client").unwrap();
+    let server = tls_server(&pki, false);
     let cfg = NatsConnectConfig {
         tls_required: true,
         tls_ca_file: Some(pki.ca.clone()),
@@ -330,7 +255,7 @@ async fn server_tls_is_verified_against_the_ca_file() {
     );
 
     // Nor is it trusted by a different CA.
-    let other = Pki::generate();
+    let other = TestPki::generate("rosey-client").unwrap();
     let wrong_ca = NatsConnectConfig {
         tls_ca_file: Some(other.ca.clone()),
         ..cfg
@@ -341,8 +266,8 @@ async fn server_tls_is_verified_against_the_ca_file() {
 
 #[tokio::test]
 async fn mutual_tls_needs_the_client_certificate() {
-    let pki = Pki::generate();
-    let server = pki.server(true);
+    let pki = TestPki::generate("rosey-client").unwrap();
+    let server = tls_server(&pki, true);
     let cfg = NatsConnectConfig {
         tls_required: true,
         tls_ca_file: Some(pki.ca.clone()),
@@ -361,7 +286,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     assert!(e.contains("tls handshake failed"), "{e}");
 
     // A certificate from another CA is refused too.
-    let other = Pki::generate();
+    let other = TestPki::generate("rosey-client").unwrap();
     let foreign_cert = NatsConnectConfig {
         tls_cert_file: Some(other.client_cert.clone()),
         tls_key_file: Some(other.client_key.clone()),
@@ -370,7 +295,7 @@ async fn mutual_tls_needs_the_client_certificate() {
     let e = err_text(connect(&foreign_cert).await);
     assert!(e.contains("tls handshake failed"), "{e}");
 
-    let missing = pki.dir.path().join("missing-key.pem");
+    let missing = pki.dir().join("missing-key.pem");
     let e = err_text(
         connect(&NatsConnectConfig {
             tls_key_file: Some(missing.clone()),
