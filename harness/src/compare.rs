@@ -40,7 +40,7 @@ use crate::histogram;
 use crate::results::{ScenarioResult, Verdict};
 use anyhow::Context;
 use input::{blocks_of, load_intervals, summary_value};
-pub use input::{resolve_baseline, RunInput};
+pub use input::{resolve_baseline, RunInput, HISTORY_BASELINE_RUNS};
 use serde::{Deserialize, Serialize};
 use stats::{Block, Stat, ValueTable};
 use std::collections::BTreeSet;
@@ -166,6 +166,10 @@ pub struct MetricComparison {
     /// Why the verdict is what it is, when that is not obvious.
     #[serde(default)]
     pub note: String,
+    /// The interval is the between-run one (Student's t over each run's own value), wider than
+    /// the bootstrap's within runs.
+    #[serde(default)]
+    pub between_runs: bool,
 }
 
 /// Identity of one side.
@@ -234,15 +238,27 @@ pub struct Side {
     pub rounds: Vec<RunInput>,
 }
 
-/// Compare two independent runs.
+/// Compare two independent runs. With one run per side the variation between runs is unknown,
+/// so no metric gets a verdict other than `inconclusive` ([`ONE_RUN_PER_SIDE`]); the estimates
+/// and intervals are still reported.
 pub fn compare_runs(
     baseline: &RunInput,
     candidate: &RunInput,
     options: &CompareOptions,
 ) -> Comparison {
+    compare_with_baselines(std::slice::from_ref(baseline), candidate, options)
+}
+
+/// Compare a run with several independent baseline runs (a branch's recent history): their
+/// spread is the variation between runs that a change must stand out of.
+pub fn compare_with_baselines(
+    baselines: &[RunInput],
+    candidate: &RunInput,
+    options: &CompareOptions,
+) -> Comparison {
     let base = Side {
         label: "baseline".into(),
-        rounds: vec![baseline.clone()],
+        rounds: baselines.to_vec(),
     };
     let cand = Side {
         label: "candidate".into(),
@@ -310,7 +326,10 @@ pub fn compare_sides(
         Correction::None => options.alpha,
     };
     let z = stats::normal_quantile(1.0 - per_metric_alpha / 2.0);
-    let metrics = pending.into_iter().map(|p| p.finish(z, options)).collect();
+    let metrics = pending
+        .into_iter()
+        .map(|p| p.finish(z, per_metric_alpha, options))
+        .collect();
 
     let (missed_targets, harness_errors) = absolute_checks(base, cand);
 
@@ -443,17 +462,46 @@ fn side_info(side: &Side) -> SideInfo {
 /// A metric whose interval awaits the family size.
 struct Pending {
     row: MetricComparison,
+    /// Standard error of the change from the bootstrap (within runs, resampling runs too).
     se: Option<f64>,
+    /// Standard error of the change between runs, and its degrees of freedom
+    /// ([`stats::between_runs`]); zero degrees of freedom: one run per side.
+    between: Option<(f64, usize)>,
     relative: bool,
     min_effect: f64,
 }
 
+/// Why nothing is decided when each side is a single run.
+pub const ONE_RUN_PER_SIDE: &str = "one run per side: the variation between runs is not measured \
+     (compare with several baseline runs, e.g. history:<branch>, or run --against)";
+
 impl Pending {
-    fn finish(mut self, z: f64, options: &CompareOptions) -> MetricComparison {
+    /// The interval is the wider of the bootstrap's (`z`) and the between-run one (Student's t
+    /// at the same per-metric level), so neither a noisy run nor a run-to-run shift passes for a
+    /// change.
+    fn finish(
+        mut self,
+        z: f64,
+        per_metric_alpha: f64,
+        options: &CompareOptions,
+    ) -> MetricComparison {
         let r = &mut self.row;
         r.threshold = self.min_effect.max(r.noise_floor.unwrap_or(0.0));
         if let (Some(est), Some(se)) = (r.change, self.se) {
-            let (lo, hi) = (est - z * se, est + z * se);
+            let mut half = z * se;
+            let mut single_runs = false;
+            match self.between {
+                Some((_, 0)) => single_runs = true,
+                Some((between_se, df)) => {
+                    let t = stats::t_quantile(df, per_metric_alpha) * between_se;
+                    if t > half {
+                        half = t;
+                        r.between_runs = true;
+                    }
+                }
+                None => {}
+            }
+            let (lo, hi) = (est - half, est + half);
             let noise_relative_ok = !self.relative
                 || r.noise_floor
                     .is_none_or(|n| n <= (1.0 + options.max_noise_floor).ln());
@@ -469,6 +517,11 @@ impl Pending {
             r.verdict = verdict;
             if !note.is_empty() {
                 r.note = note;
+            }
+            let idle = r.baseline == Some(0.0) && r.candidate == Some(0.0);
+            if single_runs && !idle {
+                r.verdict = ChangeVerdict::Inconclusive;
+                r.note = ONE_RUN_PER_SIDE.into();
             }
             if self.relative {
                 r.change = Some(est.exp() - 1.0);
@@ -657,6 +710,22 @@ fn prepare_scenario(
     };
     let base_values = all(&base_blocks);
     let cand_values = all(&cand_blocks);
+    // Each run's own value of every statistic: what varies between runs.
+    let per_run = |sample: &[Vec<Block>]| -> Vec<Vec<Option<f64>>> {
+        sample
+            .iter()
+            .map(|c| {
+                stats::evaluate(
+                    &table,
+                    &stat_list,
+                    &[c.iter().collect()],
+                    options.min_tail_events,
+                )
+            })
+            .collect()
+    };
+    let base_per_run = per_run(&base_blocks);
+    let cand_per_run = per_run(&cand_blocks);
     let fallback_b = base_runs.first().map(|(_, s)| *s);
     let fallback_c = cand_runs.first().map(|(_, s)| *s);
 
@@ -748,8 +817,11 @@ fn prepare_scenario(
                 verdict: ChangeVerdict::Inconclusive,
                 label: String::new(),
                 note,
+                between_runs: false,
             };
-            Pending { row, se, relative, min_effect }
+            let column = |runs: &[Vec<Option<f64>>]| -> Vec<Option<f64>> { runs.iter().map(|r| r[i]).collect() };
+            let between = stats::between_runs(*stat, &column(&base_per_run), &column(&cand_per_run), paired);
+            Pending { row, se, between, relative, min_effect }
         })
         .collect()
 }

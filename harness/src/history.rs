@@ -203,6 +203,28 @@ pub fn latest_comparable<'h>(
         .max_by(|a, b| sort_key(a).cmp(&sort_key(b)))
 }
 
+/// Up to `n` of the most recent runs before `current` that are comparable with it, on `branch`
+/// when given; oldest first. The gate compares with several, so that it knows how much runs of
+/// the same code differ from each other.
+pub fn recent_comparable<'h>(
+    history: &'h History,
+    current: &RunResults,
+    branch: Option<&str>,
+    n: usize,
+) -> Vec<&'h RunResults> {
+    let now = sort_key(current);
+    let mut runs: Vec<&RunResults> = history
+        .runs
+        .iter()
+        .filter(|r| r.run_id != current.run_id && comparable(r, current))
+        .filter(|r| branch.is_none() || r.environment.git_branch.as_deref() == branch)
+        .filter(|r| sort_key(r) < now)
+        .collect();
+    runs.sort_by_key(|r| sort_key(r));
+    let skip = runs.len().saturating_sub(n);
+    runs.split_off(skip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

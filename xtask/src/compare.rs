@@ -20,8 +20,11 @@ pub struct Args {
     /// The candidate: a run directory or its results.json.
     #[arg(long)]
     pub run: PathBuf,
-    /// The baseline: a run directory, a results.json, or `history:<branch>` (newest comparable
-    /// run of that branch in --history-dir).
+    /// The baseline: `history:<branch>` (the newest comparable runs of that branch in
+    /// --history-dir, up to 5: their spread is the noise between runs that a change must stand
+    /// out of; verdicts need at least two), or a run directory or results.json (one run: the
+    /// change is estimated, but every verdict is "inconclusive", since one run per side cannot
+    /// tell a change from the variation between runs; use `bench --against` for two builds).
     #[arg(long)]
     pub baseline: Option<String>,
     /// History store for `history:<branch>` baselines.
@@ -101,9 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             .with_context(|| format!("baseline {spec}"))?;
     eprintln!(
         "compare: candidate {} against baseline {}",
-        candidate.results.run_id, baseline.results.run_id
+        candidate.results.run_id,
+        run_ids(&baseline)
     );
-    let comparison = compare::compare_runs(&baseline, &candidate, &args.options());
+    let comparison = compare::compare_with_baselines(&baseline, &candidate, &args.options());
     let dir = output_dir(&args, &candidate);
     let (json, md) = compare::write(&dir, &comparison)?;
     if !args.quiet {
@@ -111,6 +115,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     eprintln!("compare: wrote {} and {}", json.display(), md.display());
     Ok(comparison.exit_code())
+}
+
+fn run_ids(runs: &[RunInput]) -> String {
+    let ids: Vec<&str> = runs.iter().map(|r| r.results.run_id.as_str()).collect();
+    format!(
+        "{} ({} run{})",
+        ids.join(", "),
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" }
+    )
 }
 
 fn output_dir(args: &Args, candidate: &RunInput) -> PathBuf {
@@ -216,7 +230,8 @@ pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> 
     let baseline =
         compare::resolve_baseline(spec, &gate.history_dir, &candidate.results.environment)
             .with_context(|| format!("baseline {spec}"))?;
-    let comparison = compare::compare_runs(&baseline, &candidate, &gate.options());
+    eprintln!("bench: gate against baseline {}", run_ids(&baseline));
+    let comparison = compare::compare_with_baselines(&baseline, &candidate, &gate.options());
     compare::write(&outcome.run_dir, &comparison)?;
     println!();
     print!("{}", compare::render::markdown(&comparison));

@@ -43,8 +43,14 @@ impl RunInput {
     }
 }
 
-/// Resolve `--baseline`: `history:<branch>` (newest run of that branch in `history_dir`, preferring
-/// one whose fingerprint matches the candidate's), a run directory, or a results file.
+/// How many of a branch's newest comparable runs `history:<branch>` compares with: enough to
+/// see how much runs differ from each other, few enough to follow the branch.
+pub const HISTORY_BASELINE_RUNS: usize = 5;
+
+/// Resolve `--baseline`: `history:<branch>` (the newest [`HISTORY_BASELINE_RUNS`] runs of that
+/// branch in `history_dir` whose fingerprint matches the candidate's, newest last; when none
+/// matches, the newest run, which the gate will then report as not comparable), a run directory,
+/// or a results file (one run).
 ///
 /// History entries are `<history_dir>/<run_id>.json` (the history store's layout); CI also keeps
 /// the run's interval logs in `<history_dir>/<run_id>/` so latency percentiles can be
@@ -53,9 +59,9 @@ pub fn resolve_baseline(
     spec: &str,
     history_dir: &Path,
     candidate: &Environment,
-) -> anyhow::Result<RunInput> {
+) -> anyhow::Result<Vec<RunInput>> {
     let Some(branch) = spec.strip_prefix("history:") else {
-        return RunInput::load(Path::new(spec));
+        return Ok(vec![RunInput::load(Path::new(spec))?]);
     };
     let mut found = Vec::new();
     collect_history(history_dir, 0, &mut found);
@@ -75,11 +81,17 @@ pub fn resolve_baseline(
             .then(a.results.run_id.cmp(&b.results.run_id))
     });
     let fingerprint = candidate.fingerprint();
-    let matching = on_branch
-        .iter()
-        .rposition(|r| r.results.environment.fingerprint() == fingerprint);
-    let index = matching.unwrap_or(on_branch.len() - 1);
-    Ok(on_branch.swap_remove(index))
+    let newest = on_branch.pop().expect("not empty");
+    let mut matching: Vec<RunInput> = on_branch
+        .into_iter()
+        .chain(std::iter::once(newest.clone()))
+        .filter(|r| r.results.environment.fingerprint() == fingerprint)
+        .collect();
+    if matching.is_empty() {
+        return Ok(vec![newest]);
+    }
+    let skip = matching.len().saturating_sub(HISTORY_BASELINE_RUNS);
+    Ok(matching.split_off(skip))
 }
 
 fn collect_history(dir: &Path, depth: usize, out: &mut Vec<RunInput>) {

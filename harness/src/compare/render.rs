@@ -176,12 +176,19 @@ pub fn markdown(c: &Comparison) -> String {
             "interleaved A/B run, {} rounds per side, paired by round",
             c.candidate.run_ids.len()
         )
+    } else if c.baseline.run_ids.len() == 1 && c.candidate.run_ids.len() == 1 {
+        "one run per side, so no verdicts: the variation between runs is unknown".to_owned()
     } else {
-        "two separate runs".to_owned()
+        format!(
+            "separate runs ({} baseline, {} candidate)",
+            c.baseline.run_ids.len(),
+            c.candidate.run_ids.len()
+        )
     };
     let _ = writeln!(
         out,
         "Baseline `{}` ({}) · candidate `{}` ({}) · {mode}.  \nIntervals: {:.0} % family-wise (Bonferroni over {} comparisons, {:.3} % each); \
+         each is the wider of the bootstrap within runs and Student's t between runs; \
          a verdict needs the interval to exclude 0 and the change to exceed max({}, A/A noise floor).\n",
         cell(short(&c.baseline.git_revision)),
         cell(&c.baseline.run_ids.join(", ")),

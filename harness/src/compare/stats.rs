@@ -384,6 +384,67 @@ pub fn split_half_noise(
 }
 
 /// Mean and sample standard deviation.
+/// The standard error of the change between runs, and its degrees of freedom, from each run's
+/// own value of a statistic (`base[k]`, `cand[k]`, on the change scale: the logarithm for
+/// relative statistics). This is the variation *between* runs (a service that settles into a
+/// faster or slower mode for a whole run, say), which intervals resampled within runs cannot
+/// see when there are only a few runs.
+///
+/// Paired (round *k* of one side next to round *k* of the other): the spread of the per-pair
+/// differences, `sd(d)/√n` with `n − 1` degrees of freedom. Otherwise the pooled spread of both
+/// sides, `s·√(1/K + 1/M)` with `K + M − 2` degrees of freedom; a single candidate run borrows the
+/// baseline runs' spread, which makes this the prediction interval of a new run. `None` when a
+/// run has no value, and zero degrees of freedom when there is no second run to measure it by.
+pub fn between_runs(
+    stat: Stat,
+    base: &[Option<f64>],
+    cand: &[Option<f64>],
+    paired: bool,
+) -> Option<(f64, usize)> {
+    let scale = |v: Option<f64>| -> Option<f64> {
+        let v = v?;
+        if stat.relative() {
+            (v > 0.0).then(|| v.ln())
+        } else {
+            Some(v)
+        }
+    };
+    let xb: Vec<f64> = base.iter().map(|v| scale(*v)).collect::<Option<_>>()?;
+    let xc: Vec<f64> = cand.iter().map(|v| scale(*v)).collect::<Option<_>>()?;
+    if xb.is_empty() || xc.is_empty() {
+        return None;
+    }
+    if paired && xb.len() == xc.len() {
+        let n = xb.len();
+        if n < 2 {
+            return Some((0.0, 0));
+        }
+        let d: Vec<f64> = xc.iter().zip(&xb).map(|(c, b)| c - b).collect();
+        let (_, sd) = mean_sd(&d)?;
+        return Some((sd / (n as f64).sqrt(), n - 1));
+    }
+    let (k, m) = (xb.len(), xc.len());
+    let df = (k + m).saturating_sub(2);
+    if df == 0 {
+        return Some((0.0, 0));
+    }
+    let ss = |xs: &[f64]| {
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+    };
+    let s = ((ss(&xb) + ss(&xc)) / df as f64).sqrt();
+    Some((s * (1.0 / k as f64 + 1.0 / m as f64).sqrt(), df))
+}
+
+/// The two-sided critical value of Student's t with `df` degrees of freedom for confidence
+/// `1 − alpha` (statrs).
+pub fn t_quantile(df: usize, alpha: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    StudentsT::new(0.0, 1.0, df as f64)
+        .expect("positive degrees of freedom")
+        .inverse_cdf(1.0 - alpha / 2.0)
+}
+
 pub fn mean_sd(xs: &[f64]) -> Option<(f64, f64)> {
     if xs.len() < 2 {
         return None;

@@ -134,23 +134,48 @@ fn metric<'a>(c: &'a Comparison, scenario: &str, name: &str) -> &'a MetricCompar
         .unwrap()
 }
 
+/// `n` runs of scenario `s` drawn from `synth` with different seeds (`synth.seed` picks the set),
+/// each in its own directory below `dir`.
+fn runs(dir: &Path, label: &str, n: usize, synth: Synth) -> Vec<RunInput> {
+    (0..n)
+        .map(|k| {
+            let id = format!("{label}{k}");
+            let seed = synth.seed * 1000 + k as u64;
+            run(&dir.join(&id), &id, &[("s", Synth { seed, ..synth })])
+        })
+        .collect()
+}
+
+/// Several independent runs per side, as a history baseline gives.
+fn compare_many(base: Vec<RunInput>, cand: Vec<RunInput>, options: &CompareOptions) -> Comparison {
+    let side = |label: &str, rounds| Side {
+        label: label.into(),
+        rounds,
+    };
+    compare_sides(
+        &side("baseline", base),
+        &side("candidate", cand),
+        false,
+        None,
+        options,
+    )
+}
+
 #[test]
 fn real_twenty_percent_p99_regression_is_regressed() {
     let dir = tempfile::tempdir().unwrap();
-    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
-    let cand = run(
-        &dir.path().join("b"),
+    let base = runs(dir.path(), "a", 4, Synth::default());
+    let cand = runs(
+        dir.path(),
         "b",
-        &[(
-            "s",
-            Synth {
-                median_ns: 240_000.0,
-                seed: 2,
-                ..Synth::default()
-            },
-        )],
+        3,
+        Synth {
+            median_ns: 240_000.0,
+            seed: 2,
+            ..Synth::default()
+        },
     );
-    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    let c = compare_many(base, cand, &CompareOptions::default());
     let p99 = metric(&c, "s", "p99");
     assert_eq!(p99.verdict, ChangeVerdict::Regressed, "{p99:?}");
     let [lo, hi] = p99.ci.unwrap();
@@ -176,8 +201,8 @@ fn real_twenty_percent_p99_regression_is_regressed() {
 #[test]
 fn identical_data_is_unchanged_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
-    let c = compare_runs(&base, &base, &CompareOptions::default());
+    let base = runs(dir.path(), "a", 4, Synth::default());
+    let c = compare_many(base.clone(), base, &CompareOptions::default());
     for name in ["p50", "p99", "throughput", "cpu_us_per_event.dbservice"] {
         let m = metric(&c, "s", name);
         assert_eq!(m.verdict, ChangeVerdict::Unchanged, "{m:?}");
@@ -193,42 +218,48 @@ fn identical_data_is_unchanged_and_exits_zero() {
 #[test]
 fn same_distribution_different_draw_is_not_flagged() {
     let dir = tempfile::tempdir().unwrap();
-    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
-    let cand = run(
-        &dir.path().join("b"),
+    let base = runs(dir.path(), "a", 5, Synth::default());
+    let cand = runs(
+        dir.path(),
         "b",
-        &[(
-            "s",
-            Synth {
-                seed: 99,
-                ..Synth::default()
-            },
-        )],
+        5,
+        Synth {
+            seed: 99,
+            ..Synth::default()
+        },
     );
-    let c = compare_runs(&base, &cand, &CompareOptions::default());
-    assert_eq!(metric(&c, "s", "p50").verdict, ChangeVerdict::Unchanged);
-    assert_eq!(metric(&c, "s", "p99").verdict, ChangeVerdict::Unchanged);
+    let c = compare_many(base, cand, &CompareOptions::default());
+    assert_eq!(
+        metric(&c, "s", "p50").verdict,
+        ChangeVerdict::Unchanged,
+        "{:?}",
+        metric(&c, "s", "p50")
+    );
+    assert_eq!(
+        metric(&c, "s", "p99").verdict,
+        ChangeVerdict::Unchanged,
+        "{:?}",
+        metric(&c, "s", "p99")
+    );
     assert_eq!(c.exit_code(), exit::OK);
 }
 
 #[test]
 fn improvement_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
-    let cand = run(
-        &dir.path().join("b"),
+    let base = runs(dir.path(), "a", 4, Synth::default());
+    let cand = runs(
+        dir.path(),
         "b",
-        &[(
-            "s",
-            Synth {
-                median_ns: 160_000.0,
-                cpu_us_per_event: 30.0,
-                seed: 3,
-                ..Synth::default()
-            },
-        )],
+        3,
+        Synth {
+            median_ns: 160_000.0,
+            cpu_us_per_event: 30.0,
+            seed: 3,
+            ..Synth::default()
+        },
     );
-    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    let c = compare_many(base, cand, &CompareOptions::default());
     assert_eq!(metric(&c, "s", "p50").verdict, ChangeVerdict::Improved);
     assert_eq!(metric(&c, "s", "p99").verdict, ChangeVerdict::Improved);
     assert_eq!(
@@ -246,21 +277,19 @@ fn very_noisy_data_is_inconclusive() {
         ..Synth::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let base = run(&dir.path().join("a"), "a", &[("s", noisy)]);
+    let base = runs(dir.path(), "a", 4, noisy);
     // A real +20 % shift buried in noise: the gate must not claim either way.
-    let cand = run(
-        &dir.path().join("b"),
+    let cand = runs(
+        dir.path(),
         "b",
-        &[(
-            "s",
-            Synth {
-                median_ns: 240_000.0,
-                seed: 4,
-                ..noisy
-            },
-        )],
+        3,
+        Synth {
+            median_ns: 240_000.0,
+            seed: 4,
+            ..noisy
+        },
     );
-    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    let c = compare_many(base, cand, &CompareOptions::default());
     for name in ["p50", "p99"] {
         let m = metric(&c, "s", name);
         assert_eq!(m.verdict, ChangeVerdict::Inconclusive, "{m:?}");
@@ -301,9 +330,23 @@ fn different_fingerprints_are_not_compared() {
     assert_eq!(c.exit_code(), exit::OK);
     assert!(render::markdown(&c).contains("Not compared"));
 
-    let allowed = compare_runs(
-        &base,
-        &cand,
+    let bases = runs(dir.path(), "ma", 3, Synth::default());
+    let mut cands = runs(
+        dir.path(),
+        "mb",
+        3,
+        Synth {
+            median_ns: 400_000.0,
+            seed: 5,
+            ..Synth::default()
+        },
+    );
+    for c in &mut cands {
+        c.results.environment.cpu_model = "Other CPU".into();
+    }
+    let allowed = compare_many(
+        bases,
+        cands,
         &CompareOptions {
             allow_different_env: true,
             ..CompareOptions::default()
@@ -351,11 +394,36 @@ fn bonferroni_keeps_false_alarms_down_on_many_aa_metrics() {
             )
         })
         .collect();
-    let base = run(&dir.path().join("a"), "a", &a);
-    let cand = run(&dir.path().join("b"), "b", &b);
-    let side = |label: &str, r: &RunInput| Side {
+    // Three runs a side, each scenario with seeds of its own per run.
+    let reseed = |set: &[(&str, Synth)], k: u64| -> Vec<(String, Synth)> {
+        set.iter()
+            .map(|(n, s)| {
+                (
+                    n.to_string(),
+                    Synth {
+                        seed: s.seed * 10 + k,
+                        ..*s
+                    },
+                )
+            })
+            .collect()
+    };
+    let make = |label: &str, set: &[(&str, Synth)]| -> Vec<RunInput> {
+        (0..3u64)
+            .map(|k| {
+                let owned = reseed(set, k);
+                let refs: Vec<(&str, Synth)> =
+                    owned.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+                let id = format!("{label}{k}");
+                run(&dir.path().join(&id), &id, &refs)
+            })
+            .collect()
+    };
+    let base = make("a", &a);
+    let cand = make("b", &b);
+    let side = |label: &str, r: &[RunInput]| Side {
         label: label.into(),
-        rounds: vec![r.clone()],
+        rounds: r.to_vec(),
     };
     // No noise floor and no minimum effect: only the interval decides, so this isolates the
     // multiple-comparison correction.
@@ -392,7 +460,7 @@ fn bonferroni_keeps_false_alarms_down_on_many_aa_metrics() {
         corrected.family_size
     );
     assert!(
-        alarms(&uncorrected) >= 3,
+        alarms(&uncorrected) >= 1,
         "uncorrected 95 % intervals should exclude 0 by chance now and then: {}",
         alarms(&uncorrected)
     );
@@ -402,9 +470,9 @@ fn bonferroni_keeps_false_alarms_down_on_many_aa_metrics() {
         "Bonferroni-corrected intervals flagged A/A metrics"
     );
     // With the default minimum effect and the measured noise floor nothing is flagged either.
-    let defaults = compare_runs(
-        &base,
-        &cand,
+    let defaults = compare_many(
+        base,
+        cand,
         &CompareOptions {
             resamples: 200,
             ..CompareOptions::default()
@@ -551,17 +619,49 @@ fn history_prefers_the_newest_comparable_run_of_the_branch() {
     )
     .unwrap();
     let got = resolve_baseline("history:main", &history, &a.results.environment).unwrap();
+    let ids: Vec<&str> = got.iter().map(|r| r.results.run_id.as_str()).collect();
     assert_eq!(
-        got.results.run_id, "20261127T050000Z-aaaa",
+        ids,
+        ["20261127T050000Z-aaaa"],
         "b differs in kernel, c is another branch"
     );
-    let cmp = compare_runs(&got, &a, &CompareOptions::default());
+    let cmp = compare_with_baselines(&got, &a, &CompareOptions::default());
     assert_eq!(
-        metric(&cmp, "s", "p99").verdict,
-        ChangeVerdict::Unchanged,
-        "interval logs found beside the entry"
+        metric(&cmp, "s", "p99").note,
+        ONE_RUN_PER_SIDE,
+        "interval logs found beside the entry (else the note says they are missing)"
     );
     assert!(resolve_baseline("history:nope", &history, &a.results.environment).is_err());
+
+    // More runs of main with this fingerprint: the newest five, oldest first.
+    for k in 0..6 {
+        let mut r = a.results.clone();
+        r.run_id = format!("20261127T08{k}000Z-dddd");
+        r.started_at = format!("2026-11-27T08:{k}0:00Z");
+        std::fs::write(
+            history.join(format!("{}.json", r.run_id)),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+    }
+    let got = resolve_baseline("history:main", &history, &a.results.environment).unwrap();
+    let ids: Vec<&str> = got.iter().map(|r| r.results.run_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "20261127T081000Z-dddd",
+            "20261127T082000Z-dddd",
+            "20261127T083000Z-dddd",
+            "20261127T084000Z-dddd",
+            "20261127T085000Z-dddd"
+        ]
+    );
+    // With no run of this fingerprint, the newest run of the branch (reported as not comparable).
+    let mut elsewhere = a.results.environment.clone();
+    elsewhere.cpu_model = "Elsewhere CPU".into();
+    let got = resolve_baseline("history:main", &history, &elsewhere).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].results.run_id, "20261127T085000Z-dddd");
 }
 
 #[test]
@@ -611,4 +711,115 @@ fn missed_targets_are_listed_once_with_their_rounds() {
         "{:?}",
         both.missed_targets
     );
+}
+
+#[test]
+fn one_run_per_side_decides_nothing_however_large_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let cand = run(
+        &dir.path().join("b"),
+        "b",
+        &[(
+            "s",
+            Synth {
+                median_ns: 400_000.0,
+                seed: 2,
+                ..Synth::default()
+            },
+        )],
+    );
+    let c = compare_runs(&base, &cand, &CompareOptions::default());
+    let p50 = metric(&c, "s", "p50");
+    assert_eq!(p50.verdict, ChangeVerdict::Inconclusive, "{p50:?}");
+    assert_eq!(p50.note, ONE_RUN_PER_SIDE);
+    let change = p50.change.unwrap();
+    assert!(
+        (change - 1.0).abs() < 0.1,
+        "the estimate is still shown: {change}"
+    );
+    assert_eq!(c.exit_code(), exit::OK);
+}
+
+/// The failure this rule exists for: a service that settles into a fast or a slow mode for a
+/// whole run (seen here: single-event p50 about 2.1 ms in some runs, 3.2 ms in others). Within
+/// one run the intervals agree with each other, so a bootstrap within runs is confident; only the
+/// spread between runs shows that a slow candidate run is nothing new.
+#[test]
+fn a_slow_mode_seen_in_the_baseline_runs_is_not_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = Synth::default();
+    let slow = Synth {
+        median_ns: 300_000.0,
+        ..Synth::default()
+    };
+    let mut base = runs(dir.path(), "f", 3, fast);
+    base.extend(runs(dir.path(), "s", 2, Synth { seed: 7, ..slow }));
+    let cand = runs(dir.path(), "c", 1, Synth { seed: 9, ..slow });
+    let c = compare_many(base.clone(), cand.clone(), &CompareOptions::default());
+    let p50 = metric(&c, "s", "p50");
+    assert_ne!(p50.verdict, ChangeVerdict::Regressed, "{p50:?}");
+    assert!(
+        p50.between_runs,
+        "the between-run interval decided: {p50:?}"
+    );
+    assert_eq!(c.exit_code(), exit::OK);
+
+    // Against the fast runs alone the same candidate run is a regression: the spread between
+    // runs is what made the difference above.
+    let fast_only = compare_many(base[..3].to_vec(), cand, &CompareOptions::default());
+    assert_eq!(
+        metric(&fast_only, "s", "p50").verdict,
+        ChangeVerdict::Regressed
+    );
+}
+
+/// Interleaved rounds where the pairs disagree in sign (the candidate's rounds happened to land
+/// in the fast mode more often): the paired between-round interval keeps it inconclusive.
+#[test]
+fn paired_rounds_that_disagree_are_not_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = Synth::default();
+    let slow = Synth {
+        median_ns: 300_000.0,
+        ..Synth::default()
+    };
+    let pick = |label: &str, k: usize, s: Synth| {
+        runs(
+            dir.path(),
+            &format!("{label}{k}-"),
+            1,
+            Synth {
+                seed: 40 + k as u64,
+                ..s
+            },
+        )
+    };
+    // A: slow slow slow fast; B: fast fast slow fast.
+    let a = [slow, slow, slow, fast];
+    let b = [fast, fast, slow, fast];
+    let a: Vec<RunInput> = a
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| pick("a", k, *s))
+        .collect();
+    let b: Vec<RunInput> = b
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| pick("b", k, *s))
+        .collect();
+    let side = |label: &str, rounds: Vec<RunInput>| Side {
+        label: label.into(),
+        rounds,
+    };
+    let c = compare_sides(
+        &side("A", a),
+        &side("B", b),
+        true,
+        None,
+        &CompareOptions::default(),
+    );
+    let p50 = metric(&c, "s", "p50");
+    assert_eq!(p50.verdict, ChangeVerdict::Inconclusive, "{p50:?}");
+    assert!(p50.between_runs, "{p50:?}");
 }

@@ -68,46 +68,77 @@ pub fn choose_baseline<'a>(
     history::latest_comparable(history, run, None).map(|b| (b, describe_choice(false, None)))
 }
 
-/// The regression gate's verdicts for `run` against `baseline`, or `None` when the environments
-/// differ (then nothing is compared). The baseline's interval logs are used when its run
-/// directory sits next to `run_dir` (a local `reports/runs/`); the history keeps results only.
-pub fn gate(run: &RunResults, run_dir: &Path, baseline: &RunResults) -> Option<Comparison> {
-    if !history::comparable(run, baseline) {
+/// The regression gate's verdicts for `run` against `baselines` (one run, or a branch's recent
+/// runs: see [`baseline_runs`]), or `None` when none is comparable (then nothing is compared).
+/// A baseline's interval logs are used when its run directory sits next to `run_dir` (a local
+/// `reports/runs/`); the history keeps results only.
+pub fn gate(run: &RunResults, run_dir: &Path, baselines: &[&RunResults]) -> Option<Comparison> {
+    let baselines: Vec<&RunResults> = baselines
+        .iter()
+        .copied()
+        .filter(|b| history::comparable(run, b))
+        .collect();
+    if baselines.is_empty() {
         return None;
     }
-    // `cargo xtask compare` may already have decided this very pair: reuse its verdicts (same
-    // numbers, and the bootstrap is not free on long runs).
-    if let Some(done) = previous_comparison(run_dir, run, baseline) {
+    // `cargo xtask compare` may already have decided this very comparison: reuse its verdicts
+    // (same numbers, and the bootstrap is not free on long runs).
+    if let Some(done) = previous_comparison(run_dir, run, &baselines) {
         return Some(done);
     }
-    let sibling = run_dir.parent().map(|runs| runs.join(&baseline.run_id));
-    let base_dir =
-        sibling.filter(|dir| load_run(dir).is_ok_and(|on_disk| on_disk.run_id == baseline.run_id));
-    let base = RunInput {
-        results: baseline.clone(),
-        dir: base_dir,
-    };
+    let base: Vec<RunInput> = baselines
+        .iter()
+        .map(|baseline| {
+            let sibling = run_dir.parent().map(|runs| runs.join(&baseline.run_id));
+            let dir = sibling
+                .filter(|dir| load_run(dir).is_ok_and(|on_disk| on_disk.run_id == baseline.run_id));
+            RunInput {
+                results: (*baseline).clone(),
+                dir,
+            }
+        })
+        .collect();
     let cand = RunInput {
         results: run.clone(),
         dir: Some(run_dir.to_owned()),
     };
-    Some(compare::compare_runs(
+    Some(compare::compare_with_baselines(
         &base,
         &cand,
         &CompareOptions::default(),
     ))
 }
 
-/// `<run_dir>/compare.json` when it compares exactly `baseline` with `run`.
+/// What the report gates against: an explicitly given baseline alone; else the chosen baseline's
+/// branch's most recent comparable runs (up to [`compare::HISTORY_BASELINE_RUNS`], the chosen one
+/// among them), so that the gate sees how much runs differ from each other.
+pub fn baseline_runs<'a>(
+    run: &RunResults,
+    history: &'a History,
+    chosen: &'a RunResults,
+    given: bool,
+) -> Vec<&'a RunResults> {
+    if given {
+        return vec![chosen];
+    }
+    let branch = chosen.environment.git_branch.as_deref();
+    let mut runs = history::recent_comparable(history, run, branch, compare::HISTORY_BASELINE_RUNS);
+    if !runs.iter().any(|r| r.run_id == chosen.run_id) {
+        runs = vec![chosen];
+    }
+    runs
+}
+
+/// `<run_dir>/compare.json` when it compares exactly `baselines` with `run`.
 fn previous_comparison(
     run_dir: &Path,
     run: &RunResults,
-    baseline: &RunResults,
+    baselines: &[&RunResults],
 ) -> Option<Comparison> {
     let text = std::fs::read_to_string(run_dir.join(COMPARE_FILE)).ok()?;
     let done: Comparison = serde_json::from_str(&text).ok()?;
-    let same_pair = done.candidate.run_ids == [run.run_id.as_str()]
-        && done.baseline.run_ids == [baseline.run_id.as_str()];
+    let ids: Vec<&str> = baselines.iter().map(|b| b.run_id.as_str()).collect();
+    let same_pair = done.candidate.run_ids == [run.run_id.as_str()] && done.baseline.run_ids == ids;
     same_pair.then_some(done)
 }
 
@@ -168,7 +199,13 @@ pub fn render_run(
     warnings.extend(history.warnings());
     let chosen = choose_baseline(&run, &history, baseline);
     let baseline_run_id = chosen.as_ref().map(|(b, _)| b.run_id.clone());
-    let comparison = chosen.as_ref().and_then(|(b, _)| gate(&run, run_dir, b));
+    let comparison = chosen.as_ref().and_then(|(b, _)| {
+        gate(
+            &run,
+            run_dir,
+            &baseline_runs(&run, &history, b, baseline.is_some()),
+        )
+    });
 
     let markdown_path = run_dir.join(MARKDOWN_FILE);
     let text = render_markdown(&run, chosen.clone(), comparison.as_ref())?;

@@ -57,11 +57,17 @@ fn write_run(dir: &Path, run_id: &str, base_ns: u64) {
 #[test]
 fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
     let tmp = tempfile::tempdir().unwrap();
-    write_run(&tmp.path().join("base"), "aaaa", 1_000_000);
+    // Three runs of main in a history directory, a little apart from each other (as runs are).
+    let history = tmp.path().join("history");
+    for (k, id) in ["aaa1", "aaa2", "aaa3"].into_iter().enumerate() {
+        write_run(&history.join(id), id, 1_000_000 + 4_000 * k as u64);
+    }
     write_run(&tmp.path().join("cand"), "bbbb", 1_400_000);
-    let base = RunInput::load(&tmp.path().join("base")).unwrap();
     let cand = RunInput::load(&tmp.path().join("cand").join(RESULTS_FILE)).unwrap();
-    let c = compare::compare_runs(&base, &cand, &CompareOptions::default());
+    let bases =
+        compare::resolve_baseline("history:main", &history, &cand.results.environment).unwrap();
+    assert_eq!(bases.len(), 3);
+    let c = compare::compare_with_baselines(&bases, &cand, &CompareOptions::default());
     let (json, md) = compare::write(&tmp.path().join("cand"), &c).unwrap();
     let back: Comparison = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     // Floats need not round-trip bit for bit through JSON; verdicts and labels must.
@@ -79,9 +85,12 @@ fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
     assert!(text.starts_with(compare::COMMENT_MARKER), "{text}");
     assert!(text.contains("| stats | p50 |"), "{text}");
 
-    let same = compare::compare_runs(&base, &base, &CompareOptions::default());
-    assert_eq!(same.exit_code(), 0);
-    assert_eq!(same.count(ChangeVerdict::Regressed), 0);
+    // One run of main, however different, decides nothing: runs vary between themselves.
+    let one = compare::compare_runs(&bases[0], &cand, &CompareOptions::default());
+    assert_eq!(one.exit_code(), 0);
+    assert_eq!(one.count(ChangeVerdict::Regressed), 0);
+    let p50 = one.metrics.iter().find(|m| m.metric == "p50").unwrap();
+    assert_eq!(p50.note, compare::ONE_RUN_PER_SIDE);
 }
 
 #[test]

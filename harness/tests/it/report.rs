@@ -348,7 +348,7 @@ fn without_baseline_and_with_an_incomparable_one() {
         !html.contains("baseline babe000"),
         "a not-comparable baseline was overlaid"
     );
-    assert!(report::gate(&current, cur_dir.path(), &other).is_none());
+    assert!(report::gate(&current, cur_dir.path(), &[&other]).is_none());
 }
 
 /// Twenty scenarios with long notes still fit a pull-request comment (65 536 characters).
@@ -564,7 +564,13 @@ fn render_run_and_check_in_a_browser() {
     assert!(index.contains("not comparable with environment 1"));
     // Rendering again is idempotent (the history entry is the same file), and verdicts that
     // `cargo xtask compare` left in the run directory for the same pair are reused.
-    let mut done = report::gate(&current, &run_dir, &base).unwrap();
+    let loaded = history::load(&history_dir).unwrap();
+    let baselines = report::baseline_runs(&current, &loaded, &base, false);
+    assert!(
+        baselines.len() > 1,
+        "the gate compares with the branch's recent comparable runs"
+    );
+    let mut done = report::gate(&current, &run_dir, &baselines).unwrap();
     for m in done.metrics.iter_mut().filter(|m| m.metric == "p99") {
         m.label = "p99 +1.0 % [-1.0 %, +3.0 %]".into();
         m.verdict = harness::compare::ChangeVerdict::Unchanged;
