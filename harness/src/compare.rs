@@ -475,6 +475,10 @@ struct Pending {
 pub const ONE_RUN_PER_SIDE: &str = "one run per side: the variation between runs is not measured \
      (compare with several baseline runs, e.g. history:<branch>, or run --against)";
 
+/// Why nothing is decided when a run has no value of its own for the statistic.
+pub const BETWEEN_RUNS_UNKNOWN: &str =
+    "a run has no value of its own for this statistic, so the variation between runs is unknown";
+
 impl Pending {
     /// The interval is the wider of the bootstrap's (`z`) and the between-run one (Student's t
     /// at the same per-metric level), so neither a noisy run nor a run-to-run shift passes for a
@@ -489,9 +493,9 @@ impl Pending {
         r.threshold = self.min_effect.max(r.noise_floor.unwrap_or(0.0));
         if let (Some(est), Some(se)) = (r.change, self.se) {
             let mut half = z * se;
-            let mut single_runs = false;
+            let mut unmeasured = None;
             match self.between {
-                Some((_, 0)) => single_runs = true,
+                Some((_, 0)) => unmeasured = Some(ONE_RUN_PER_SIDE),
                 Some((between_se, df)) => {
                     let t = stats::t_quantile(df, per_metric_alpha) * between_se;
                     if t > half {
@@ -499,7 +503,7 @@ impl Pending {
                         r.between_runs = true;
                     }
                 }
-                None => {}
+                None => unmeasured = Some(BETWEEN_RUNS_UNKNOWN),
             }
             let (lo, hi) = (est - half, est + half);
             let noise_relative_ok = !self.relative
@@ -519,9 +523,9 @@ impl Pending {
                 r.note = note;
             }
             let idle = r.baseline == Some(0.0) && r.candidate == Some(0.0);
-            if single_runs && !idle {
+            if let (Some(why), false) = (unmeasured, idle) {
                 r.verdict = ChangeVerdict::Inconclusive;
-                r.note = ONE_RUN_PER_SIDE.into();
+                r.note = why.into();
             }
             if self.relative {
                 r.change = Some(est.exp() - 1.0);
@@ -710,18 +714,14 @@ fn prepare_scenario(
     };
     let base_values = all(&base_blocks);
     let cand_values = all(&cand_blocks);
-    // Each run's own value of every statistic: what varies between runs.
+    // Each run's own value of every statistic: what varies between runs. A run may hold too few
+    // events for a tail percentile to be more than its maximum; it is taken anyway, since a noisy
+    // per-run value only widens the between-run interval (where leaving the run out would hide
+    // the variation and let the pooled bootstrap alone decide).
     let per_run = |sample: &[Vec<Block>]| -> Vec<Vec<Option<f64>>> {
         sample
             .iter()
-            .map(|c| {
-                stats::evaluate(
-                    &table,
-                    &stat_list,
-                    &[c.iter().collect()],
-                    options.min_tail_events,
-                )
-            })
+            .map(|c| stats::evaluate(&table, &stat_list, &[c.iter().collect()], 0.0))
             .collect()
     };
     let base_per_run = per_run(&base_blocks);
