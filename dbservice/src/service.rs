@@ -232,7 +232,6 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             max_wait: config.batch_max_wait,
             dedupe: config.mode == Mode::Durable,
         },
-        tokio::runtime::Handle::current(),
     );
     std::thread::Builder::new()
         .name("rosey-db-writer".to_owned())
