@@ -161,6 +161,21 @@ fn compare_many(base: Vec<RunInput>, cand: Vec<RunInput>, options: &CompareOptio
     )
 }
 
+/// Interleaved rounds: round *k* of `a` paired with round *k* of `b`.
+fn compare_paired(a: Vec<RunInput>, b: Vec<RunInput>) -> Comparison {
+    let side = |label: &str, rounds| Side {
+        label: label.into(),
+        rounds,
+    };
+    compare_sides(
+        &side("A", a),
+        &side("B", b),
+        true,
+        None,
+        &CompareOptions::default(),
+    )
+}
+
 #[test]
 fn real_twenty_percent_p99_regression_is_regressed() {
     let dir = tempfile::tempdir().unwrap();
@@ -808,17 +823,7 @@ fn paired_rounds_that_disagree_are_not_a_change() {
         .enumerate()
         .flat_map(|(k, s)| pick("b", k, *s))
         .collect();
-    let side = |label: &str, rounds: Vec<RunInput>| Side {
-        label: label.into(),
-        rounds,
-    };
-    let c = compare_sides(
-        &side("A", a),
-        &side("B", b),
-        true,
-        None,
-        &CompareOptions::default(),
-    );
+    let c = compare_paired(a, b);
     let p50 = metric(&c, "s", "p50");
     assert_eq!(p50.verdict, ChangeVerdict::Inconclusive, "{p50:?}");
     assert!(p50.between_runs, "{p50:?}");
@@ -859,17 +864,7 @@ fn rounds_too_short_for_their_own_tail_still_measure_the_variation_between_them(
         .enumerate()
         .map(|(k, f)| one(format!("b{k}-"), 200_000.0 * f.exp(), 70 + k as u64))
         .collect();
-    let side = |label: &str, rounds: Vec<RunInput>| Side {
-        label: label.into(),
-        rounds,
-    };
-    let c = compare_sides(
-        &side("A", a),
-        &side("B", b),
-        true,
-        None,
-        &CompareOptions::default(),
-    );
+    let c = compare_paired(a, b);
     let p99 = metric(&c, "s", "p99");
     assert!(p99.ci.is_some(), "the pooled p99 is compared: {p99:?}");
     assert_eq!(p99.verdict, ChangeVerdict::Inconclusive, "{p99:?}");
