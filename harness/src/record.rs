@@ -108,17 +108,23 @@ impl State {
     /// Record `ns` into interval `bucket`, then pack the intervals that are no longer recent, so
     /// the tracker holds a few full histograms however long the phase runs.
     fn record_interval(&mut self, bucket: usize, ns: Duration) {
-        while self.intervals.len() <= bucket {
+        // Seconds without a confirmation are empty and packed; the new second starts open,
+        // without a round trip through the packed form.
+        while self.intervals.len() < bucket {
             self.intervals.push(IntervalSlot::Packed(Packed::pack(
                 &histogram::new_histogram(),
             )));
+        }
+        if self.intervals.len() == bucket {
+            self.intervals
+                .push(IntervalSlot::Open(histogram::new_histogram()));
         }
         let slot = &mut self.intervals[bucket];
         if let IntervalSlot::Packed(p) = slot {
             *slot = IntervalSlot::Open(p.unpack());
         }
         let IntervalSlot::Open(h) = slot else {
-            unreachable!("the slot was just opened")
+            unreachable!("the slot is open: just created or just unpacked")
         };
         histogram::record_duration(h, ns);
         if bucket < self.packed_below {
