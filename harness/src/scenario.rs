@@ -200,8 +200,11 @@ pub fn add_histogram(
     Ok(())
 }
 
-/// Fill a result from a measured phase: headline latency, send delay, accounting, throughput,
-/// intervals (summary points and the interval log) and drain figures.
+/// Fill a result from a measured phase: headline latency, send delay, accounting (refused
+/// publishes are sent and lost; duplicates as the proof counted them), throughput, intervals
+/// (summary points and the interval log), drain figures, per-kind counts and histograms
+/// (`kind.<name>`, when the script has several kinds), per-hop histograms (`hop.<name>`, when the
+/// phase had taps), and the notes that explain anything unusual.
 pub fn fill_from_phase(
     ctx: &ScenarioContext,
     result: &mut ScenarioResult,
@@ -217,6 +220,7 @@ pub fn fill_from_phase(
         &outcome.send.send_delay,
     )?;
     result.accounting = r.accounting(false);
+    result.accounting.duplicated = r.duplicated + outcome.duplicate_events;
     result.throughput_per_s = r.throughput_per_s();
     result.intervals = r.interval_points();
     result.interval_log = Some(ctx.write_interval_log(r)?);
@@ -227,8 +231,11 @@ pub fn fill_from_phase(
         .metrics
         .insert("elapsed_s".into(), outcome.elapsed.as_secs_f64());
     if outcome.send.errors > 0 {
+        result
+            .metrics
+            .insert("refused_publishes".into(), outcome.send.errors as f64);
         result.notes.push(format!(
-            "{} publishes were refused by the client (not counted as sent)",
+            "{} publishes were refused by the client; they were due by the schedule, so they count as sent and lost",
             outcome.send.errors
         ));
     }
@@ -246,6 +253,9 @@ pub fn fill_from_phase(
         result
             .metrics
             .insert("rejected_replies".into(), r.rejected as f64);
+        for e in &outcome.rejected_examples {
+            result.notes.push(format!("a rejected reply: {e}"));
+        }
     }
     if !outcome.drained {
         result.notes.push(format!(
@@ -253,6 +263,70 @@ pub fn fill_from_phase(
             r.lost(),
             r.sent
         ));
+    }
+    if outcome.skipped_redeliveries > 0 {
+        result.metrics.insert(
+            "skipped_redeliveries".into(),
+            outcome.skipped_redeliveries as f64,
+        );
+    }
+    if outcome.extra_messages > 0 {
+        result
+            .metrics
+            .insert("extra_messages".into(), outcome.extra_messages as f64);
+    }
+    if outcome.unexpected_events > 0 {
+        result
+            .metrics
+            .insert("unexpected_events".into(), outcome.unexpected_events as f64);
+        result.notes.push(format!(
+            "{} database events carried our correlation ids beyond what the messages should cause",
+            outcome.unexpected_events
+        ));
+    }
+    if outcome.kinds.len() > 1 {
+        for k in &outcome.kinds {
+            result
+                .metrics
+                .insert(format!("kind.{}.sent", k.name), k.sent as f64);
+            result
+                .metrics
+                .insert(format!("kind.{}.committed", k.name), k.committed as f64);
+            if k.unproven_sent > 0 {
+                result.metrics.insert(
+                    format!("kind.{}.sent_without_db_effect", k.name),
+                    k.unproven_sent as f64,
+                );
+            }
+            if !k.latency.is_empty() {
+                add_histogram(
+                    result,
+                    &format!("kind.{}", k.name),
+                    &format!("{}: intended send time → its proof of delivery", k.name),
+                    &k.latency,
+                )?;
+            }
+        }
+    }
+    for hop in &outcome.hops {
+        result
+            .metrics
+            .insert(format!("hop.{}.seen", hop.name), hop.seen as f64);
+        if !hop.latency.is_empty() {
+            add_histogram(
+                result,
+                &format!("hop.{}", hop.name),
+                &hop.description,
+                &hop.latency,
+            )?;
+        }
+    }
+    if !outcome.hops.is_empty() {
+        result.notes.push(
+            "hops are timed by a passive tap (a harness connection subscribed to the intermediate subjects); \
+             each hop includes one NATS delivery to the tap"
+                .into(),
+        );
     }
     Ok(())
 }

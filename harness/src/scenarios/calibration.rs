@@ -7,7 +7,7 @@
 
 use super::responder::{Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
-use crate::load::{self, message_count, PhaseSpec, Proof};
+use crate::load::{self, message_count, DrainUntil, PhaseSpec, Proof, Script, SendVia, Taps};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{add_histogram, fill_from_phase, BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
@@ -119,13 +119,15 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let drain = Duration::from_secs_f64(p.drain_timeout_s);
     let phase = |name: &str, subject: &str, sender: usize, count: u64| PhaseSpec {
         id_prefix: ctx.id_prefix(name),
-        subject: subject.to_owned(),
         rate_per_s: Some(p.rate_per_s),
         count,
         senders: vec![senders[sender].clone()],
-        payload: payload.clone(),
+        script: Script::uniform(subject, payload.clone()),
+        via: SendVia::Core,
         proof: Proof::Replies(accept.clone()),
+        taps: Taps::none(),
         drain_timeout: drain,
+        drain_until: DrainUntil::All,
         spin,
     };
     if p.warmup_s > 0.0 {

@@ -8,7 +8,9 @@
 
 use super::responder::{Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
-use crate::load::{self, message_count, PhaseSpec, Proof, Schedule};
+use crate::load::{
+    self, message_count, DrainUntil, PhaseSpec, Proof, Schedule, Script, SendVia, Taps,
+};
 use crate::record::{Origin, Tracker};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{add_histogram, fill_from_phase, BoxFuture, ScenarioContext, ScenarioDef};
@@ -172,13 +174,15 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             &ctx.client,
             PhaseSpec {
                 id_prefix: ctx.id_prefix("open"),
-                subject: open_subject,
                 rate_per_s: Some(p.rate_per_s),
                 count,
                 senders: vec![senders[0].clone()],
-                payload: payload.clone(),
+                script: Script::uniform(open_subject, payload.clone()),
+                via: SendVia::Core,
                 proof: Proof::Replies(accept),
+                taps: Taps::none(),
                 drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
+                drain_until: DrainUntil::All,
                 spin: Duration::ZERO,
             },
             &b1,

@@ -13,9 +13,9 @@
 //! * Direct path: CPU of the one thread doing the work (`/proc/thread-self/stat`), so nothing
 //!   else in the harness is counted; rows are read back to prove every write.
 
-use super::{message_log_payload, OpenLoopParams, Phases};
+use super::{message_log_payload, OpenLoopParams};
 use crate::histogram;
-use crate::load::Proof;
+use crate::load::{Ids, Proof, Script};
 use crate::results::{LoadInfo, ProcessResources, ScenarioResult};
 use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -63,21 +63,16 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     p.validate()?;
     let mut result = ctx.result(p.load_info());
     let senders = super::connect_publishers(ctx, p.publishers).await?;
-    let phases = Phases {
-        subject: subjects::MESSAGE_LOG.to_owned(),
-        rate_per_s: Some(p.rate_per_s),
-        warmup_count: p.warmup_count(),
-        count: p.count(),
-        payload: message_log_payload(p.payload_bytes),
-        proof: Proof::CommitNotices,
-        drain_timeout: p.drain_timeout(),
-        spin: Duration::ZERO,
-    };
-    let warmup_count = phases.warmup_count;
+    let plan = super::Plan::open_loop(
+        &p,
+        senders,
+        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        Proof::CommitNotices(Ids::Direct),
+    );
+    let warmup_count = plan.warmup_count;
     let outcome = super::warm_then_measure(
         ctx,
-        &senders,
-        phases,
+        &plan,
         &mut result,
         "intended send time → commit notice (the load of the CPU measurement)",
     )

@@ -10,16 +10,15 @@
 
 use super::{
     connect_publishers, fixed_payload, message_log_payload, prefill, warm_then_measure,
-    OpenLoopParams, Phases,
+    OpenLoopParams, Plan,
 };
-use crate::load::{self, Proof};
+use crate::load::{self, Ids, Proof, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
 use rosey_protocol::db::ChannelStatsReply;
 use rosey_protocol::subjects;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const SINGLE_EVENT: ScenarioDef = ScenarioDef {
     name: "single_event_latency",
@@ -70,19 +69,15 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
     prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
+    let plan = Plan::open_loop(
+        &p,
+        senders,
+        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        Proof::CommitNotices(Ids::Direct),
+    );
     warm_then_measure(
         ctx,
-        &senders,
-        Phases {
-            subject: subjects::MESSAGE_LOG.to_owned(),
-            rate_per_s: Some(p.rate_per_s),
-            warmup_count: p.warmup_count(),
-            count: p.count(),
-            payload: message_log_payload(p.payload_bytes),
-            proof: Proof::CommitNotices,
-            drain_timeout: p.drain_timeout(),
-            spin: Duration::ZERO,
-        },
+        &plan,
         &mut result,
         "rosey.db.message.log: intended send time → commit notice listing the event id",
     )
@@ -110,20 +105,19 @@ async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> 
     let senders = connect_publishers(ctx, p.publishers).await?;
     prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
     let check: load::ReplyCheck = Arc::new(is_channel_stats_success);
+    // The seed's cmd_stats sends `{}`; the body is never parsed.
+    let plan = Plan::open_loop(
+        &p,
+        senders,
+        Script::uniform(
+            subjects::QUERY_CHANNEL_STATS,
+            fixed_payload(Bytes::from_static(b"{}")),
+        ),
+        Proof::Replies(check),
+    );
     warm_then_measure(
         ctx,
-        &senders,
-        Phases {
-            subject: subjects::QUERY_CHANNEL_STATS.to_owned(),
-            rate_per_s: Some(p.rate_per_s),
-            warmup_count: p.warmup_count(),
-            count: p.count(),
-            // The seed's cmd_stats sends `{}`; the body is never parsed.
-            payload: fixed_payload(Bytes::from_static(b"{}")),
-            proof: Proof::Replies(check),
-            drain_timeout: p.drain_timeout(),
-            spin: Duration::ZERO,
-        },
+        &plan,
         &mut result,
         "rosey.db.query.channel_stats: intended send time → successful reply",
     )

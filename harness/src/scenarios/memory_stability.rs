@@ -8,13 +8,13 @@
 //! nats-server's Go heap growing to its steady size) to an hour, so the quick profile only guards
 //! against gross leaks (absolute growth); the default and soak profiles check the slope.
 
-use super::scripted::{self, BotLoadParams, Scripted};
+use super::scripted::{self, BotLoadParams};
+use crate::load::{Message, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
 use rosey_protocol::platform::{self, ChatMessage, PlatformUser};
 use rosey_protocol::to_seed_json;
-use std::sync::Arc;
 
 pub const DEF: ScenarioDef = ScenarioDef {
     name: "memory_stability",
@@ -43,7 +43,7 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
 
     let subject = platform::in_subject(&channel, platform::kind::MESSAGE);
     let text = super::filler(p.payload_bytes);
-    let script: scripted::ScriptFn = Arc::new(move |i| Scripted {
+    let script = Script::new(&["message"], move |_, i| Message {
         kind: 0,
         subject: subject.clone(),
         payload: Bytes::from(to_seed_json(&ChatMessage {
@@ -53,11 +53,10 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         })),
         expected_events: 1,
     });
-    scripted::warm_then_measure(
+    let plan = p.plan(ctx, script).await?;
+    super::warm_then_measure(
         ctx,
-        &p,
-        script,
-        &["message"],
+        &plan,
         &mut result,
         "platform chat line → bot → dbservice: intended send time → commit notice",
     )

@@ -9,7 +9,8 @@
 //! (pending and final). The bot's periodic status updates are not driven by platform events and
 //! are not part of this accounting.
 
-use super::scripted::{self, BotLoadParams, Scripted};
+use super::scripted::{self, BotLoadParams};
+use crate::load::{Message, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
@@ -17,7 +18,6 @@ use rosey_protocol::platform::{
     self, kind, ChatMessage, PlatformUser, PrivateMessage, UserCountEvent, UserLeave,
 };
 use rosey_protocol::to_seed_json;
-use std::sync::Arc;
 
 pub const DEF: ScenarioDef = ScenarioDef {
     name: "mixed_event_types",
@@ -53,7 +53,7 @@ fn joined_at(leave_pos: usize) -> usize {
 }
 
 /// Message `i` of the mix, with the database events it must cause.
-pub fn mixed(channel: &str, prefix: &str, text: &str, i: u64) -> Scripted {
+pub fn mixed(channel: &str, prefix: &str, text: &str, i: u64) -> Message {
     let cycle = i / CYCLE.len() as u64;
     let pos = (i % CYCLE.len() as u64) as usize;
     let k = CYCLE[pos];
@@ -99,7 +99,7 @@ pub fn mixed(channel: &str, prefix: &str, text: &str, i: u64) -> Scripted {
             )
         }
     };
-    Scripted {
+    Message {
         kind: k,
         subject,
         payload: Bytes::from(payload),
@@ -122,12 +122,11 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let text = super::filler(p.payload_bytes);
     // User names are unique per run (the phase prefix), so a join is never of a known user.
     let prefix = format!("mix-{}-", std::process::id());
-    let script: scripted::ScriptFn = Arc::new(move |i| mixed(&channel, &prefix, &text, i));
-    scripted::warm_then_measure(
+    let script = Script::new(&KINDS, move |_, i| mixed(&channel, &prefix, &text, i));
+    let plan = p.plan(ctx, script).await?;
+    super::warm_then_measure(
         ctx,
-        &p,
-        script,
-        &KINDS,
+        &plan,
         &mut result,
         "platform event → bot → dbservice: intended send time → commit notice of its last database event",
     )

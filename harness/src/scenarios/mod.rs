@@ -19,7 +19,9 @@ pub mod service_restart;
 pub mod stats_end_to_end;
 pub mod throughput;
 
-use crate::load::{self, PayloadFn, PhaseOutcome, PhaseSpec, Proof};
+use crate::load::{
+    self, DrainUntil, Ids, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia, Taps,
+};
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -207,162 +209,216 @@ pub async fn prefill(
     if n == 0 {
         return Ok(());
     }
-    let bar = ctx.progress_bar("prefill", n);
-    let outcome = load::run_phase(
-        &ctx.client,
-        PhaseSpec {
-            id_prefix: ctx.id_prefix("prefill"),
-            subject: rosey_protocol::subjects::MESSAGE_LOG.to_owned(),
-            rate_per_s: None,
-            count: n,
-            senders: vec![sender.clone()],
-            payload: message_log_payload(32),
-            proof: Proof::CommitNotices,
-            drain_timeout: deadline,
-            spin: Duration::ZERO,
-        },
-        &bar,
-    )
-    .await
-    .context("prefill")?;
+    let plan = Plan {
+        rate_per_s: None,
+        warmup_count: 0,
+        count: n,
+        senders: vec![sender.clone()],
+        script: Script::uniform(
+            rosey_protocol::subjects::MESSAGE_LOG,
+            message_log_payload(32),
+        ),
+        via: SendVia::Core,
+        proof: Proof::CommitNotices(Ids::Direct),
+        taps: Taps::none(),
+        drain_timeout: deadline,
+        drain_until: DrainUntil::All,
+        spin: Duration::ZERO,
+    };
+    setup_phase(ctx, &plan, "prefill").await
+}
+
+/// Run `plan`'s measured count once as set-up (not measured) and require every message proven.
+pub async fn setup_phase(ctx: &ScenarioContext, plan: &Plan, tag: &str) -> anyhow::Result<()> {
+    let bar = ctx.progress_bar(tag, plan.count);
+    let outcome = load::run_phase(&ctx.client, plan.spec(ctx.id_prefix(tag), plan.count), &bar)
+        .await
+        .with_context(|| format!("set-up phase {tag}"))?;
     bar.finish_and_clear();
+    let r = &outcome.record;
     anyhow::ensure!(
-        outcome.drained,
-        "prefill: only {} of {} events were committed",
-        outcome.record.confirmed,
-        n
+        outcome.drained && r.confirmed == plan.count,
+        "set-up phase {tag}: only {} of {} messages were proven",
+        r.confirmed,
+        plan.count
     );
     Ok(())
 }
 
-/// One load shape run as warm-up then measurement.
-pub struct Phases {
-    pub subject: String,
+/// One load shape, run as warm-up then measurement: the schedule, the script and the proof.
+#[derive(Clone)]
+pub struct Plan {
     /// `None`: burst.
     pub rate_per_s: Option<f64>,
     pub warmup_count: u64,
     pub count: u64,
-    pub payload: PayloadFn,
+    pub senders: Vec<async_nats::Client>,
+    pub script: Script,
+    pub via: SendVia,
     pub proof: Proof,
+    pub taps: Taps,
     pub drain_timeout: Duration,
+    pub drain_until: DrainUntil,
     pub spin: Duration,
+}
+
+impl Plan {
+    /// The open-loop plan of `p` with one proof per message on a uniform script.
+    pub fn open_loop(p: &OpenLoopParams, senders: Vec<async_nats::Client>, script: Script, proof: Proof) -> Plan {
+        Plan {
+            rate_per_s: Some(p.rate_per_s),
+            warmup_count: p.warmup_count(),
+            count: p.count(),
+            senders,
+            script,
+            via: SendVia::Core,
+            proof,
+            taps: Taps::none(),
+            drain_timeout: p.drain_timeout(),
+            drain_until: DrainUntil::All,
+            spin: Duration::ZERO,
+        }
+    }
+
+    /// The phase of this plan with `count` messages and ids starting with `id_prefix`.
+    pub fn spec(&self, id_prefix: String, count: u64) -> PhaseSpec {
+        PhaseSpec {
+            id_prefix,
+            rate_per_s: self.rate_per_s,
+            count,
+            senders: self.senders.clone(),
+            script: self.script.clone(),
+            via: self.via,
+            proof: self.proof.clone(),
+            taps: self.taps.clone(),
+            drain_timeout: self.drain_timeout,
+            drain_until: self.drain_until,
+            spin: self.spin,
+        }
+    }
+}
+
+/// The warm-up of `plan` before its measured phase `tag` (ids `<scenario>.<tag>-warmup.`):
+/// discarded, but drained so it does not overlap the measurement; what it lost becomes a note.
+pub async fn warm_up(
+    ctx: &ScenarioContext,
+    plan: &Plan,
+    tag: &str,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if plan.warmup_count == 0 {
+        return Ok(());
+    }
+    let bar = ctx.progress_bar("warm-up", plan.warmup_count);
+    let warm = load::run_phase(
+        &ctx.client,
+        plan.spec(ctx.id_prefix(&format!("{tag}-warmup")), plan.warmup_count),
+        &bar,
+    )
+    .await
+    .context("warm-up phase")?;
+    bar.finish_and_clear();
+    if warm.record.lost() > 0 {
+        notes.push(format!(
+            "warm-up: {} of {} not confirmed within the drain deadline (not counted)",
+            warm.record.lost(),
+            warm.record.sent
+        ));
+    }
+    Ok(())
 }
 
 /// Warm up (discarded, but drained so it does not overlap the measurement), then measure one
 /// phase with the resource sampler and the database service's counters around it, and fill the
-/// result. `senders` are the publishing connections.
+/// result. The ids of the measured phase start with `ctx.id_prefix("m")`.
 pub async fn warm_then_measure(
     ctx: &ScenarioContext,
-    senders: &[async_nats::Client],
-    phases: Phases,
+    plan: &Plan,
     result: &mut crate::results::ScenarioResult,
     latency_description: &str,
 ) -> anyhow::Result<PhaseOutcome> {
-    let uses_service =
-        matches!(phases.proof, Proof::CommitNotices | Proof::Replies(_)) && ctx.services.is_some();
-    if phases.warmup_count > 0 {
-        let bar = ctx.progress_bar("warm-up", phases.warmup_count);
-        let warm = load::run_phase(
-            &ctx.client,
-            PhaseSpec {
-                id_prefix: ctx.id_prefix("warmup"),
-                subject: phases.subject.clone(),
-                rate_per_s: phases.rate_per_s,
-                count: phases.warmup_count,
-                senders: senders.to_vec(),
-                payload: phases.payload.clone(),
-                proof: phases.proof.clone(),
-                drain_timeout: phases.drain_timeout,
-                spin: phases.spin,
-            },
-            &bar,
-        )
-        .await
-        .context("warm-up phase")?;
-        bar.finish_and_clear();
-        if warm.record.lost() > 0 {
-            result.notes.push(format!(
-                "warm-up: {} of {} not confirmed within the drain deadline (not counted)",
-                warm.record.lost(),
-                warm.record.sent
-            ));
-        }
-    }
-    let before = if uses_service {
-        Some(ctx.services().await?.ping().await?)
-    } else {
-        None
+    let (outcome, ()) =
+        warm_then_measure_during(ctx, plan, result, latency_description, async {}).await?;
+    Ok(outcome)
+}
+
+/// [`warm_then_measure`], with `during` run concurrently with the measured phase (a fault, a
+/// restart). `during` starts after the service counters were read, and its output comes back.
+pub async fn warm_then_measure_during<F: std::future::Future>(
+    ctx: &ScenarioContext,
+    plan: &Plan,
+    result: &mut crate::results::ScenarioResult,
+    latency_description: &str,
+    during: F,
+) -> anyhow::Result<(PhaseOutcome, F::Output)> {
+    warm_up(ctx, plan, "m", &mut result.notes).await?;
+    let before = match &ctx.services {
+        Some(_) => Some(ctx.services().await?.ping().await?),
+        None => None,
     };
     ctx.refresh_sampled_processes().await;
-    let bar = ctx.progress_bar("measure", phases.count);
+    let bar = ctx.progress_bar("measure", plan.count);
     let sampling = ctx.sampler.begin_phase();
-    let outcome = load::run_phase(
-        &ctx.client,
-        PhaseSpec {
-            id_prefix: ctx.id_prefix("m"),
-            subject: phases.subject.clone(),
-            rate_per_s: phases.rate_per_s,
-            count: phases.count,
-            senders: senders.to_vec(),
-            payload: phases.payload.clone(),
-            proof: phases.proof.clone(),
-            drain_timeout: phases.drain_timeout,
-            spin: phases.spin,
-        },
-        &bar,
-    )
-    .await
-    .context("measured phase")?;
+    let (outcome, during) = tokio::join!(
+        load::run_phase(&ctx.client, plan.spec(ctx.id_prefix("m"), plan.count), &bar),
+        during
+    );
+    let outcome = outcome.context("measured phase")?;
+    // A restart during the phase changed a pid: the sampler follows it from here on.
+    ctx.refresh_sampled_processes().await;
     let (resources, timeline) = sampling.end(outcome.record.confirmed);
     bar.finish_and_clear();
     result.resources = resources;
     result.resource_timeline = timeline;
     if let Some(before) = before {
         let after = ctx.services().await?.ping().await?;
-        let delta = |a: u64, b: u64| a.saturating_sub(b) as f64;
-        result.metrics.insert(
-            "service.received".into(),
-            delta(after.received, before.received),
-        );
-        result.metrics.insert(
-            "service.committed".into(),
-            delta(after.committed, before.committed),
-        );
-        result.metrics.insert(
-            "service.malformed".into(),
-            delta(after.malformed, before.malformed),
-        );
-        result.metrics.insert(
-            "service.duplicates".into(),
-            delta(after.duplicates, before.duplicates),
-        );
-        result
-            .metrics
-            .insert("service.failed".into(), delta(after.failed, before.failed));
-        result.metrics.insert(
-            "service.batches".into(),
-            delta(after.batches, before.batches),
-        );
-        if after.malformed > before.malformed {
-            result.notes.push(format!(
-                "the database service counted {} malformed messages during the phase",
-                after.malformed - before.malformed
-            ));
-        }
-        let service_committed = after.committed.saturating_sub(before.committed);
-        if matches!(phases.proof, Proof::CommitNotices)
-            && service_committed != outcome.record.confirmed
-        {
-            result.notes.push(format!(
-                "the service committed {service_committed} events during the phase and the harness \
-                 confirmed {} of its own; the difference comes from other publishers (e.g. the \
-                 bot's periodic status updates) or from events still in flight at the deadline",
-                outcome.record.confirmed
-            ));
-        }
+        service_counters(result, &before, &after, plan, outcome.record.confirmed);
     }
     fill_from_phase(ctx, result, &outcome, latency_description)?;
-    Ok(outcome)
+    Ok((outcome, during))
+}
+
+/// The database service's counters over the measured phase, and what they say beside the
+/// harness's own accounting.
+fn service_counters(
+    result: &mut crate::results::ScenarioResult,
+    before: &rosey_protocol::db::ServiceStats,
+    after: &rosey_protocol::db::ServiceStats,
+    plan: &Plan,
+    confirmed: u64,
+) {
+    if after.received < before.received {
+        result.notes.push(
+            "the database service restarted during the phase: its counters started again, so no service-counter deltas"
+                .into(),
+        );
+        return;
+    }
+    let delta = |a: u64, b: u64| a.saturating_sub(b) as f64;
+    for (key, a, b) in [
+        ("service.received", after.received, before.received),
+        ("service.committed", after.committed, before.committed),
+        ("service.malformed", after.malformed, before.malformed),
+        ("service.duplicates", after.duplicates, before.duplicates),
+        ("service.failed", after.failed, before.failed),
+        ("service.batches", after.batches, before.batches),
+    ] {
+        result.metrics.insert(key.into(), delta(a, b));
+    }
+    if after.malformed > before.malformed {
+        result.notes.push(format!(
+            "the database service counted {} malformed messages during the phase",
+            after.malformed - before.malformed
+        ));
+    }
+    let service_committed = after.committed.saturating_sub(before.committed);
+    if matches!(plan.proof, Proof::CommitNotices(Ids::Direct)) && service_committed != confirmed {
+        result.notes.push(format!(
+            "the service committed {service_committed} events during the phase and the harness \
+             confirmed {confirmed} of its own; the difference comes from other publishers (e.g. the \
+             bot's periodic status updates) or from events still in flight at the deadline"
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! the harness that answers at once (`request_reply`).
 
 use super::responder::{Responder, ResponderSpec};
-use super::{connect_publishers, filler, fixed_payload, warm_then_measure, OpenLoopParams, Phases};
-use crate::load::{self, PhaseSpec, Proof};
+use super::{connect_publishers, filler, fixed_payload, warm_then_measure, OpenLoopParams, Plan};
+use crate::load::{self, Proof, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
@@ -34,19 +34,15 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let nonce = ctx.seed;
 
     // Publish → subscribe: the harness's listener connection subscribes to the subject itself.
+    let pubsub_plan = Plan::open_loop(
+        &p,
+        senders.clone(),
+        Script::uniform(format!("bench.floor.{nonce}.pubsub"), payload.clone()),
+        Proof::Subscribed,
+    );
     let pubsub = warm_then_measure(
         ctx,
-        &senders,
-        Phases {
-            subject: format!("bench.floor.{nonce}.pubsub"),
-            rate_per_s: Some(p.rate_per_s),
-            warmup_count: p.warmup_count(),
-            count: p.count(),
-            payload: payload.clone(),
-            proof: Proof::Subscribed,
-            drain_timeout: p.drain_timeout(),
-            spin: Duration::ZERO,
-        },
+        &pubsub_plan,
         &mut result,
         "publish → subscriber receipt, from the intended send time (raw NATS)",
     )
@@ -65,33 +61,22 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     )
     .await?;
     let accept: load::ReplyCheck = Arc::new(|_| true);
-    let mut rr = None;
-    for (phase, count) in [("rr-warmup", p.warmup_count()), ("rr", p.count())] {
-        if count == 0 {
-            continue;
-        }
-        let bar = ctx.progress_bar(phase, count);
-        let outcome = load::run_phase(
-            &ctx.client,
-            PhaseSpec {
-                id_prefix: ctx.id_prefix(phase),
-                subject: subject.clone(),
-                rate_per_s: Some(p.rate_per_s),
-                count,
-                senders: senders.clone(),
-                payload: payload.clone(),
-                proof: Proof::Replies(accept.clone()),
-                drain_timeout: p.drain_timeout(),
-                spin: Duration::ZERO,
-            },
-            &bar,
-        )
-        .await;
+    let rr_plan = Plan::open_loop(
+        &p,
+        senders,
+        Script::uniform(subject, payload),
+        Proof::Replies(accept),
+    );
+    let rr = async {
+        super::warm_up(ctx, &rr_plan, "rr", &mut result.notes).await?;
+        let bar = ctx.progress_bar("rr", rr_plan.count);
+        let rr = load::run_phase(&ctx.client, rr_plan.spec(ctx.id_prefix("rr"), rr_plan.count), &bar).await;
         bar.finish_and_clear();
-        rr = Some(outcome?);
+        rr
     }
+    .await;
     let stats = responder.stop().await?;
-    let rr = rr.ok_or_else(|| anyhow::anyhow!("request/reply phase did not run"))?;
+    let rr = rr?;
     add_histogram(
         &mut result,
         "request_reply",

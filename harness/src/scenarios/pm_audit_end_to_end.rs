@@ -10,7 +10,8 @@
 //! `audit_mismatches`. Every command carries a unique tag in its arguments so its rows can be
 //! found without relying on timestamps.
 
-use super::scripted::{self, BotLoadParams, Scripted};
+use super::scripted::{self, BotLoadParams};
+use crate::load::{Message, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -19,7 +20,6 @@ use rosey_protocol::platform::{self, PlatformUser, PrivateMessage};
 use rosey_protocol::to_seed_json;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 pub const DEF: ScenarioDef = ScenarioDef {
     name: "pm_audit_end_to_end",
@@ -112,73 +112,32 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     )
     .await?;
 
-    let script = |prefix: String| -> scripted::ScriptFn {
-        let subject = platform::in_subject(&channel, platform::kind::PM);
-        Arc::new(move |i| {
-            let c = command(i, &format!("{prefix}{i}"));
-            Scripted {
-                kind: 0,
-                subject: subject.clone(),
-                payload: Bytes::from(to_seed_json(&PrivateMessage {
-                    user: c.user.into(),
-                    content: format!("{} {}", c.command, c.args),
-                    correlation_id: None,
-                })),
-                expected_events: if c.outcome == Outcome::Denied { 1 } else { 2 },
-            }
-        })
-    };
+    let subject = platform::in_subject(&channel, platform::kind::PM);
     // The tag of command i is its correlation id, `<id prefix of the phase><i>`.
-    let measured_prefix = ctx.id_prefix("m");
-    let sender = scripted::sender_connection(ctx).await?;
-    if p.warmup_s > 0.0 {
-        let bar = ctx.progress_bar("warm-up", 0);
-        let warm = scripted::run(
-            &ctx.client,
-            p.phase(
-                ctx,
-                &sender,
-                "warmup",
-                p.warmup_s,
-                script(ctx.id_prefix("warmup")),
-                &["pm_command"],
-            ),
-            &bar,
-        )
-        .await?;
-        bar.finish_and_clear();
-        if warm.phase.record.lost() > 0 {
-            result.notes.push(format!(
-                "warm-up: {} commands not fully audited (not counted)",
-                warm.phase.record.lost()
-            ));
+    let script = Script::new(&["pm_command"], move |prefix, i| {
+        let c = command(i, &format!("{prefix}{i}"));
+        Message {
+            kind: 0,
+            subject: subject.clone(),
+            payload: Bytes::from(to_seed_json(&PrivateMessage {
+                user: c.user.into(),
+                content: format!("{} {}", c.command, c.args),
+                correlation_id: None,
+            })),
+            expected_events: if c.outcome == Outcome::Denied { 1 } else { 2 },
         }
-    }
-    ctx.refresh_sampled_processes().await;
-    let bar = ctx.progress_bar("measure", 0);
-    let sampling = ctx.sampler.begin_phase();
-    let phase = p.phase(
+    });
+    let measured_prefix = ctx.id_prefix("m");
+    let plan = p.plan(ctx, script).await?;
+    let count = plan.count;
+    let outcome = super::warm_then_measure(
         ctx,
-        &sender,
-        "m",
-        p.duration_s,
-        script(measured_prefix.clone()),
-        &["pm_command"],
-    );
-    let count = phase.count;
-    let outcome = scripted::run(&ctx.client, phase, &bar).await?;
-    let (resources, timeline) = sampling.end(outcome.phase.record.confirmed);
-    bar.finish_and_clear();
-    result.resources = resources;
-    result.resource_timeline = timeline;
-    scripted::fill(
-        ctx,
+        &plan,
         &mut result,
-        &outcome,
         "PM command intended send time → commit notice of its last audit record",
-        false,
-    )?;
-    let proven = outcome.phase.record.confirmed;
+    )
+    .await?;
+    let proven = outcome.record.confirmed;
 
     // The commit notices proved the writes; now read what was written.
     let expected: Vec<Command> = (0..count)

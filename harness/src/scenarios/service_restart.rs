@@ -13,15 +13,14 @@
 //! reported beside it. The restart is injected at a fixed time into the measured phase; that
 //! wait schedules the fault and is not part of any message's measurement.
 
-use super::scripted::{self, DrainUntil, Ids, Scripted, ScriptedPhase, SendVia};
+use super::{OpenLoopParams, Plan};
+use crate::load::{DrainUntil, Ids, Proof, Script, SendVia};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use crate::services::StopHow;
 use anyhow::Context;
-use bytes::Bytes;
-use rosey_protocol::{db::MessageLog, subjects, to_seed_json};
+use rosey_protocol::subjects;
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const CORE: ScenarioDef = ScenarioDef {
@@ -115,19 +114,6 @@ impl Params {
     }
 }
 
-/// `message.log` payloads of the usual bench users.
-fn script(payload_bytes: usize) -> scripted::ScriptFn {
-    let text = super::filler(payload_bytes);
-    Arc::new(move |i| Scripted {
-        kind: 0,
-        subject: subjects::MESSAGE_LOG.to_owned(),
-        payload: Bytes::from(to_seed_json(&MessageLog {
-            username: Some(format!("bench-user-{}", i % 64)),
-            message: Some(text.clone()),
-        })),
-        expected_events: 1,
-    })
-}
 
 async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
@@ -140,83 +126,58 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
         concurrency: Some(1),
         payload_bytes: u32::try_from(p.payload_bytes).ok(),
     });
-    let mut services = ctx.services().await?;
-    let original_mode = services.mode().to_owned();
-    let set_sampled = |pids: Vec<(String, u32)>| {
-        let mut all = pids;
-        all.extend(ctx.base_processes());
-        ctx.sampler.set_processes(all);
-    };
+    let original_mode = ctx.services().await?.mode().to_owned();
     if original_mode != mode.as_str() {
-        services
+        ctx.services()
+            .await?
             .restart_dbservice(StopHow::Graceful, Some(mode.as_str()))
             .await
             .with_context(|| format!("switching the database service to {} mode", mode.as_str()))?;
-        set_sampled(services.pids());
+        ctx.refresh_sampled_processes().await;
     }
-    let via = match mode {
-        Mode::Core => SendVia::Core,
-        Mode::Durable => {
-            SendVia::JetStream(Box::new(async_nats::jetstream::new(ctx.client.clone())))
-        }
-    };
     let sender = crate::load::connect(&ctx.nats_url, &format!("bench-{}", ctx.name)).await?;
-    let phase = |tag: &str, duration_s: f64, drain_until| ScriptedPhase {
-        id_prefix: ctx.id_prefix(tag),
-        rate_per_s: p.rate_per_s,
-        count: crate::load::message_count(p.rate_per_s, duration_s),
-        script: script(p.payload_bytes),
-        kinds: vec!["message_log".into()],
-        ids: Ids::Direct,
-        via: via.clone(),
-        sender: sender.clone(),
-        drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
-        drain_until,
-    };
-
-    if p.warmup_s > 0.0 {
-        let bar = ctx.progress_bar("warm-up", 0);
-        let warm = scripted::run(
-            &ctx.client,
-            phase("warmup", p.warmup_s, DrainUntil::All),
-            &bar,
-        )
-        .await?;
-        bar.finish_and_clear();
-        if warm.phase.record.lost() > 0 {
-            result.notes.push(format!(
-                "warm-up: {} events not confirmed (not counted)",
-                warm.phase.record.lost()
-            ));
-        }
+    let mut plan = Plan::open_loop(
+        &OpenLoopParams {
+            rate_per_s: p.rate_per_s,
+            duration_s: p.duration_s,
+            warmup_s: p.warmup_s,
+            payload_bytes: p.payload_bytes,
+            drain_timeout_s: p.drain_timeout_s,
+            publishers: 1,
+            prefill_events: 0,
+        },
+        vec![sender],
+        Script::uniform(subjects::MESSAGE_LOG, super::message_log_payload(p.payload_bytes)),
+        Proof::CommitNotices(Ids::Direct),
+    );
+    if mode == Mode::Durable {
+        plan.via = SendVia::JetStream;
     }
-
-    let bar = ctx.progress_bar("measure", 0);
-    let sampling = ctx.sampler.begin_phase();
-    let fault_at = Instant::now() + Duration::from_secs_f64(p.restart_at_s);
     // Core mode: once the last event is proven, anything earlier still unproven was never
     // received (lost while no service listened), so the drain can end there.
-    let drain_until = if mode == Mode::Core {
-        DrainUntil::LastProven
-    } else {
-        DrainUntil::All
-    };
-    let load = scripted::run(&ctx.client, phase("m", p.duration_s, drain_until), &bar);
+    if mode == Mode::Core {
+        plan.drain_until = DrainUntil::LastProven;
+    }
+    // The fault: scheduled relative to the measured phase's start (the wait is not part of any
+    // message's measurement), then the restart, timed from the stop request.
     let fault = async {
-        tokio::time::sleep_until(fault_at.into()).await;
+        tokio::time::sleep(Duration::from_secs_f64(p.restart_at_s)).await;
         let stop_requested = Instant::now();
-        let restarted = services.restart_dbservice(how, None).await;
+        let restarted = match ctx.services().await {
+            Ok(mut s) => s.restart_dbservice(how, None).await,
+            Err(e) => Err(e),
+        };
         (stop_requested, restarted)
     };
-    let (outcome, (stop_requested, restarted)) = tokio::join!(load, fault);
+    let (outcome, (stop_requested, restarted)) = super::warm_then_measure_during(
+        ctx,
+        &plan,
+        &mut result,
+        "intended send time → commit notice, across the restart (the outage shows in the tail)",
+        fault,
+    )
+    .await?;
     let restarted = restarted.context("restarting the database service mid-stream")?;
-    set_sampled(services.pids());
-    let outcome = outcome?;
-    let (resources, timeline) = sampling.end(outcome.phase.record.confirmed);
-    bar.finish_and_clear();
-    result.resources = resources;
-    result.resource_timeline = timeline;
-
     let spawned = stop_requested + restarted.stop;
     let first_commit = outcome
         .notice_times
@@ -252,15 +213,8 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             .push("no commit notice arrived after the restart: no recovery time".into()),
     }
 
-    scripted::fill(
-        ctx,
-        &mut result,
-        &outcome,
-        "intended send time → commit notice, across the restart (the outage shows in the tail)",
-        false,
-    )?;
-    let sent = outcome.phase.record.sent;
-    let lost = outcome.phase.record.lost();
+    let sent = outcome.record.sent;
+    let lost = outcome.record.lost();
     result.metrics.insert(
         "loss_pct".into(),
         if sent > 0 {
@@ -289,17 +243,17 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                 .metrics
                 .insert("pub_ack_errors".into(), outcome.pub_ack_errors as f64);
             let prefix = ctx.id_prefix("m");
-            let db_path = services.db_path().to_owned();
+            let db_path = ctx.services().await?.db_path().to_owned();
             let rows = tokio::task::spawn_blocking(move || processed_rows(&db_path, &prefix))
                 .await
                 .context("database check thread")??;
             result
                 .metrics
                 .insert("db_processed_events".into(), rows as f64);
-            if rows != outcome.phase.record.confirmed {
+            if rows != outcome.record.confirmed {
                 result.notes.push(format!(
                     "processed_events holds {rows} of our ids, but {} were proven by commit notices",
-                    outcome.phase.record.confirmed
+                    outcome.record.confirmed
                 ));
             }
             if lost > 0 {
@@ -309,7 +263,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                     p.drain_timeout_s
                 ));
             }
-            let slowest = outcome.phase.record.latency.max() as f64 / 1e9;
+            let slowest = outcome.record.latency.max() as f64 / 1e9;
             if slowest > 5.0 {
                 result.notes.push(format!(
                     "the slowest event took {slowest:.1} s: deliveries the stopped process had not acknowledged \
@@ -326,13 +280,14 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
     // Leave the services as the run configured them, and a core-mode run without the stream
     // (it would otherwise keep storing every event nobody consumes).
     if original_mode != mode.as_str() {
-        services
+        ctx.services()
+            .await?
             .restart_dbservice(StopHow::Graceful, Some(&original_mode))
             .await
             .with_context(|| {
                 format!("switching the database service back to {original_mode} mode")
             })?;
-        set_sampled(services.pids());
+        ctx.refresh_sampled_processes().await;
         if original_mode == "core" {
             let js = async_nats::jetstream::new(ctx.client.clone());
             js.delete_stream(subjects::DURABLE_STREAM)

@@ -5,8 +5,8 @@
 //! * `burst_throughput`: N events handed to the client as fast as it takes them (all intended
 //!   at the burst's start); the drain time runs until the last one is committed.
 
-use super::{connect_publishers, message_log_payload, warm_then_measure, OpenLoopParams, Phases};
-use crate::load::Proof;
+use super::{connect_publishers, message_log_payload, warm_then_measure, OpenLoopParams, Plan};
+use crate::load::{DrainUntil, Ids, Proof, Script, SendVia, Taps};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use rosey_protocol::subjects;
@@ -44,19 +44,15 @@ async fn sustained(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
+    let plan = Plan::open_loop(
+        &p,
+        senders,
+        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        Proof::CommitNotices(Ids::Direct),
+    );
     warm_then_measure(
         ctx,
-        &senders,
-        Phases {
-            subject: subjects::MESSAGE_LOG.to_owned(),
-            rate_per_s: Some(p.rate_per_s),
-            warmup_count: p.warmup_count(),
-            count: p.count(),
-            payload: message_log_payload(p.payload_bytes),
-            proof: Proof::CommitNotices,
-            drain_timeout: p.drain_timeout(),
-            spin: Duration::ZERO,
-        },
+        &plan,
         &mut result,
         "rosey.db.message.log at the target rate: intended send time → commit notice",
     )
@@ -113,19 +109,22 @@ async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         payload_bytes: u32::try_from(p.payload_bytes).ok(),
     });
     let senders = connect_publishers(ctx, p.publishers).await?;
+    let plan = Plan {
+        rate_per_s: None,
+        warmup_count: p.warmup_events,
+        count: p.events,
+        senders,
+        script: Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        via: SendVia::Core,
+        proof: Proof::CommitNotices(Ids::Direct),
+        taps: Taps::none(),
+        drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
+        drain_until: DrainUntil::All,
+        spin: Duration::ZERO,
+    };
     let outcome = warm_then_measure(
         ctx,
-        &senders,
-        Phases {
-            subject: subjects::MESSAGE_LOG.to_owned(),
-            rate_per_s: None,
-            warmup_count: p.warmup_events,
-            count: p.events,
-            payload: message_log_payload(p.payload_bytes),
-            proof: Proof::CommitNotices,
-            drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
-            spin: Duration::ZERO,
-        },
+        &plan,
         &mut result,
         "rosey.db.message.log burst: burst start → commit notice (max = time to commit the whole burst)",
     )
