@@ -32,6 +32,8 @@ pub const PROFILES: [&str; 3] = ["quick", "default", "soak"];
 pub struct BenchConfig {
     pub profile: String,
     pub services: ServicesConfig,
+    /// How the harness judges its own measurement (`[self_check]`).
+    pub self_check: SelfCheckConfig,
     /// Per scenario: its merged table (including `enabled` and `targets`).
     pub scenarios: BTreeMap<String, toml::Table>,
     /// The whole merged configuration, for the environment fingerprint.
@@ -102,6 +104,41 @@ impl Default for ServicesConfig {
     }
 }
 
+/// How the harness judges itself in every run (`[self_check]`): a scenario whose senders fell
+/// behind their schedule by more than the limit measured the harness, not the service, and is
+/// `invalid (harness lag)`. The limit is the smaller of `send_delay_p99_max_us` and
+/// `send_delay_target_fraction` of the scenario's tightest latency target; a scenario table may
+/// set its own `send_delay_p99_max_us`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfCheckConfig {
+    pub send_delay_p99_max_us: f64,
+    pub send_delay_target_fraction: f64,
+}
+
+impl Default for SelfCheckConfig {
+    fn default() -> Self {
+        SelfCheckConfig {
+            send_delay_p99_max_us: 500.0,
+            send_delay_target_fraction: 0.1,
+        }
+    }
+}
+
+impl SelfCheckConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.send_delay_p99_max_us.is_finite() && self.send_delay_p99_max_us > 0.0,
+            "[self_check] send_delay_p99_max_us must be positive"
+        );
+        anyhow::ensure!(
+            self.send_delay_target_fraction.is_finite() && self.send_delay_target_fraction > 0.0,
+            "[self_check] send_delay_target_fraction must be positive"
+        );
+        Ok(())
+    }
+}
+
 /// One absolute target as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,14 +195,21 @@ impl BenchConfig {
             }
         }
         for key in base.keys() {
-            if !["services", "scenarios"].contains(&key.as_str()) {
-                bail!("unknown top-level key `{key}` (expected services, scenarios, profiles)");
+            if !["services", "scenarios", "self_check"].contains(&key.as_str()) {
+                bail!(
+                    "unknown top-level key `{key}` (expected services, self_check, scenarios, profiles)"
+                );
             }
         }
         let services = match base.get("services") {
             Some(v) => v.clone().try_into().context("[services]")?,
             None => ServicesConfig::default(),
         };
+        let self_check: SelfCheckConfig = match base.get("self_check") {
+            Some(v) => v.clone().try_into().context("[self_check]")?,
+            None => SelfCheckConfig::default(),
+        };
+        self_check.validate()?;
         let mut scenarios = BTreeMap::new();
         if let Some(v) = base.get("scenarios") {
             let toml::Value::Table(table) = v else {
@@ -181,6 +225,7 @@ impl BenchConfig {
         Ok(BenchConfig {
             profile: profile.to_owned(),
             services,
+            self_check,
             scenarios,
             merged: base,
         })
@@ -204,7 +249,9 @@ impl BenchConfig {
 pub struct ScenarioTable {
     pub enabled: bool,
     pub targets: Vec<TargetSpec>,
-    /// Everything except `enabled` and `targets`.
+    /// This scenario's own harness-lag limit (`send_delay_p99_max_us`), if it sets one.
+    pub send_delay_p99_max_us: Option<f64>,
+    /// Everything except `enabled`, `targets` and `send_delay_p99_max_us`.
     pub params: toml::Table,
 }
 
@@ -222,9 +269,21 @@ impl ScenarioTable {
                 .context("`targets` must be an array of {metric, op, threshold, unit?, source?}")?,
             None => Vec::new(),
         };
+        let send_delay_p99_max_us = match params.remove("send_delay_p99_max_us") {
+            Some(v) => {
+                let us = v
+                    .as_float()
+                    .or_else(|| v.as_integer().map(|i| i as f64))
+                    .filter(|us| us.is_finite() && *us > 0.0)
+                    .context("`send_delay_p99_max_us` must be a positive number")?;
+                Some(us)
+            }
+            None => None,
+        };
         Ok(ScenarioTable {
             enabled,
             targets,
+            send_delay_p99_max_us,
             params,
         })
     }
@@ -291,6 +350,19 @@ sample_interval_ms = 1000
         assert_eq!(a.targets[0].op, "<=");
         let b = ScenarioTable::from_table(&default.scenarios["b"]).unwrap();
         assert!(!b.enabled);
+
+        assert_eq!(default.self_check, SelfCheckConfig::default());
+        let own = "[self_check]\nsend_delay_p99_max_us = 200\nsend_delay_target_fraction = 0.05\n[scenarios.a]\nsend_delay_p99_max_us = 50\n";
+        let c = BenchConfig::parse(own, "default").unwrap();
+        assert_eq!(c.self_check.send_delay_p99_max_us, 200.0);
+        let a = ScenarioTable::from_table(&c.scenarios["a"]).unwrap();
+        assert_eq!(a.send_delay_p99_max_us, Some(50.0));
+        assert!(a.params.is_empty(), "a framework key, not a parameter");
+        assert!(BenchConfig::parse(
+            "[self_check]\nsend_delay_p99_max_us = 0\nsend_delay_target_fraction = 0.1\n",
+            "quick"
+        )
+        .is_err());
 
         let soak = BenchConfig::parse(TEXT, "soak").unwrap();
         assert_eq!(soak.services.sample_interval_ms, 1000);

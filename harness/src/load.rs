@@ -624,7 +624,9 @@ async fn listen_taps(
                 }
             }
             TapMatch::ReplyToPrevious => {
-                let Some(prev) = k.checked_sub(1) else { continue };
+                let Some(prev) = k.checked_sub(1) else {
+                    continue;
+                };
                 let subject = msg.subject.to_string();
                 match s.reply_to[prev].get(&subject).copied() {
                     Some(i) => {
@@ -653,9 +655,15 @@ pub async fn run_phase(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<PhaseOutcome> {
     anyhow::ensure!(spec.count > 0, "a phase sends at least one message");
-    anyhow::ensure!(!spec.senders.is_empty(), "a phase needs at least one sender");
+    anyhow::ensure!(
+        !spec.senders.is_empty(),
+        "a phase needs at least one sender"
+    );
     if let Some(rate) = spec.rate_per_s {
-        anyhow::ensure!(rate.is_finite() && rate > 0.0, "rate_per_s must be positive");
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "rate_per_s must be positive"
+        );
     }
     let capacity = usize::try_from(spec.count).context("phase too large")?;
     let mut expected = Vec::with_capacity(capacity);
@@ -670,10 +678,7 @@ pub async fn run_phase(
             "script kind {} out of range",
             m.kind
         );
-        anyhow::ensure!(
-            m.expected_events <= 31,
-            "at most 31 proofs per message"
-        );
+        anyhow::ensure!(m.expected_events <= 31, "at most 31 proofs per message");
         if !matches!(spec.proof, Proof::CommitNotices(_)) {
             anyhow::ensure!(
                 m.expected_events <= 1,
@@ -1001,13 +1006,15 @@ fn run_sender(
             tracker.mark_sent();
         }
         let ok = match (&js, inbox) {
-            (Some(js), _) => match handle.block_on(js.publish_with_headers(m.subject, h, m.payload)) {
-                Ok(ack) => {
-                    acks.push(handle.spawn(async move { ack.await.is_ok() }));
-                    true
+            (Some(js), _) => {
+                match handle.block_on(js.publish_with_headers(m.subject, h, m.payload)) {
+                    Ok(ack) => {
+                        acks.push(handle.spawn(async move { ack.await.is_ok() }));
+                        true
+                    }
+                    Err(_) => false,
                 }
-                Err(_) => false,
-            },
+            }
             (None, Some(inbox)) => handle
                 .block_on(client.publish_with_reply_and_headers(
                     m.subject,
@@ -1434,5 +1441,4 @@ mod tests {
             Some("p.3")
         );
     }
-
 }

@@ -130,6 +130,37 @@ pub enum Verdict {
     Error,
     /// Not selected or not applicable in this profile.
     Skipped,
+    /// The harness did not keep its own schedule (send delay p99 over its limit): the figures
+    /// measure the load generator, not the service, and are neither a pass nor a fail.
+    Invalid,
+    /// Ran with clean accounting and no missed target, but at least one percentile target was
+    /// judged on fewer events than it needs: not a pass.
+    InsufficientData,
+}
+
+impl Verdict {
+    /// The label reports and summaries show.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+            Verdict::Skipped => "skipped",
+            Verdict::Invalid => "invalid (harness lag)",
+            Verdict::InsufficientData => "insufficient data",
+        }
+    }
+}
+
+/// The harness's judgement of its own schedule in one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessLag {
+    /// p99 of actual − intended send time over the measured phase.
+    pub send_delay_p99_us: f64,
+    pub limit_us: f64,
+    /// Where the limit came from, e.g. "10 % of latency.p99_ms <= 5 ms".
+    pub limit_source: String,
+    pub within: bool,
 }
 
 /// How load was offered.
@@ -250,12 +281,21 @@ pub struct TargetCheck {
     /// Reported only: a missed informational target does not fail the scenario.
     #[serde(default)]
     pub informational: bool,
+    /// Set when the target is a percentile judged on too few events: the events it needs. Such
+    /// a target is neither met nor missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_events: Option<u64>,
 }
 
 impl TargetCheck {
     /// A target that counts against the verdict and was missed.
     pub fn missed(&self) -> bool {
-        !self.passed && !self.informational
+        !self.passed && !self.informational && self.needs_events.is_none()
+    }
+
+    /// A target that counts against the verdict but had too few events to be judged.
+    pub fn insufficient(&self) -> bool {
+        !self.informational && self.needs_events.is_some()
     }
 }
 
@@ -286,6 +326,9 @@ pub struct ScenarioResult {
     pub metrics: BTreeMap<String, f64>,
     #[serde(default)]
     pub targets: Vec<TargetCheck>,
+    /// The harness's own schedule, judged (absent for bursts and scenarios without senders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_lag: Option<HarnessLag>,
     pub verdict: Verdict,
     #[serde(default)]
     pub intervals: Vec<IntervalPoint>,

@@ -61,14 +61,14 @@ pub struct BenchOutcome {
     pub exit_code: u8,
 }
 
-/// The exit code a set of results deserves: harness errors first (the run could not measure),
-/// then failed targets or unexpected loss.
+/// The exit code a set of results deserves: harness errors first (the run could not measure,
+/// or the harness could not keep its own schedule), then failed targets or unexpected loss.
 pub fn exit_code(results: &RunResults) -> u8 {
     if !results.harness_errors.is_empty()
         || results
             .scenarios
             .iter()
-            .any(|s| s.verdict == Verdict::Error)
+            .any(|s| matches!(s.verdict, Verdict::Error | Verdict::Invalid))
     {
         exit::HARNESS_ERROR
     } else if results.scenarios.iter().any(|s| s.verdict == Verdict::Fail) {
@@ -280,6 +280,7 @@ async fn run_scenarios(
             profile: opts.profile.clone(),
             seed: opts.seed,
             table: table.clone(),
+            self_check: config.self_check.clone(),
             config_json: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
             progress: progress.clone(),
         };
@@ -350,6 +351,7 @@ fn skipped_result(
         resources: Vec::new(),
         metrics: Default::default(),
         targets: Vec::new(),
+        harness_lag: None,
         verdict: Verdict::Skipped,
         intervals: Vec::new(),
         resource_timeline: Vec::new(),
@@ -373,6 +375,8 @@ fn verdict_label(v: Verdict) -> &'static str {
         Verdict::Fail => "FAIL",
         Verdict::Error => "ERROR",
         Verdict::Skipped => "skipped",
+        Verdict::Invalid => "INVALID (harness lag)",
+        Verdict::InsufficientData => "insufficient data",
     }
 }
 

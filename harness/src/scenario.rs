@@ -8,14 +8,18 @@
 //! decides its own pass/fail by hand:
 //!
 //! * an error (the harness could not measure) → `error`;
+//! * the harness's own senders fell behind their schedule (send delay p99 over the limit of
+//!   `[self_check]`) → `invalid (harness lag)`: the figures measure the load generator;
 //! * lost or duplicated events, unless the scenario says loss is expected → `fail`;
 //! * any target missed (or its metric missing) → `fail`;
+//! * a percentile target judged on fewer events than it needs (p90: 100, p99: 1,000, p99.9:
+//!   10,000, p99.99: 100,000) → `insufficient data`;
 //! * otherwise → `pass`.
 
-use crate::config::{ScenarioTable, TargetSpec};
+use crate::config::{ScenarioTable, SelfCheckConfig, TargetSpec};
 use crate::histogram;
 use crate::load::PhaseOutcome;
-use crate::results::{LoadInfo, ScenarioResult, TargetCheck, Verdict};
+use crate::results::{HarnessLag, LoadInfo, ScenarioResult, TargetCheck, Verdict};
 use crate::sampler::Sampler;
 use crate::services::Services;
 use anyhow::Context;
@@ -72,6 +76,8 @@ pub struct ScenarioContext {
     pub seed: u64,
     /// The scenario's configuration table (framework keys split off).
     pub table: ScenarioTable,
+    /// How the harness judges its own schedule.
+    pub self_check: SelfCheckConfig,
     /// The scenario's table as written (after profile merge), for the results.
     pub config_json: serde_json::Value,
     pub progress: indicatif::MultiProgress,
@@ -156,6 +162,7 @@ impl ScenarioContext {
             resources: Vec::new(),
             metrics: BTreeMap::new(),
             targets: Vec::new(),
+            harness_lag: None,
             verdict: Verdict::Pass,
             intervals: Vec::new(),
             resource_timeline: Vec::new(),
@@ -391,8 +398,33 @@ pub fn unit_of(key: &str) -> &'static str {
     }
 }
 
+/// Events a percentile needs before a target on it can be judged: ten beyond it
+/// (`10 / (1 − q)`): p90 100, p99 1,000, p99.9 10,000, p99.99 100,000. `None` for
+/// anything else (means, extremes, counts).
+pub fn events_needed(metric: &str) -> Option<u64> {
+    let stat = metric.rsplit_once('.')?.1.strip_suffix("_ms")?;
+    match stat {
+        "p90" => Some(100),
+        "p99" => Some(1_000),
+        "p999" => Some(10_000),
+        "p9999" => Some(100_000),
+        _ => None,
+    }
+}
+
+/// Events behind a histogram metric (`<histogram>.<stat>_ms`), if it is one.
+fn histogram_events(result: &ScenarioResult, metric: &str) -> Option<u64> {
+    let (hist, _) = metric.rsplit_once('.')?;
+    result
+        .histograms
+        .iter()
+        .find(|h| h.name == hist)
+        .map(|h| h.summary.count)
+}
+
 /// Check every target against a result. A target whose metric is missing fails (a target that
-/// cannot be checked is not met).
+/// cannot be checked is not met); a percentile target on too few events is marked with the
+/// events it needs (neither met nor missed).
 pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<TargetCheck> {
     specs
         .iter()
@@ -403,6 +435,13 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
                 (">=", Some(v)) => v >= spec.threshold,
                 _ => false,
             };
+            let needs_events = match (
+                events_needed(&spec.metric),
+                histogram_events(result, &spec.metric),
+            ) {
+                (Some(need), Some(have)) if have < need => Some(need),
+                _ => None,
+            };
             TargetCheck {
                 metric: spec.metric.clone(),
                 op: spec.op.clone(),
@@ -412,18 +451,78 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
                     .clone()
                     .unwrap_or_else(|| unit_of(&spec.metric).to_owned()),
                 actual,
-                passed,
+                passed: passed && needs_events.is_none(),
                 source: spec.source.clone(),
                 informational: spec.informational,
+                needs_events,
             }
         })
         .collect()
 }
 
-/// The verdict of a result whose targets have been checked.
+/// The harness-lag limit of a scenario in µs and where it comes from: its own
+/// `send_delay_p99_max_us` if set, else the smaller of `[self_check]`'s absolute limit and its
+/// fraction of the tightest latency target (`<histogram>.<stat>_ms <= x`, not informational).
+pub fn lag_limit_us(
+    self_check: &SelfCheckConfig,
+    own: Option<f64>,
+    specs: &[TargetSpec],
+) -> (f64, String) {
+    if let Some(us) = own {
+        return (us, "the scenario's send_delay_p99_max_us".into());
+    }
+    let tightest = specs
+        .iter()
+        .filter(|t| {
+            !t.informational
+                && t.op == "<="
+                && t.metric.ends_with("_ms")
+                && t.metric.contains('.')
+                && t.threshold > 0.0
+        })
+        .min_by(|a, b| a.threshold.total_cmp(&b.threshold));
+    let absolute = self_check.send_delay_p99_max_us;
+    match tightest {
+        Some(t) if t.threshold * 1e3 * self_check.send_delay_target_fraction < absolute => (
+            t.threshold * 1e3 * self_check.send_delay_target_fraction,
+            format!(
+                "{} % of {} <= {} ms",
+                self_check.send_delay_target_fraction * 100.0,
+                t.metric,
+                t.threshold
+            ),
+        ),
+        _ => (absolute, "[self_check] send_delay_p99_max_us".into()),
+    }
+}
+
+/// Judge the harness's own schedule from the result's `send_delay` histogram (bursts, which
+/// intend everything at once, and results without senders are not judged).
+pub fn judge_lag(result: &ScenarioResult, limit_us: f64, source: String) -> Option<HarnessLag> {
+    if result.load.model == "burst" {
+        return None;
+    }
+    let h = result.histograms.iter().find(|h| h.name == "send_delay")?;
+    if h.summary.count == 0 {
+        return None;
+    }
+    let p99_us = h.summary.p99_ns as f64 / 1e3;
+    Some(HarnessLag {
+        send_delay_p99_us: p99_us,
+        limit_us,
+        limit_source: source,
+        within: p99_us <= limit_us,
+    })
+}
+
+/// The verdict of a result whose targets and schedule have been checked (see the module
+/// documentation for the order of the rules).
 pub fn verdict(result: &ScenarioResult) -> Verdict {
     if result.error.is_some() {
         return Verdict::Error;
+    }
+    if result.harness_lag.as_ref().is_some_and(|l| !l.within) {
+        return Verdict::Invalid;
     }
     let a = &result.accounting;
     if !a.loss_expected && (a.lost > 0 || a.duplicated > 0) {
@@ -431,6 +530,9 @@ pub fn verdict(result: &ScenarioResult) -> Verdict {
     }
     if result.targets.iter().any(TargetCheck::missed) {
         return Verdict::Fail;
+    }
+    if result.targets.iter().any(TargetCheck::insufficient) {
+        return Verdict::InsufficientData;
     }
     Verdict::Pass
 }
@@ -480,6 +582,12 @@ pub async fn run_scenario(def: &ScenarioDef, ctx: &ScenarioContext) -> ScenarioR
     result.config = ctx.config_json.clone();
     if result.error.is_none() {
         result.targets = check_targets(&ctx.table.targets, &result);
+        let (limit, source) = lag_limit_us(
+            &ctx.self_check,
+            ctx.table.send_delay_p99_max_us,
+            &ctx.table.targets,
+        );
+        result.harness_lag = judge_lag(&result, limit, source);
     }
     result.verdict = verdict(&result);
     result
@@ -511,6 +619,7 @@ pub mod tests_support {
             resources: vec![],
             metrics: BTreeMap::new(),
             targets: vec![],
+            harness_lag: None,
             verdict: Verdict::Skipped,
             intervals: vec![],
             resource_timeline: vec![],
@@ -545,7 +654,7 @@ mod tests {
                 name: "latency".into(),
                 description: String::new(),
                 summary: LatencySummary {
-                    count: 10,
+                    count: 1_000,
                     p50_ns: 1_000_000,
                     p99_ns: 4_000_000,
                     mean_ns: 1_500_000.0,
@@ -562,6 +671,7 @@ mod tests {
             resources: vec![],
             metrics: BTreeMap::from([("error_pct".to_owned(), -3.0)]),
             targets: vec![],
+            harness_lag: None,
             verdict: Verdict::Skipped,
             intervals: vec![],
             resource_timeline: vec![],
@@ -580,6 +690,95 @@ mod tests {
             source: String::new(),
             informational: false,
         }
+    }
+
+    fn with_send_delay(r: &mut ScenarioResult, p99_us: u64) {
+        r.histograms.push(NamedHistogram {
+            name: "send_delay".into(),
+            description: String::new(),
+            summary: LatencySummary {
+                count: 10,
+                p99_ns: p99_us * 1000,
+                ..Default::default()
+            },
+            encoded: String::new(),
+        });
+    }
+
+    #[test]
+    fn percentile_targets_need_enough_events() {
+        assert_eq!(events_needed("latency.p99_ms"), Some(1_000));
+        assert_eq!(events_needed("kind.message.p999_ms"), Some(10_000));
+        assert_eq!(events_needed("latency.p50_ms"), None);
+        assert_eq!(events_needed("latency.mean_ms"), None);
+        assert_eq!(events_needed("throughput_per_s"), None);
+        let mut r = result();
+        r.histograms[0].summary.count = 10;
+        r.targets = check_targets(
+            &[
+                spec("latency.p99_ms", "<=", 5.0),
+                spec("latency.mean_ms", "<=", 5.0),
+            ],
+            &r,
+        );
+        assert_eq!(r.targets[0].needs_events, Some(1_000));
+        assert!(!r.targets[0].passed && !r.targets[0].missed());
+        assert!(r.targets[1].passed);
+        assert_eq!(verdict(&r), Verdict::InsufficientData, "not a pass");
+        // A missed target still fails, whatever else lacks data.
+        r.targets = check_targets(
+            &[
+                spec("latency.p99_ms", "<=", 5.0),
+                spec("latency.mean_ms", "<=", 1.0),
+            ],
+            &r,
+        );
+        assert_eq!(verdict(&r), Verdict::Fail);
+        // Enough events: judged as usual.
+        r.histograms[0].summary.count = 1_000;
+        r.targets = check_targets(&[spec("latency.p99_ms", "<=", 5.0)], &r);
+        assert_eq!(r.targets[0].needs_events, None);
+        assert_eq!(verdict(&r), Verdict::Pass);
+    }
+
+    #[test]
+    fn harness_lag_makes_a_result_invalid() {
+        let cfg = SelfCheckConfig::default();
+        // The tightest latency target is 2 ms: 10 % of it (200 µs) is below the 500 µs cap.
+        let specs = [
+            spec("latency.p99_ms", "<=", 10.0),
+            spec("latency.p50_ms", "<=", 2.0),
+            spec("throughput_per_s", ">=", 100.0),
+        ];
+        let (limit, source) = lag_limit_us(&cfg, None, &specs);
+        assert!((limit - 200.0).abs() < 1e-9, "{limit}");
+        assert!(source.contains("latency.p50_ms"), "{source}");
+        assert_eq!(lag_limit_us(&cfg, None, &specs[2..]).0, 500.0);
+        assert_eq!(lag_limit_us(&cfg, Some(50.0), &specs).0, 50.0);
+
+        let mut r = result();
+        with_send_delay(&mut r, 150);
+        r.harness_lag = judge_lag(&r, limit, source.clone());
+        assert!(r.harness_lag.as_ref().unwrap().within);
+        assert_eq!(verdict(&r), Verdict::Pass);
+
+        let mut r = result();
+        with_send_delay(&mut r, 900);
+        r.harness_lag = judge_lag(&r, limit, source.clone());
+        assert_eq!(verdict(&r), Verdict::Invalid);
+        // Never a pass or a fail: lost events and missed targets do not change that.
+        r.accounting.lost = 3;
+        r.targets = check_targets(&[spec("latency.p99_ms", "<=", 1.0)], &r);
+        assert_eq!(verdict(&r), Verdict::Invalid);
+        // An error still wins.
+        r.error = Some("x".into());
+        assert_eq!(verdict(&r), Verdict::Error);
+
+        // Bursts intend everything at once: their send delay is the burst, not lag.
+        let mut r = result();
+        r.load.model = "burst".into();
+        with_send_delay(&mut r, 90_000);
+        assert!(judge_lag(&r, limit, source).is_none());
     }
 
     #[test]

@@ -549,6 +549,7 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
         passed: false,
         source: "test".into(),
         informational: false,
+        needs_events: None,
     });
     let c = compare_runs(&base, &cand, &CompareOptions::default());
     assert_eq!(c.missed_targets.len(), 1);
@@ -693,6 +694,7 @@ fn missed_targets_are_listed_once_with_their_rounds() {
         passed: false,
         source: "test".into(),
         informational: false,
+        needs_events: None,
     });
     let mut cand2 = cand.clone();
     cand2.results.scenarios[0].targets[0].actual = Some(9.0);

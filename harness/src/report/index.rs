@@ -61,8 +61,9 @@ fn verdict_summary(run: &RunResults) -> (String, String) {
     let (pass, fail, error) = (
         count(Verdict::Pass),
         count(Verdict::Fail),
-        count(Verdict::Error),
+        count(Verdict::Error) + count(Verdict::Invalid),
     );
+    let insufficient = count(Verdict::InsufficientData);
     let class = if error > 0 || !run.harness_errors.is_empty() {
         "error"
     } else if fail > 0 {
@@ -75,7 +76,10 @@ fn verdict_summary(run: &RunResults) -> (String, String) {
         parts.push(format!("{fail} fail"));
     }
     if error > 0 {
-        parts.push(format!("{error} error"));
+        parts.push(format!("{error} error or invalid"));
+    }
+    if insufficient > 0 {
+        parts.push(format!("{insufficient} insufficient data"));
     }
     (parts.join(", "), class.into())
 }

@@ -203,6 +203,8 @@ fn verdict_label(v: Verdict) -> (&'static str, &'static str) {
         Verdict::Fail => ("❌ fail", "fail"),
         Verdict::Error => ("⚠️ error", "error"),
         Verdict::Skipped => ("⏭️ skipped", "skipped"),
+        Verdict::Invalid => ("🚫 invalid (harness lag)", "invalid"),
+        Verdict::InsufficientData => ("❔ insufficient data", "insufficient"),
     }
 }
 
@@ -323,17 +325,26 @@ pub fn build(
     let comparable = baseline_view.as_ref().is_some_and(|b| b.comparable);
     let base_run = baseline.as_ref().map(|(b, _)| *b);
 
-    let mut counts = [0usize; 4];
+    let mut counts = [0usize; 6];
     for s in &run.scenarios {
         let index = match s.verdict {
             Verdict::Pass => 0,
             Verdict::Fail => 1,
             Verdict::Error => 2,
             Verdict::Skipped => 3,
+            Verdict::Invalid => 4,
+            Verdict::InsufficientData => 5,
         };
         counts[index] += 1;
     }
-    let names = ["pass", "fail", "error", "skipped"];
+    let names = [
+        "pass",
+        "fail",
+        "error",
+        "skipped",
+        "invalid (harness lag)",
+        "insufficient data",
+    ];
     let verdict_counts = names
         .iter()
         .zip(counts)
@@ -489,6 +500,22 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
             "expected by this scenario (reported, not failed)",
         ));
     }
+    if let Some(lag) = &s.harness_lag {
+        accounting.push(kv(
+            "harness send delay p99",
+            format!(
+                "{} µs, limit {} µs ({}): {}",
+                sig3(lag.send_delay_p99_us),
+                sig3(lag.limit_us),
+                lag.limit_source,
+                if lag.within {
+                    "the harness kept its schedule"
+                } else {
+                    "over the limit: these figures measure the harness, not the service"
+                }
+            ),
+        ));
+    }
     let targets = s
         .targets
         .iter()
@@ -501,15 +528,17 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
             ),
             // An informational target that is missed is shown as such, not as a failure.
             passed: !t.missed(),
-            result: match (t.passed, t.informational) {
-                (true, _) => "met".into(),
-                (false, false) => "missed".into(),
-                (false, true) => "missed (informational)".into(),
+            result: match (t.passed, t.informational, t.needs_events) {
+                (_, _, Some(n)) => format!("insufficient data (needs {} events)", fmt_count(n)),
+                (true, _, None) => "met".into(),
+                (false, false, None) => "missed".into(),
+                (false, true, None) => "missed (informational)".into(),
             },
-            result_md: match (t.passed, t.informational) {
-                (true, _) => "✅ met".into(),
-                (false, false) => "❌ missed".into(),
-                (false, true) => "ℹ️ missed (informational)".into(),
+            result_md: match (t.passed, t.informational, t.needs_events) {
+                (_, _, Some(n)) => format!("❔ insufficient data (needs {} events)", fmt_count(n)),
+                (true, _, None) => "✅ met".into(),
+                (false, false, None) => "❌ missed".into(),
+                (false, true, None) => "ℹ️ missed (informational)".into(),
             },
             source: t.source.clone(),
         })

@@ -264,7 +264,12 @@ pub struct Plan {
 
 impl Plan {
     /// The open-loop plan of `p` with one proof per message on a uniform script.
-    pub fn open_loop(p: &OpenLoopParams, senders: Vec<async_nats::Client>, script: Script, proof: Proof) -> Plan {
+    pub fn open_loop(
+        p: &OpenLoopParams,
+        senders: Vec<async_nats::Client>,
+        script: Script,
+        proof: Proof,
+    ) -> Plan {
         Plan {
             rate_per_s: Some(p.rate_per_s),
             warmup_count: p.warmup_count(),

@@ -70,7 +70,12 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let rr = async {
         super::warm_up(ctx, &rr_plan, "rr", &mut result.notes).await?;
         let bar = ctx.progress_bar("rr", rr_plan.count);
-        let rr = load::run_phase(&ctx.client, rr_plan.spec(ctx.id_prefix("rr"), rr_plan.count), &bar).await;
+        let rr = load::run_phase(
+            &ctx.client,
+            rr_plan.spec(ctx.id_prefix("rr"), rr_plan.count),
+            &bar,
+        )
+        .await;
         bar.finish_and_clear();
         rr
     }

@@ -147,4 +147,3 @@ pub async fn join_users(
         .await
         .context("joining the scenario's users through the bot")
 }
-

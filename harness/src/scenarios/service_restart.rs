@@ -114,7 +114,6 @@ impl Params {
     }
 }
 
-
 async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
     let how = p.validate()?;
@@ -147,7 +146,10 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             prefill_events: 0,
         },
         vec![sender],
-        Script::uniform(subjects::MESSAGE_LOG, super::message_log_payload(p.payload_bytes)),
+        Script::uniform(
+            subjects::MESSAGE_LOG,
+            super::message_log_payload(p.payload_bytes),
+        ),
         Proof::CommitNotices(Ids::Direct),
     );
     if mode == Mode::Durable {
