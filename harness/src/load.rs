@@ -981,6 +981,8 @@ fn run_sender(
     progress: &indicatif::ProgressBar,
     handle: &tokio::runtime::Handle,
 ) -> (SendStats, Acks) {
+    // JetStream's context and PubAck tasks need the runtime's context on this thread.
+    let _runtime = handle.enter();
     let mut stats = SendStats::new();
     let mut acks = Vec::new();
     let js = (spec.via == SendVia::JetStream).then(|| async_nats::jetstream::new(client.clone()));

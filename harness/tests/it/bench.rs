@@ -9,6 +9,12 @@ use harness::{run_bench, BenchOptions, ServicesUnderTest};
 use std::path::Path;
 
 const CONFIG: &str = r#"
+# This test checks the engine's accounting, not how quiet the machine is: the harness-lag
+# judgement (unit-tested in scenario.rs) gets a limit no loaded test machine reaches.
+[self_check]
+send_delay_p99_max_us = 1000000.0
+send_delay_target_fraction = 1.0
+
 [services]
 start_bot = false
 ready_timeout_s = 5.0
