@@ -62,17 +62,21 @@ pub fn message_count(rate_per_s: f64, duration_s: f64) -> u64 {
 }
 
 /// A fixed-rate schedule; `rate_per_s == None` is a burst (every message intended at `start`).
+/// With `burst_size` n > 1 the messages come in groups of n intended at the same instant, the
+/// groups at `rate_per_s / n` per second (n publishers releasing at once).
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     pub start: Instant,
     pub rate_per_s: Option<f64>,
     pub count: u64,
+    pub burst_size: u64,
 }
 
 impl Schedule {
     pub fn intended(&self, i: u64) -> Instant {
+        let n = self.burst_size.max(1);
         match self.rate_per_s {
-            Some(rate) => self.start + intended_offset(i, rate),
+            Some(rate) => self.start + intended_offset(i / n, rate / n as f64),
             None => self.start,
         }
     }
@@ -263,6 +267,9 @@ pub struct PhaseSpec {
     /// `None`: burst, everything intended at once.
     pub rate_per_s: Option<f64>,
     pub count: u64,
+    /// Messages intended at the same instant (1: evenly spaced). With as many senders as the
+    /// burst size, every sender sends one member of each burst.
+    pub burst_size: u64,
     /// One paced sender per client; sender `k` sends every `k`-th message (its own fixed-rate
     /// schedule, phase-shifted). A script whose order matters uses one.
     pub senders: Vec<Client>,
@@ -767,6 +774,7 @@ pub async fn run_phase(
         start,
         rate_per_s: spec.rate_per_s,
         count: spec.count,
+        burst_size: spec.burst_size,
     };
     let tracker = Arc::new(Tracker::new(spec.id_prefix.clone(), capacity, start));
     let taps_on = !spec.taps.points.is_empty();
@@ -1216,14 +1224,27 @@ mod tests {
             start,
             rate_per_s: None,
             count: 10,
+            burst_size: 1,
         };
         assert_eq!(s.intended(9), start);
         let s = Schedule {
             start,
             rate_per_s: Some(100.0),
             count: 10,
+            burst_size: 1,
         };
         assert_eq!(s.intended(9) - start, Duration::from_millis(90));
+        // Bursts of 5 at 100/s: 20 bursts a second, every member of a burst at one instant.
+        let s = Schedule {
+            start,
+            rate_per_s: Some(100.0),
+            count: 20,
+            burst_size: 5,
+        };
+        assert_eq!(s.intended(4), start);
+        assert_eq!(s.intended(5) - start, Duration::from_millis(50));
+        assert_eq!(s.intended(9) - start, Duration::from_millis(50));
+        assert_eq!(s.intended(10) - start, Duration::from_millis(100));
     }
 
     #[test]
@@ -1291,6 +1312,7 @@ mod tests {
                 start,
                 rate_per_s: Some(1000.0),
                 count: n as u64,
+                burst_size: 1,
             },
             last_index: n as u64 - 1,
             progress: Notify::new(),
@@ -1382,6 +1404,7 @@ mod tests {
             start,
             rate_per_s: Some(1000.0),
             count: 3,
+            burst_size: 1,
         };
         let ms = Duration::from_millis;
         let taps = Taps {

@@ -121,6 +121,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         id_prefix: ctx.id_prefix(name),
         rate_per_s: Some(p.rate_per_s),
         count,
+        burst_size: 1,
         senders: vec![senders[sender].clone()],
         script: Script::uniform(subject, payload.clone()),
         via: SendVia::Core,

@@ -167,6 +167,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         start: Instant::now() + Duration::from_millis(20),
         rate_per_s: Some(p.rate_per_s),
         count,
+        burst_size: 1,
     };
     let sampling = ctx.sampler.begin_phase();
     let (o, n) = tokio::join!(
@@ -176,6 +177,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 id_prefix: ctx.id_prefix("open"),
                 rate_per_s: Some(p.rate_per_s),
                 count,
+                burst_size: 1,
                 senders: vec![senders[0].clone()],
                 script: Script::uniform(open_subject, payload.clone()),
                 via: SendVia::Core,

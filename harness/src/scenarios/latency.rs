@@ -5,8 +5,10 @@
 //!   that lists its id.
 //! * `request_reply_latency`: `rosey.db.query.channel_stats` requests; latency runs from the
 //!   intended send time to a reply that parses as a successful channel-stats answer.
-//! * `concurrent_event_latency`: like the first, but from many publishers at once, each with its
-//!   own connection and its own fixed-rate schedule.
+//! * `concurrent_event_latency`: bursts from many publishers at once: each of `publishers`
+//!   connections releases one event at the same intended instant, bursts at
+//!   `rate_per_s / publishers` per second; latency per burst member from the shared instant (the
+//!   send delay shows how far the harness got from releasing them truly at once).
 
 use super::{
     connect_publishers, fixed_payload, message_log_payload, prefill, warm_then_measure,
@@ -39,7 +41,7 @@ pub const REQUEST_REPLY: ScenarioDef = ScenarioDef {
 pub const CONCURRENT_EVENTS: ScenarioDef = ScenarioDef {
     name: "concurrent_event_latency",
     title: "Concurrent publishers → committed",
-    description: "message.log events from many publishers (own connection and schedule each) to the commit notice, open loop",
+    description: "bursts of message.log events, one per publisher released at the same intended instant, to the commit notice, open loop",
     needs_services: true,
     run: run_concurrent,
 };
@@ -69,12 +71,16 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
     prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
-    let plan = Plan::open_loop(
+    let mut plan = Plan::open_loop(
         &p,
         senders,
         Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
         Proof::CommitNotices(Ids::Direct),
     );
+    if concurrent {
+        // One event per publisher, all intended at the same instant.
+        plan.burst_size = u64::from(p.publishers);
+    }
     warm_then_measure(
         ctx,
         &plan,
@@ -89,12 +95,36 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
         "per_publisher_rate_per_s".into(),
         p.rate_per_s / f64::from(p.publishers),
     );
+    if concurrent {
+        result
+            .metrics
+            .insert("burst_size".into(), f64::from(p.publishers));
+        result.notes.push(format!(
+            "{} publishers release one event each at the same intended instant, {} bursts per second; \
+             `send_delay` is how far each member's actual release was from that instant",
+            p.publishers,
+            crate::report::view::trimmed(p.rate_per_s / f64::from(p.publishers))
+        ));
+    }
     Ok(result)
 }
 
 /// True when a reply is a successful channel-stats answer (an error reply is not proof).
 pub fn is_channel_stats_success(payload: &[u8]) -> bool {
     matches!(serde_json::from_slice::<ChannelStatsReply>(payload), Ok(ChannelStatsReply::Ok(s)) if s.success)
+}
+
+/// True when a reply is a successful channel-stats answer that read the prefilled rows: every
+/// prefill user seen, the high-water mark the prefill set, and top chatters from its chat lines.
+pub fn reads_prefilled_rows(payload: &[u8]) -> bool {
+    let users = i64::try_from(super::PREFILL_USERS).unwrap_or(i64::MAX);
+    matches!(
+        serde_json::from_slice::<ChannelStatsReply>(payload),
+        Ok(ChannelStatsReply::Ok(s)) if s.success
+            && s.total_users_seen >= users
+            && s.high_water_mark.users >= users
+            && !s.top_chatters.is_empty()
+    )
 }
 
 async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
@@ -104,7 +134,12 @@ async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> 
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
     prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
-    let check: load::ReplyCheck = Arc::new(is_channel_stats_success);
+    // With a prefill, a reply counts only if it read the prefilled rows.
+    let check: load::ReplyCheck = if p.prefill_events > 0 {
+        Arc::new(reads_prefilled_rows)
+    } else {
+        Arc::new(is_channel_stats_success)
+    };
     // The seed's cmd_stats sends `{}`; the body is never parsed.
     let plan = Plan::open_loop(
         &p,
@@ -122,10 +157,14 @@ async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> 
         "rosey.db.query.channel_stats: intended send time → successful reply",
     )
     .await?;
-    result.notes.push(format!(
-        "{} chat events were committed before measuring so the query reads real rows",
-        p.prefill_events
-    ));
+    if p.prefill_events > 0 {
+        result.notes.push(format!(
+            "before measuring, {} users joined and wrote {} chat lines (each proven committed); a reply \
+             counts only if it reports those users, the high-water mark and top chatters",
+            super::PREFILL_USERS,
+            p.prefill_events
+        ));
+    }
     Ok(result)
 }
 
@@ -142,5 +181,9 @@ mod tests {
         ));
         assert!(!is_channel_stats_success(b"[]"));
         assert!(!is_channel_stats_success(b"not json"));
+        // Success alone is not enough after a prefill: the rows must be in the answer.
+        assert!(!reads_prefilled_rows(ok), "5 users, no top chatters");
+        let read = br#"{"high_water_mark": {"users": 64, "timestamp": 7}, "high_water_connected": {"users": 64, "timestamp": 7}, "top_chatters": [{"username": "bench-user-1", "chat_lines": 3}], "total_users_seen": 64, "success": true}"#;
+        assert!(reads_prefilled_rows(read));
     }
 }

@@ -20,13 +20,17 @@ pub mod stats_end_to_end;
 pub mod throughput;
 
 use crate::load::{
-    self, DrainUntil, Ids, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia, Taps,
+    self, DrainUntil, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia,
+    Taps,
 };
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
 use anyhow::Context;
 use bytes::Bytes;
-use rosey_protocol::{db::MessageLog, to_seed_json};
+use rosey_protocol::{
+    db::{HighWater, MessageLog, UserEvent},
+    to_seed_json,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,8 +202,15 @@ pub async fn connect_publishers(
     Ok(clients)
 }
 
-/// Publish `n` chat events as fast as possible and wait until the service committed them all
-/// (set-up, not measured).
+/// Users the prefill makes known (`bench-user-0` … `bench-user-63`, as every chat payload of
+/// the harness names them).
+pub const PREFILL_USERS: u64 = 64;
+
+/// Give the database real rows before measuring (set-up, not measured): the bench users join
+/// (`user.joined`), the channel's high-water mark is set to their number, then `n` chat lines
+/// are written by them, each proven committed. Afterwards `channel_stats` has users seen, a high
+/// water mark and top chatters to read. Joins go first, in a phase of their own, so no chat line
+/// can overtake its user's join.
 pub async fn prefill(
     ctx: &ScenarioContext,
     sender: &async_nats::Client,
@@ -209,15 +220,13 @@ pub async fn prefill(
     if n == 0 {
         return Ok(());
     }
-    let plan = Plan {
+    let setup = |count: u64, script: Script| Plan {
         rate_per_s: None,
         warmup_count: 0,
-        count: n,
+        count,
+        burst_size: 1,
         senders: vec![sender.clone()],
-        script: Script::uniform(
-            rosey_protocol::subjects::MESSAGE_LOG,
-            message_log_payload(32),
-        ),
+        script,
         via: SendVia::Core,
         proof: Proof::CommitNotices(Ids::Direct),
         taps: Taps::none(),
@@ -225,7 +234,35 @@ pub async fn prefill(
         drain_until: DrainUntil::All,
         spin: Duration::ZERO,
     };
-    setup_phase(ctx, &plan, "prefill").await
+    let joins = Script::new(&["user_joined", "high_water"], |_, i| {
+        if i < PREFILL_USERS {
+            Message {
+                kind: 0,
+                subject: rosey_protocol::subjects::USER_JOINED.into(),
+                payload: Bytes::from(to_seed_json(&UserEvent {
+                    username: Some(format!("bench-user-{i}")),
+                })),
+                expected_events: 1,
+            }
+        } else {
+            let users = i64::try_from(PREFILL_USERS).unwrap_or(i64::MAX);
+            Message {
+                kind: 1,
+                subject: rosey_protocol::subjects::HIGH_WATER.into(),
+                payload: Bytes::from(to_seed_json(&HighWater {
+                    chat_count: Some(users),
+                    connected_count: Some(users),
+                })),
+                expected_events: 1,
+            }
+        }
+    });
+    setup_phase(ctx, &setup(PREFILL_USERS + 1, joins), "prefill-users").await?;
+    let lines = Script::uniform(
+        rosey_protocol::subjects::MESSAGE_LOG,
+        message_log_payload(32),
+    );
+    setup_phase(ctx, &setup(n, lines), "prefill").await
 }
 
 /// Run `plan`'s measured count once as set-up (not measured) and require every message proven.
@@ -250,6 +287,8 @@ pub async fn setup_phase(ctx: &ScenarioContext, plan: &Plan, tag: &str) -> anyho
 pub struct Plan {
     /// `None`: burst.
     pub rate_per_s: Option<f64>,
+    /// Messages intended at the same instant (1: evenly spaced).
+    pub burst_size: u64,
     pub warmup_count: u64,
     pub count: u64,
     pub senders: Vec<async_nats::Client>,
@@ -274,6 +313,7 @@ impl Plan {
             rate_per_s: Some(p.rate_per_s),
             warmup_count: p.warmup_count(),
             count: p.count(),
+            burst_size: 1,
             senders,
             script,
             via: SendVia::Core,
@@ -291,6 +331,7 @@ impl Plan {
             id_prefix,
             rate_per_s: self.rate_per_s,
             count,
+            burst_size: self.burst_size,
             senders: self.senders.clone(),
             script: self.script.clone(),
             via: self.via,

@@ -70,6 +70,7 @@ impl BotLoadParams {
             rate_per_s: Some(self.rate_per_s),
             warmup_count,
             count: load::message_count(self.rate_per_s, self.duration_s),
+            burst_size: 1,
             senders: vec![sender_connection(ctx).await?],
             script,
             via: SendVia::Core,
@@ -129,6 +130,7 @@ pub async fn join_users(
         rate_per_s: Some(200.0),
         warmup_count: 0,
         count,
+        burst_size: 1,
         senders: vec![sender_connection(ctx).await?],
         script: Script::new(&["user_join"], move |_, i| Message {
             kind: 0,

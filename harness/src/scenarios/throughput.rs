@@ -113,6 +113,7 @@ async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         rate_per_s: None,
         warmup_count: p.warmup_events,
         count: p.events,
+        burst_size: 1,
         senders,
         script: Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
         via: SendVia::Core,
