@@ -119,6 +119,7 @@ async fn process_outbound(bot: &Bot) {
     let query = OutboundGet {
         limit: Some(bot.config.outbound.limit),
         max_retries: Some(bot.config.outbound.max_retries),
+        lease_secs: None,
     };
     // Not retried: the next poll is the retry.
     let timeout = bot.config.requests.outbound_timeout;
