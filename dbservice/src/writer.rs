@@ -190,8 +190,14 @@ impl Writer {
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => {
-                        while self.maintenance.is_some() {
-                            self.maintenance_step();
+                        // Shutting down: do not hold the close up for the rest of the vacuum;
+                        // the free pages stay free and the next run gives them back.
+                        if let Some((reply, report)) = self.maintenance.take() {
+                            tracing::info!(
+                                ?report,
+                                "maintenance: vacuum interrupted by shutdown; the next run resumes it"
+                            );
+                            let _ = reply.send(Err("interrupted by shutdown".to_owned()));
                         }
                         break;
                     }
