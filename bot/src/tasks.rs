@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::Event;
 use rosey_protocol::db::{
-    MarkFailed, MarkSent, OutboundGet, OutboundMessage, StatusData, StatusUpdate, UserCount,
+    ConfirmSentReply, MarkFailed, MarkSent, OutboundGet, OutboundMessage, StatusData, StatusUpdate,
+    UserCount,
 };
 use rosey_protocol::subjects;
 use tokio::sync::mpsc;
@@ -119,6 +120,7 @@ async fn process_outbound(bot: &Bot) {
     let query = OutboundGet {
         limit: Some(bot.config.outbound.limit),
         max_retries: Some(bot.config.outbound.max_retries),
+        lease_secs: None,
     };
     // Not retried: the next poll is the retry.
     let timeout = bot.config.requests.outbound_timeout;
@@ -146,15 +148,7 @@ async fn process_outbound(bot: &Bot) {
         match bot.act(PlatformAction::chat(&m.message), &trace).await {
             Ok(()) => {
                 Metrics::inc(&bot.metrics.outbound_sent);
-                bot.db
-                    .publish(
-                        subjects::OUTBOUND_MARK_SENT,
-                        &MarkSent {
-                            message_id: Some(m.id),
-                        },
-                        &trace,
-                    )
-                    .await;
+                confirm_sent(bot, m.id, &trace).await;
             }
             Err(e) => {
                 Metrics::inc(&bot.metrics.outbound_failed);
@@ -172,6 +166,49 @@ async fn process_outbound(bot: &Bot) {
                     .await;
             }
         }
+    }
+}
+
+/// Marks an outbound message sent with the confirmed request (`outbound.confirm_sent`, answered
+/// after the commit; idempotent, so retried like a query). If it is not confirmed (a timeout, or
+/// a service that predates the subject), the fire-and-forget `mark_sent` event follows as a
+/// second chance; marking sent twice is harmless. Until one of them lands, the row's lease keeps
+/// other polls from sending it again.
+async fn confirm_sent(bot: &Bot, id: i64, trace: &crate::trace::Trace) {
+    let mark = MarkSent {
+        message_id: Some(id),
+    };
+    let confirmed = match bot
+        .db
+        .request(
+            subjects::OUTBOUND_CONFIRM_SENT,
+            &mark,
+            trace,
+            Retry::ReadOnly,
+        )
+        .await
+    {
+        Ok(bytes) => match serde_json::from_slice::<ConfirmSentReply>(&bytes) {
+            Ok(r) if r.success => {
+                if !r.found {
+                    tracing::warn!(message_id = id, "confirm_sent: no such outbound message");
+                }
+                true
+            }
+            _ => {
+                tracing::warn!(message_id = id, reply = %String::from_utf8_lossy(&bytes), "confirm_sent not confirmed");
+                false
+            }
+        },
+        Err(e) => {
+            tracing::warn!(message_id = id, error = %e, "confirm_sent failed; publishing mark_sent");
+            false
+        }
+    };
+    if !confirmed {
+        bot.db
+            .publish(subjects::OUTBOUND_MARK_SENT, &mark, trace)
+            .await;
     }
 }
 

@@ -31,6 +31,11 @@ impl Mode {
     }
 }
 
+/// Default of [`Config::max_buffered_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
+/// Default of [`Config::max_deliver`].
+pub const DEFAULT_MAX_DELIVER: u64 = 10;
+
 /// Everything the service needs, with public fields. [`Config::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,11 +71,17 @@ pub struct Config {
     pub max_ack_pending: usize,
     /// `synchronous=FULL`: fsync every commit (survives power loss; slower).
     pub synchronous_full: bool,
-    /// How often to run [`crate::db::Database::perform_maintenance`] (cleanup, VACUUM, ANALYZE);
-    /// `None` never. The first run is one interval after start.
+    /// How often to run maintenance (cleanup, incremental vacuum in steps between write batches,
+    /// ANALYZE); `None` never. The first run is one interval after start.
     pub maintenance_interval: Option<Duration>,
     /// Deadline for each step of shutting down (draining, last commit, closing).
     pub shutdown_timeout: Duration,
+    /// Core mode: most payload bytes of events waiting for the writer (read from the
+    /// subscription, not yet taken by the writer). An event that would exceed it is dropped,
+    /// counted (`dropped` on the ping) and logged.
+    pub max_buffered_bytes: usize,
+    /// Durable mode: deliveries of one event before it becomes a dead letter (at least 1).
+    pub max_deliver: u64,
 }
 
 impl Config {
@@ -93,6 +104,8 @@ impl Config {
             synchronous_full: false,
             maintenance_interval: Some(Duration::from_secs(24 * 3600)),
             shutdown_timeout: Duration::from_secs(10),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            max_deliver: DEFAULT_MAX_DELIVER,
         }
     }
 
@@ -132,6 +145,14 @@ impl Config {
         anyhow::ensure!(
             self.ack_wait >= Duration::from_secs(1),
             "ack wait must be at least 1 s"
+        );
+        anyhow::ensure!(
+            self.max_buffered_bytes >= self.max_payload_bytes,
+            "max buffered bytes must be at least max payload bytes"
+        );
+        anyhow::ensure!(
+            (1..=i64::MAX as u64).contains(&self.max_deliver),
+            "max deliver must be at least 1"
         );
         Ok(())
     }
@@ -173,6 +194,8 @@ pub struct FileConfig {
     /// Zero disables periodic maintenance.
     pub maintenance_interval_secs: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
+    pub max_buffered_bytes: Option<usize>,
+    pub max_deliver: Option<u64>,
 }
 
 impl FileConfig {
@@ -237,6 +260,12 @@ impl FileConfig {
         }
         if let Some(v) = self.shutdown_timeout_ms {
             config.shutdown_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.max_buffered_bytes {
+            config.max_buffered_bytes = v;
+        }
+        if let Some(v) = self.max_deliver {
+            config.max_deliver = v;
         }
     }
 }

@@ -26,6 +26,17 @@ const STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct ConsumerSettings {
     pub ack_wait: Duration,
     pub max_ack_pending: usize,
+    /// Deliveries before the server stops redelivering; the writer dead-letters an event that
+    /// fails on this delivery.
+    pub max_deliver: u64,
+}
+
+/// The durable consumer and the identity of the stream it reads.
+pub struct Durable {
+    pub consumer: consumer::Consumer<consumer::pull::Config>,
+    /// The stream's creation time (nanosecond precision): a deleted and re-created stream restarts
+    /// its sequence numbers at 1, so a sequence alone does not name an event; `<id>:<seq>` does.
+    pub stream_id: String,
 }
 
 fn stream_config() -> stream::Config {
@@ -51,7 +62,7 @@ fn consumer_config(s: ConsumerSettings) -> consumer::pull::Config {
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: s.ack_wait,
-        max_deliver: -1,
+        max_deliver: s.max_deliver.min(i64::MAX as u64) as i64,
         max_ack_pending: s.max_ack_pending as i64,
         ..Default::default()
     }
@@ -61,7 +72,7 @@ fn consumer_config(s: ConsumerSettings) -> consumer::pull::Config {
 pub async fn ensure(
     js: &jetstream::Context,
     settings: ConsumerSettings,
-) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+) -> anyhow::Result<Durable> {
     let wanted = stream_config();
     let mut stream = js
         .get_or_create_stream(wanted.clone())
@@ -83,8 +94,9 @@ pub async fn ensure(
     if info.config.retention != wanted.retention {
         tracing::warn!(retention = ?info.config.retention, "existing stream does not use work-queue retention; keeping it");
     }
+    let stream_id = info.created.to_string().replace(char::is_whitespace, "_");
     let config = consumer_config(settings);
-    match stream.create_consumer(config.clone()).await {
+    let consumer = match stream.create_consumer(config.clone()).await {
         Ok(c) => Ok(c),
         Err(create_err) => {
             tracing::debug!(error = %create_err, "creating consumer failed; trying to update it");
@@ -95,7 +107,11 @@ pub async fn ensure(
                 )
             })
         }
-    }
+    }?;
+    Ok(Durable {
+        consumer,
+        stream_id,
+    })
 }
 
 /// The pull stream of messages (the client keeps a pull request outstanding).

@@ -9,7 +9,7 @@ use crate::db::{Database, DbResult};
 use async_nats::HeaderMap;
 use rosey_protocol::db::{
     HighWater, MarkFailed, MarkSent, MessageLog, PmCommandAudit, StatusData, StatusUpdate,
-    UserCount, UserEvent,
+    UserCount, UserEvent, MAX_USER_COUNT,
 };
 use rosey_protocol::{headers, subjects};
 use serde::de::DeserializeOwned;
@@ -92,6 +92,34 @@ impl WriteOp {
     }
 }
 
+impl WriteOp {
+    /// The event subject this write came from.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            WriteOp::UserJoined(_) => subjects::USER_JOINED,
+            WriteOp::UserLeft(_) => subjects::USER_LEFT,
+            WriteOp::ChatMessage { .. } => subjects::MESSAGE_LOG,
+            WriteOp::UserCount { .. } => subjects::USER_COUNT,
+            WriteOp::HighWater { .. } => subjects::HIGH_WATER,
+            WriteOp::Status(_) => subjects::STATUS_UPDATE,
+            WriteOp::MarkSent(_) => subjects::OUTBOUND_MARK_SENT,
+            WriteOp::MarkFailed { .. } => subjects::OUTBOUND_MARK_FAILED,
+            WriteOp::PmAudit { .. } => subjects::PM_COMMAND,
+        }
+    }
+}
+
+/// A user count within `0..=MAX_USER_COUNT`.
+fn user_count(field: &str, value: i64) -> Result<i64, String> {
+    if (0..=MAX_USER_COUNT).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{field} {value} out of range (0..={MAX_USER_COUNT})"
+        ))
+    }
+}
+
 /// True if `subject` is one of the event subjects.
 pub fn is_event_subject(subject: &str) -> bool {
     subjects::EVENT_SUBJECTS.contains(&subject)
@@ -144,15 +172,18 @@ pub fn parse(subject: &str, payload: &[u8], max_payload_bytes: usize) -> Result<
         subjects::USER_COUNT => {
             let c: UserCount = decode(payload)?;
             Ok(WriteOp::UserCount {
-                chat: c.chat_count.unwrap_or(0),
-                connected: c.connected_count.unwrap_or(0),
+                chat: user_count("chat_count", c.chat_count.unwrap_or(0))?,
+                connected: user_count("connected_count", c.connected_count.unwrap_or(0))?,
             })
         }
         subjects::HIGH_WATER => {
             let h: HighWater = decode(payload)?;
             Ok(WriteOp::HighWater {
-                chat: h.chat_count.unwrap_or(0),
-                connected: h.connected_count,
+                chat: user_count("chat_count", h.chat_count.unwrap_or(0))?,
+                connected: h
+                    .connected_count
+                    .map(|c| user_count("connected_count", c))
+                    .transpose()?,
             })
         }
         subjects::STATUS_UPDATE => {

@@ -19,7 +19,11 @@
 //!
 //! Invariants:
 //! * Exactly one connection writes: the writer thread's. Nothing else opens the database
-//!   read-write while the service runs.
+//!   read-write while the service runs, and only one service runs per database (an exclusive
+//!   OS lock on `<db>.lock`, which names the holder's pid).
+//! * Bounded: core-mode events waiting for the writer (bytes; beyond: dropped and counted),
+//!   replies (the server's max payload; array replies cut and flagged), durable redeliveries
+//!   (`max_deliver`, then a dead letter).
 //! * Nothing is reported (notice, ack, enqueue reply, `committed` counter) before the commit
 //!   that made it true.
 //! * An event's effects and its `processed_events` row commit together or not at all, so a

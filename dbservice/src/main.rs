@@ -21,7 +21,8 @@ struct Args {
     /// TOML config file. Keys: db_path, mode, commit_notices, log_level, batch_max_events,
     /// batch_max_wait_us, channel_capacity, subscription_capacity, max_payload_bytes,
     /// fault_stats_delay_ms, read_connections, ack_wait_ms, max_ack_pending, synchronous_full,
-    /// maintenance_interval_secs, shutdown_timeout_ms, and a [nats] table with url, user,
+    /// maintenance_interval_secs, shutdown_timeout_ms, max_buffered_bytes, max_deliver, and a
+    /// [nats] table with url, user,
     /// password, token, nkey_seed_file, creds_file, tls_required, tls_ca_file, tls_cert_file,
     /// tls_key_file, name. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]
@@ -71,7 +72,9 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     nats_name: Option<String>,
 
-    /// SQLite database file, created if missing [default: bot_data.db].
+    /// SQLite database file, created if missing [default: bot_data.db]. One service per
+    /// database: it holds an exclusive lock on "<PATH>.lock" (which records its pid), and a
+    /// second one exits with an error naming that pid and file.
     #[arg(long, value_name = "PATH")]
     db_path: Option<PathBuf>,
     /// Log level: error, warn (or warning), info, debug, trace, or a tracing filter such as
@@ -120,13 +123,22 @@ struct Args {
     /// process crashes. Slower.
     #[arg(long)]
     synchronous_full: bool,
-    /// Seconds between maintenance runs (old-row cleanup, VACUUM, ANALYZE); 0 disables
+    /// Seconds between maintenance runs (old-row cleanup, incremental vacuum in small steps
+    /// between write batches, ANALYZE); 0 disables
     /// [default: 86400].
     #[arg(long, value_name = "SECS")]
     maintenance_interval_secs: Option<u64>,
     /// Deadline of each shutdown step in milliseconds [default: 10000].
     #[arg(long, value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
+    /// Core mode: most payload bytes of events waiting for the writer; events beyond it are
+    /// dropped, counted ("dropped" on rosey.db.service.ping) and logged [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    max_buffered_bytes: Option<usize>,
+    /// Durable mode: deliveries of one event before it is given up as a dead letter (recorded
+    /// in the dead_letters table, counted, logged, never redelivered) [default: 10].
+    #[arg(long, value_name = "N")]
+    max_deliver: Option<u64>,
 
     /// FAULT INJECTION, for testing the benchmark regression gate only: add this many
     /// milliseconds of delay inside every rosey.db.query.channel_stats request. Off (0) by
@@ -192,6 +204,8 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
         config.shutdown_timeout,
         args.shutdown_timeout_ms.map(Duration::from_millis)
     );
+    set!(config.max_buffered_bytes, args.max_buffered_bytes);
+    set!(config.max_deliver, args.max_deliver);
     if let Some(ms) = args.fault_stats_delay_ms {
         config.fault_stats_delay = (ms > 0).then(|| Duration::from_millis(ms));
     }

@@ -1,20 +1,27 @@
 //! Request/reply handlers: queries run on read-only connections (WAL snapshots, so they never
-//! wait behind a write batch); `outbound.enqueue` goes through the writer and replies after its
-//! transaction commits.
+//! wait behind a write batch); `outbound.enqueue`, `outbound.get` (which claims the rows it
+//! returns) and `outbound.confirm_sent` go through the writer and reply after its transaction
+//! commits.
 //!
 //! Every request gets a reply. Errors are `{"success": false, "error": "..."}`, except on
 //! `outbound.get` and `recent_chat.get`, which answer `[]` as the seed does.
+//!
+//! Every reply fits the server's max payload: array replies that would not are cut to the rows
+//! that fit and flagged with a `Rosey-Truncated: <n> of <m>` header ([`Reply::truncated`]);
+//! replies that fit are byte for byte what they always were.
 
 use crate::db::{Database, DbResult, OpenOptions};
 use crate::stats::Stats;
-use crate::writer::WriterMsg;
+use crate::writer::{RequestOp, RequestValue, WriterMsg};
 use rosey_protocol::db::{
-    ChannelStats, ChannelStatsReply, EnqueueReply, ErrorReply, HighWaterMark, OutboundEnqueue,
-    OutboundGet, RecentChatGet, RecentMessagesQuery, UserStatsFound, UserStatsNotFound,
-    UserStatsQuery, UserStatsReply,
+    ChannelStats, ChannelStatsReply, ConfirmSentReply, EnqueueReply, ErrorReply, HighWaterMark,
+    MarkSent, OutboundEnqueue, OutboundGet, RecentChatGet, RecentMessagesQuery, UserStatsFound,
+    UserStatsNotFound, UserStatsQuery, UserStatsReply, MAX_OUTBOUND_LEASE_SECS,
+    OUTBOUND_LEASE_SECS,
 };
 use rosey_protocol::{subjects, to_seed_json};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +99,47 @@ impl ReadPool {
     }
 }
 
+/// A reply body, and the truncation flag when rows were left out to fit the max payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub body: Vec<u8>,
+    /// `"<rows returned> of <rows asked for>"`, sent as the `Rosey-Truncated` header.
+    pub truncated: Option<String>,
+}
+
+impl From<Vec<u8>> for Reply {
+    fn from(body: Vec<u8>) -> Reply {
+        Reply {
+            body,
+            truncated: None,
+        }
+    }
+}
+
+/// `rows` as a JSON array of at most `max_bytes`: all of them if they fit (exactly
+/// `to_seed_json(rows)`), else the first rows that fit, or the last ones if `keep_tail`.
+pub fn fit_rows<T: Serialize>(rows: &[T], max_bytes: usize, keep_tail: bool) -> Reply {
+    let body = to_seed_json(rows);
+    if body.len() <= max_bytes {
+        return body.into();
+    }
+    let n = if keep_tail {
+        let rev: Vec<&T> = rows.iter().rev().collect();
+        crate::db::fitting_prefix(&rev, max_bytes)
+    } else {
+        crate::db::fitting_prefix(rows, max_bytes)
+    };
+    let kept = if keep_tail {
+        &rows[rows.len() - n..]
+    } else {
+        &rows[..n]
+    };
+    Reply {
+        body: to_seed_json(kept),
+        truncated: Some(format!("{n} of {}", rows.len())),
+    }
+}
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct RequestContext {
@@ -103,6 +151,8 @@ pub struct RequestContext {
     pub fault_stats_delay: Option<Duration>,
     /// Deadline for a write request's commit.
     pub write_timeout: Duration,
+    /// Largest reply body the server accepts (its max payload less room for headers).
+    pub max_reply_bytes: usize,
 }
 
 impl RequestContext {
@@ -125,48 +175,103 @@ impl RequestContext {
     }
 
     /// The reply body for a request on `subject`.
-    pub async fn handle(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
+    pub async fn handle(&self, subject: &str, payload: &[u8]) -> Reply {
         match subject {
             subjects::OUTBOUND_GET => self.outbound_get(subject, payload).await,
             subjects::RECENT_CHAT_GET => self.recent_chat_get(subject, payload).await,
-            subjects::QUERY_CHANNEL_STATS => self.channel_stats().await,
-            subjects::QUERY_USER_STATS => self.user_stats(subject, payload).await,
+            subjects::QUERY_CHANNEL_STATS => self.channel_stats().await.into(),
+            subjects::QUERY_USER_STATS => self.user_stats(subject, payload).await.into(),
             subjects::QUERY_RECENT_MESSAGES => self.recent_messages(subject, payload).await,
-            subjects::OUTBOUND_ENQUEUE => self.enqueue(subject, payload).await,
-            subjects::SERVICE_PING => to_seed_json(&self.stats.snapshot(self.mode)),
-            other => to_seed_json(&ErrorReply::new(format!("unknown request subject {other}"))),
-        }
-    }
-
-    async fn outbound_get(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
-        let Some(q) = self.parse::<OutboundGet>(subject, payload) else {
-            return b"[]".to_vec();
-        };
-        let limit = q.limit.unwrap_or(50).clamp(0, MAX_QUERY_LIMIT);
-        let max_retries = q.max_retries.unwrap_or(3);
-        match self
-            .pool
-            .run(move |db| db.get_unsent_outbound_messages(limit, max_retries))
-            .await
-        {
-            Ok(rows) => to_seed_json(&rows),
-            Err(e) => {
-                tracing::error!(error = %e, "outbound.get failed");
-                b"[]".to_vec()
+            subjects::OUTBOUND_ENQUEUE => self.enqueue(subject, payload).await.into(),
+            subjects::OUTBOUND_CONFIRM_SENT => self.confirm_sent(subject, payload).await.into(),
+            subjects::SERVICE_PING => to_seed_json(&self.stats.snapshot(self.mode)).into(),
+            other => {
+                to_seed_json(&ErrorReply::new(format!("unknown request subject {other}"))).into()
             }
         }
     }
 
-    async fn recent_chat_get(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
+    /// Sends `op` to the writer and waits for its committed result.
+    async fn write(&self, op: RequestOp) -> Result<RequestValue, String> {
+        let (tx, rx) = oneshot::channel();
+        let write = async {
+            self.writer
+                .send(WriterMsg::Request { op, reply: tx })
+                .await
+                .map_err(|_| "database writer is shutting down".to_owned())?;
+            rx.await.map_err(|_| "database writer stopped".to_owned())?
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "write not committed within {:?}",
+                self.write_timeout
+            )),
+        }
+    }
+
+    /// Claims the rows it returns (through the writer): a second `outbound.get` does not return
+    /// them again until their lease expires or they are marked failed.
+    async fn outbound_get(&self, subject: &str, payload: &[u8]) -> Reply {
+        let Some(q) = self.parse::<OutboundGet>(subject, payload) else {
+            return b"[]".to_vec().into();
+        };
+        let op = RequestOp::ClaimOutbound {
+            limit: q.limit.unwrap_or(50).clamp(0, MAX_QUERY_LIMIT),
+            max_retries: q.max_retries.unwrap_or(3),
+            lease_secs: q
+                .lease_secs
+                .unwrap_or(OUTBOUND_LEASE_SECS)
+                .clamp(1, MAX_OUTBOUND_LEASE_SECS),
+            max_bytes: self.max_reply_bytes,
+        };
+        match self.write(op).await {
+            Ok(RequestValue::Claimed(rows, eligible)) => Reply {
+                body: to_seed_json(&rows),
+                truncated: (rows.len() < eligible).then(|| format!("{} of {eligible}", rows.len())),
+            },
+            Ok(other) => {
+                tracing::error!(?other, "outbound.get: unexpected writer result");
+                b"[]".to_vec().into()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbound.get failed");
+                b"[]".to_vec().into()
+            }
+        }
+    }
+
+    async fn confirm_sent(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
+        let Some(q) = self.parse::<MarkSent>(subject, payload) else {
+            return to_seed_json(&ErrorReply::new("Invalid request format"));
+        };
+        let Some(id) = q.message_id else {
+            self.stats.malformed(subject, "missing message_id");
+            return to_seed_json(&ErrorReply::new("Missing message_id in request"));
+        };
+        match self.write(RequestOp::ConfirmSent(id)).await {
+            Ok(RequestValue::Found(found)) => to_seed_json(&ConfirmSentReply {
+                success: true,
+                found,
+            }),
+            Ok(other) => to_seed_json(&ErrorReply::new(format!(
+                "unexpected writer result {other:?}"
+            ))),
+            Err(e) => to_seed_json(&ErrorReply::new(e)),
+        }
+    }
+
+    async fn recent_chat_get(&self, subject: &str, payload: &[u8]) -> Reply {
         let Some(q) = self.parse::<RecentChatGet>(subject, payload) else {
-            return b"[]".to_vec();
+            return b"[]".to_vec().into();
         };
         let limit = q.limit.unwrap_or(50).clamp(0, MAX_QUERY_LIMIT);
         match self.pool.run(move |db| db.get_recent_chat(limit)).await {
-            Ok(rows) => to_seed_json(&rows),
+            // Oldest first: keep the newest lines.
+            Ok(rows) => fit_rows(&rows, self.max_reply_bytes, true),
             Err(e) => {
                 tracing::error!(error = %e, "recent_chat.get failed");
-                b"[]".to_vec()
+                b"[]".to_vec().into()
             }
         }
     }
@@ -231,10 +336,10 @@ impl RequestContext {
         to_seed_json(&reply)
     }
 
-    async fn recent_messages(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
+    async fn recent_messages(&self, subject: &str, payload: &[u8]) -> Reply {
         let q = match self.parse::<RecentMessagesQuery>(subject, payload) {
             Some(q) => q,
-            None => return to_seed_json(&ErrorReply::new("Invalid request format")),
+            None => return to_seed_json(&ErrorReply::new("Invalid request format")).into(),
         };
         let limit = q.limit.unwrap_or(100).clamp(0, MAX_QUERY_LIMIT);
         let offset = q.offset.unwrap_or(0).max(0);
@@ -243,8 +348,9 @@ impl RequestContext {
             .run(move |db| db.get_recent_messages(limit, offset))
             .await
         {
-            Ok(rows) => to_seed_json(&rows),
-            Err(e) => to_seed_json(&ErrorReply::new(e)),
+            // Newest first: keep the newest; the caller pages on with `offset`.
+            Ok(rows) => fit_rows(&rows, self.max_reply_bytes, false),
+            Err(e) => to_seed_json(&ErrorReply::new(e)).into(),
         }
     }
 
@@ -257,24 +363,43 @@ impl RequestContext {
             self.stats.malformed(subject, "missing message");
             return to_seed_json(&ErrorReply::new("Missing message in request"));
         };
-        let (tx, rx) = oneshot::channel();
-        let write = async {
-            self.writer
-                .send(WriterMsg::Enqueue { message, reply: tx })
-                .await
-                .map_err(|_| "database writer is shutting down".to_owned())?;
-            rx.await.map_err(|_| "database writer stopped".to_owned())?
-        };
-        let result = match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "write not committed within {:?}",
-                self.write_timeout
-            )),
-        };
-        match result {
-            Ok(id) => to_seed_json(&EnqueueReply { success: true, id }),
+        match self.write(RequestOp::Enqueue(message)).await {
+            Ok(RequestValue::Id(id)) => to_seed_json(&EnqueueReply { success: true, id }),
+            Ok(other) => to_seed_json(&ErrorReply::new(format!(
+                "unexpected writer result {other:?}"
+            ))),
             Err(e) => to_seed_json(&ErrorReply::new(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rosey_protocol::db::RecentChatLine;
+
+    #[test]
+    fn rows_that_fit_are_byte_identical_and_cut_rows_keep_the_chosen_end() {
+        let rows: Vec<RecentChatLine> = (0..5)
+            .map(|i| RecentChatLine {
+                timestamp: i,
+                username: "amy".into(),
+                message: format!("line {i} \u{e9}"),
+            })
+            .collect();
+        let full = to_seed_json(&rows);
+        assert_eq!(fit_rows(&rows, full.len(), true), Reply::from(full.clone()));
+        let one = to_seed_json(&rows[0]).len();
+        let budget = 2 + 2 * one + 2;
+        let tail = fit_rows(&rows, budget, true);
+        assert_eq!(tail.body, to_seed_json(&rows[3..]));
+        assert_eq!(tail.truncated.as_deref(), Some("2 of 5"));
+        let head = fit_rows(&rows, budget, false);
+        assert_eq!(head.body, to_seed_json(&rows[..2]));
+        let none = fit_rows(&rows, 3, false);
+        assert_eq!(
+            (none.body, none.truncated),
+            (b"[]".to_vec(), Some("0 of 5".into()))
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::db::{Database, OpenOptions};
 use crate::durable::{self, ConsumerSettings};
 use crate::events;
 use crate::nats_connect;
+use crate::requests::Reply;
 use crate::requests::{ReadPool, RequestContext};
 use crate::stats::Stats;
 use crate::writer::{Event, Outcome, Writer, WriterConfig, WriterMsg};
@@ -22,8 +23,12 @@ use anyhow::{anyhow, Context as _};
 use async_nats::{Client, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
-use rosey_protocol::db::{CommitNotice, ServiceStats};
-use rosey_protocol::{subjects, to_seed_json};
+use rosey_protocol::db::{CommitNotice, ErrorReply, ServiceStats};
+use rosey_protocol::{headers, subjects, to_seed_json};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +133,53 @@ struct Running {
     writer_finished: bool,
     publisher: JoinHandle<()>,
     fatal: mpsc::Receiver<anyhow::Error>,
+    /// The exclusive lock on `<db>.lock`, released when the service has stopped.
+    _lock: File,
+}
+
+/// `<db path>.lock`.
+fn lock_path(db_path: &Path) -> PathBuf {
+    let mut p = db_path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// One service per database: takes an exclusive OS lock (`flock`) on `<db>.lock` and writes
+/// this process's pid into it. Two services applying the same events would store everything
+/// twice. The lock goes away with the process, even after `kill -9`.
+fn lock_database(db_path: &Path) -> anyhow::Result<File> {
+    let path = lock_path(db_path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            anyhow::bail!(
+                "database {} is already in use by another rosey-dbservice (pid {holder}, lock file {}); \
+                 only one service may write a database",
+                db_path.display(),
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
@@ -137,8 +189,14 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
     }
     let stats = Arc::new(Stats::default());
 
-    // Database first: a bad path fails before anything touches NATS.
+    // Database first: a bad path fails before anything touches NATS. One service per database.
     let db_path = config.db_path.clone();
+    let lock = {
+        let db_path = db_path.clone();
+        tokio::task::spawn_blocking(move || lock_database(&db_path))
+            .await
+            .context("lock task failed")??
+    };
     let options = OpenOptions {
         read_only: false,
         synchronous_full: config.synchronous_full,
@@ -186,11 +244,16 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             let settings = ConsumerSettings {
                 ack_wait: config.ack_wait,
                 max_ack_pending: config.max_ack_pending,
+                max_deliver: config.max_deliver,
             };
-            let consumer = durable::ensure(&js, settings).await?;
+            let d = durable::ensure(&js, settings).await?;
             let messages =
-                durable::messages(&consumer, PULL_BATCH.min(config.max_ack_pending)).await?;
-            IntakeSource::Durable(Box::new(DurableSource { consumer, messages }))
+                durable::messages(&d.consumer, PULL_BATCH.min(config.max_ack_pending)).await?;
+            IntakeSource::Durable(Box::new(DurableSource {
+                consumer: d.consumer,
+                messages,
+                stream_id: d.stream_id,
+            }))
         }
     };
 
@@ -231,6 +294,10 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             max_events: config.batch_max_events,
             max_wait: config.batch_max_wait,
             dedupe: config.mode == Mode::Durable,
+            max_deliver: match config.mode {
+                Mode::Durable => config.max_deliver,
+                Mode::Core => 0,
+            },
         },
     );
     std::thread::Builder::new()
@@ -256,6 +323,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         writer: writer_tx.clone(),
         stats: Arc::clone(&stats),
         max_payload_bytes: config.max_payload_bytes,
+        max_buffered_bytes: config.max_buffered_bytes,
         client: events_client.clone(),
     };
     let intake = tokio::spawn(run_intake(
@@ -276,6 +344,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         max_payload_bytes: config.max_payload_bytes,
         fault_stats_delay: config.fault_stats_delay,
         write_timeout: config.shutdown_timeout,
+        max_reply_bytes: reply_budget(requests_client.server_info().max_payload),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
     for sub in request_subs {
@@ -316,6 +385,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         writer_finished: false,
         publisher,
         fatal,
+        _lock: lock,
     };
     // Readiness, in two round trips through the server. The server handles each connection's
     // commands in order, but nothing orders two connections. First the requests connection pings
@@ -343,6 +413,17 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
             Err(e)
         }
     }
+}
+
+/// Bytes a reply body may take: the server's max payload less room for headers (which count
+/// towards it). Falls back to NATS's default of 1 MiB if the server did not say.
+fn reply_budget(max_payload: usize) -> usize {
+    let max = if max_payload == 0 {
+        1 << 20
+    } else {
+        max_payload
+    };
+    max.saturating_sub(1024).max(64)
 }
 
 /// Publishes to a private inbox on `client` and waits for the message: the server handles a
@@ -465,69 +546,116 @@ struct DurableSource {
     consumer:
         async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
     messages: async_nats::jetstream::consumer::pull::Stream,
+    /// See [`durable::Durable::stream_id`].
+    stream_id: String,
 }
 
 struct IntakeContext {
     writer: mpsc::Sender<WriterMsg>,
     stats: Arc<Stats>,
     max_payload_bytes: usize,
+    max_buffered_bytes: usize,
     client: Client,
 }
 
+/// Where a JetStream message came from (durable mode).
+struct JsDelivery<'a> {
+    stream_id: &'a str,
+    stream_seq: Option<u64>,
+    deliveries: u64,
+}
+
 impl IntakeContext {
-    /// Validates one event message and queues it for the writer. Returns false if the writer
-    /// is gone.
-    /// `stream_seq` is the JetStream stream sequence (durable mode).
-    async fn handle(
-        &self,
-        msg: async_nats::Message,
-        durable: bool,
-        stream_seq: Option<u64>,
-    ) -> bool {
+    /// Validates one event message into a writer message. `None` if it is not an event or was
+    /// rejected (counted, and answered: terminated in durable mode, an error reply in core mode
+    /// when it came with a reply subject).
+    async fn decode(&self, msg: async_nats::Message, js: Option<JsDelivery<'_>>) -> Option<Event> {
         let subject = msg.subject.as_str();
         if !events::is_event_subject(subject) {
-            return true; // requests and our own commit notices share the wildcard
+            return None; // requests and our own commit notices share the wildcard
         }
         self.stats.received.fetch_add(1, Relaxed);
         let op = match events::parse(subject, &msg.payload, self.max_payload_bytes) {
             Ok(op) => op,
             Err(reason) => {
                 self.stats.malformed(subject, &reason);
-                if let (true, Some(reply)) = (durable, msg.reply) {
-                    // Nothing to commit; never redeliver.
-                    if let Err(e) = self.client.publish(reply, durable::TERM).await {
-                        tracing::warn!(error = %e, "terminating a malformed message");
+                match (js.is_some(), msg.reply) {
+                    (true, Some(reply)) => {
+                        // Nothing to commit; never redeliver.
+                        if let Err(e) = self.client.publish(reply, durable::TERM).await {
+                            tracing::warn!(error = %e, "terminating a malformed message");
+                        }
                     }
+                    (false, Some(reply)) => {
+                        let body = to_seed_json(&ErrorReply::new(reason));
+                        if let Err(e) = self.client.publish(reply, body.into()).await {
+                            tracing::warn!(error = %e, "answering a malformed event");
+                        }
+                    }
+                    _ => {}
                 }
-                return true;
+                return None;
             }
         };
         let id = events::event_id(msg.headers.as_ref()).unwrap_or_else(|reason| {
             self.stats.malformed(subject, &reason);
             None
         });
-        let (dedupe_key, ack) = if durable {
-            (
-                id.clone().or_else(|| stream_seq.map(|s| format!("js:{s}"))),
-                msg.reply,
-            )
-        } else {
-            (None, None)
-        };
-        self.writer
-            .send(WriterMsg::Event(Event {
+        Some(match js {
+            Some(d) => Event {
+                dedupe_key: id
+                    .clone()
+                    .or_else(|| d.stream_seq.map(|s| format!("js:{}:{s}", d.stream_id))),
+                id,
+                op,
+                ack: msg.reply,
+                bytes: 0,
+                deliveries: d.deliveries,
+                stream_seq: d.stream_seq,
+            },
+            None => Event {
                 op,
                 id,
-                dedupe_key,
-                ack,
-            }))
-            .await
-            .is_ok()
+                dedupe_key: None,
+                ack: None,
+                bytes: msg.payload.len(),
+                deliveries: 1,
+                stream_seq: None,
+            },
+        })
     }
 
-    async fn handle_js(&self, msg: async_nats::jetstream::Message) -> bool {
-        let seq = msg.info().ok().map(|i| i.stream_sequence);
-        self.handle(msg.message, true, seq).await
+    /// Core mode: decodes one message into `pending` unless the bytes waiting for the writer
+    /// would exceed the bound, in which case it is dropped and counted.
+    async fn accept_core(&self, msg: async_nats::Message, pending: &mut VecDeque<Event>) {
+        let Some(ev) = self.decode(msg, None).await else {
+            return;
+        };
+        let buffered = self.stats.buffered_bytes.load(Relaxed) as usize;
+        if buffered.saturating_add(ev.bytes) > self.max_buffered_bytes {
+            self.stats
+                .dropped(ev.op.subject(), ev.bytes, self.max_buffered_bytes);
+            return;
+        }
+        self.stats
+            .buffered_bytes
+            .fetch_add(ev.bytes as u64, Relaxed);
+        pending.push_back(ev);
+    }
+
+    /// Durable mode: validates one message and queues it for the writer (back-pressure:
+    /// `max_ack_pending` bounds what is in flight). Returns false if the writer is gone.
+    async fn handle_js(&self, msg: async_nats::jetstream::Message, stream_id: &str) -> bool {
+        let info = msg.info().ok();
+        let js = JsDelivery {
+            stream_id,
+            stream_seq: info.as_ref().map(|i| i.stream_sequence),
+            deliveries: info.as_ref().map_or(1, |i| i.delivered.max(1) as u64),
+        };
+        match self.decode(msg.message, Some(js)).await {
+            Some(ev) => self.writer.send(WriterMsg::Event(ev)).await.is_ok(),
+            None => true,
+        }
     }
 }
 
@@ -540,7 +668,10 @@ async fn run_intake(
 ) -> anyhow::Result<()> {
     let result = match source {
         IntakeSource::Core(sub) => core_intake(sub, &ctx, &stop, deadline).await,
-        IntakeSource::Durable(d) => durable_intake(d.consumer, d.messages, &ctx, &stop).await,
+        IntakeSource::Durable(d) => {
+            let d = *d;
+            durable_intake(d.consumer, d.messages, &d.stream_id, &ctx, &stop).await
+        }
     };
     if let Err(e) = &result {
         if !stop.is_cancelled() {
@@ -556,16 +687,24 @@ async fn core_intake(
     stop: &CancellationToken,
     deadline: Duration,
 ) -> anyhow::Result<()> {
+    // The subscription is read as fast as messages come, so the NATS client's own buffer (which
+    // counts messages, not bytes) stays short; what the writer has not taken yet waits here,
+    // bounded in bytes together with the writer's queue.
+    let mut pending: VecDeque<Event> = VecDeque::new();
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            msg = sub.next() => match msg {
-                Some(msg) => {
-                    if !ctx.handle(msg, false, None).await {
-                        anyhow::bail!("the writer stopped");
+            permit = ctx.writer.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(ev) = pending.pop_front() {
+                        permit.send(WriterMsg::Event(ev));
                     }
                 }
+                Err(_) => anyhow::bail!("the writer stopped"),
+            },
+            msg = sub.next() => match msg {
+                Some(msg) => ctx.accept_core(msg, &mut pending).await,
                 None => anyhow::bail!("the event subscription ended (connection closed)"),
             },
         }
@@ -578,11 +717,21 @@ async fn core_intake(
     loop {
         match tokio::time::timeout_at(until, sub.next()).await {
             Ok(Some(msg)) => {
-                if !ctx.handle(msg, false, None).await {
-                    anyhow::bail!("the writer stopped while draining");
+                ctx.accept_core(msg, &mut pending).await;
+                while let Some(ev) = pending.pop_front() {
+                    if ctx.writer.send(WriterMsg::Event(ev)).await.is_err() {
+                        anyhow::bail!("the writer stopped while draining");
+                    }
                 }
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                while let Some(ev) = pending.pop_front() {
+                    if ctx.writer.send(WriterMsg::Event(ev)).await.is_err() {
+                        anyhow::bail!("the writer stopped while draining");
+                    }
+                }
+                return Ok(());
+            }
             Err(_) => {
                 anyhow::bail!("draining the event subscription took longer than {deadline:?}")
             }
@@ -595,6 +744,7 @@ async fn durable_intake(
         async_nats::jetstream::consumer::pull::Config,
     >,
     mut messages: async_nats::jetstream::consumer::pull::Stream,
+    stream_id: &str,
     ctx: &IntakeContext,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -606,7 +756,7 @@ async fn durable_intake(
             msg = messages.next() => match msg {
                 Some(Ok(msg)) => {
                     backoff = Duration::from_millis(100);
-                    if !ctx.handle_js(msg).await {
+                    if !ctx.handle_js(msg, stream_id).await {
                         anyhow::bail!("the writer stopped");
                     }
                 }
@@ -633,7 +783,7 @@ async fn durable_intake(
     while let Some(Some(msg)) = messages.next().now_or_never() {
         match msg {
             Ok(msg) => {
-                if !ctx.handle_js(msg).await {
+                if !ctx.handle_js(msg, stream_id).await {
                     anyhow::bail!("the writer stopped while draining");
                 }
             }
@@ -689,11 +839,14 @@ async fn serve_requests(
             let _permit = permit;
             let reply = ctx.handle(msg.subject.as_str(), &msg.payload).await;
             match msg.reply {
-                Some(to) => match client.publish(to, reply.into()).await {
+                Some(to) => match publish_reply(&client, &ctx, to, reply).await {
                     Ok(()) => {
                         ctx.stats.requests.fetch_add(1, Relaxed);
                     }
-                    Err(e) => tracing::warn!(error = %e, "publishing reply"),
+                    Err(e) => {
+                        ctx.stats.reply_failures.fetch_add(1, Relaxed);
+                        tracing::warn!(error = %e, subject = %msg.subject, "publishing reply");
+                    }
                 },
                 None => tracing::debug!(subject = %msg.subject, "request without a reply subject"),
             }
@@ -723,6 +876,43 @@ async fn serve_requests(
         };
         spawn_one(msg, permit);
     }
+}
+
+/// Sends a reply: flagged with [`headers::TRUNCATED`] if it was cut to fit; replaced by an error
+/// reply (counted) if it still does not fit the server's max payload.
+async fn publish_reply(
+    client: &Client,
+    ctx: &RequestContext,
+    to: async_nats::Subject,
+    reply: Reply,
+) -> anyhow::Result<()> {
+    let Reply {
+        mut body,
+        truncated,
+    } = reply;
+    if body.len() > ctx.max_reply_bytes {
+        ctx.stats.reply_failures.fetch_add(1, Relaxed);
+        tracing::warn!(
+            bytes = body.len(),
+            max = ctx.max_reply_bytes,
+            "reply larger than the server's max payload; answering with an error"
+        );
+        body = to_seed_json(&ErrorReply::new(format!(
+            "reply of {} bytes exceeds the server's max payload ({} bytes usable); ask for less",
+            body.len(),
+            ctx.max_reply_bytes
+        )));
+    }
+    match truncated {
+        Some(flag) => {
+            ctx.stats.truncated_replies.fetch_add(1, Relaxed);
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(headers::TRUNCATED, flag.as_str());
+            client.publish_with_headers(to, h, body.into()).await?;
+        }
+        None => client.publish(to, body.into()).await?,
+    }
+    Ok(())
 }
 
 async fn run_maintenance(

@@ -16,7 +16,15 @@ pub struct Stats {
     pub failed: AtomicU64,
     pub batches: AtomicU64,
     pub requests: AtomicU64,
+    /// Core mode: events dropped over the byte bound.
+    pub dropped: AtomicU64,
+    /// Payload bytes of events between the intake and the writer (a gauge).
+    pub buffered_bytes: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub truncated_replies: AtomicU64,
+    pub reply_failures: AtomicU64,
     malformed_log: LogLimiter,
+    dropped_log: LogLimiter,
 }
 
 impl Default for Stats {
@@ -30,7 +38,13 @@ impl Default for Stats {
             failed: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            truncated_replies: AtomicU64::new(0),
+            reply_failures: AtomicU64::new(0),
             malformed_log: LogLimiter::new(10, Duration::from_secs(10)),
+            dropped_log: LogLimiter::new(10, Duration::from_secs(10)),
         }
     }
 }
@@ -41,6 +55,22 @@ impl Stats {
         self.malformed.fetch_add(1, Relaxed);
         if let Some(suppressed) = self.malformed_log.allow() {
             tracing::warn!(subject, reason, suppressed, "malformed message rejected");
+        }
+    }
+
+    /// Counts one event dropped over the byte bound and logs it (rate-limited).
+    pub fn dropped(&self, subject: &str, bytes: usize, limit: usize) {
+        self.dropped.fetch_add(1, Relaxed);
+        if let Some(suppressed) = self.dropped_log.allow() {
+            tracing::warn!(
+                subject,
+                bytes,
+                buffered = self.buffered_bytes.load(Relaxed),
+                limit,
+                suppressed,
+                total_dropped = self.dropped.load(Relaxed),
+                "event dropped: the events waiting for the writer exceed max_buffered_bytes"
+            );
         }
     }
 
@@ -58,6 +88,11 @@ impl Stats {
             requests: self.requests.load(Relaxed),
             failed: self.failed.load(Relaxed),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            dropped: self.dropped.load(Relaxed),
+            buffered_bytes: self.buffered_bytes.load(Relaxed),
+            dead_letters: self.dead_letters.load(Relaxed),
+            truncated_replies: self.truncated_replies.load(Relaxed),
+            reply_failures: self.reply_failures.load(Relaxed),
         }
     }
 }

@@ -9,14 +9,21 @@
 //!
 //! Isolation without per-event cost: events are applied without savepoints. If one fails, the
 //! transaction is rolled back and the batch replayed with a savepoint around every event, so only
-//! the failing event is lost (it is counted `failed`, and in durable mode terminated rather than
-//! redelivered forever). A failed commit fails the whole batch; in durable mode those events are
-//! negatively acknowledged and come back later.
+//! the failing event is lost (it is counted `failed`). In durable mode an event whose error is
+//! permanent (constraint, type mismatch, too big: [`DbError::is_permanent`]) is terminated;
+//! any other error (disk full, I/O, busy) and a failed commit are negatively acknowledged and come
+//! back later, until the delivery that reaches `max_deliver`: then the event is recorded in
+//! `dead_letters`, counted, logged and terminated, so nothing is redelivered forever.
+//!
+//! Maintenance does not stall writes for long: its cleanup is one transaction, then free pages
+//! are given back a few at a time ([`crate::db::VACUUM_STEP_PAGES`]), one step whenever the
+//! queue is empty or a batch has committed, until none is left; only then does it reply.
 
-use crate::db::{Database, DbError, MaintenanceReport};
+use crate::db::{Database, DbError, DeadLetter, MaintenanceReport, VACUUM_STEP_PAGES};
 use crate::events::WriteOp;
 use crate::stats::{LogLimiter, Stats};
 use async_nats::Subject;
+use rosey_protocol::db::OutboundMessage;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,16 +39,50 @@ pub struct Event {
     pub dedupe_key: Option<String>,
     /// JetStream ack subject (durable mode only).
     pub ack: Option<Subject>,
+    /// Payload bytes counted in [`Stats::buffered_bytes`] until the writer takes the event.
+    pub bytes: usize,
+    /// Durable mode: this delivery's number (1 for the first).
+    pub deliveries: u64,
+    /// Durable mode: the stream sequence, for dead letters.
+    pub stream_seq: Option<u64>,
 }
+
+/// A write made on behalf of a request, answered after its transaction commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOp {
+    /// `outbound.enqueue`.
+    Enqueue(String),
+    /// `outbound.get`: claim the rows it returns.
+    ClaimOutbound {
+        limit: i64,
+        max_retries: i64,
+        lease_secs: i64,
+        max_bytes: usize,
+    },
+    /// `outbound.confirm_sent`.
+    ConfirmSent(i64),
+}
+
+/// The committed result of a [`RequestOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestValue {
+    Id(i64),
+    /// The claimed rows and how many were eligible.
+    Claimed(Vec<OutboundMessage>, usize),
+    Found(bool),
+}
+
+/// The reply channel of a request write.
+pub type RequestReply = oneshot::Sender<Result<RequestValue, String>>;
 
 /// A message for the writer thread.
 #[derive(Debug)]
 pub enum WriterMsg {
     Event(Event),
-    /// `rosey.db.messages.outbound.enqueue`: the reply carries the new id once committed.
-    Enqueue {
-        message: String,
-        reply: oneshot::Sender<Result<i64, String>>,
+    /// A request's write: the reply carries its result once committed.
+    Request {
+        op: RequestOp,
+        reply: RequestReply,
     },
     /// Run maintenance between transactions.
     Maintenance(oneshot::Sender<Result<MaintenanceReport, String>>),
@@ -73,19 +114,19 @@ pub struct WriterConfig {
     pub max_wait: Duration,
     /// Record and check `processed_events` (durable mode).
     pub dedupe: bool,
+    /// Durable mode: the consumer's `max_deliver` (0: unlimited). A retryable failure on that
+    /// delivery makes the event a dead letter instead of a redelivery.
+    pub max_deliver: u64,
 }
 
 enum Item {
     Event(Event),
-    Enqueue {
-        message: String,
-        reply: oneshot::Sender<Result<i64, String>>,
-    },
+    Request { op: RequestOp, reply: RequestReply },
 }
 
 #[derive(Debug)]
 enum ItemResult {
-    Applied { enqueue_id: Option<i64> },
+    Applied { value: Option<RequestValue> },
     Duplicate,
     Failed { reason: String, retry: bool },
 }
@@ -109,6 +150,11 @@ pub struct Writer {
     cfg: WriterConfig,
     batch_no: u64,
     error_log: LogLimiter,
+    /// Maintenance in progress: its reply and what its cleanup deleted.
+    maintenance: Option<(
+        oneshot::Sender<Result<MaintenanceReport, String>>,
+        MaintenanceReport,
+    )>,
 }
 
 impl Writer {
@@ -127,25 +173,55 @@ impl Writer {
             cfg,
             batch_no: 0,
             error_log: LogLimiter::new(10, Duration::from_secs(10)),
+            maintenance: None,
         }
     }
 
     /// Runs until every sender of the queue is gone and the queue is empty, then closes the
     /// database (which ends open user sessions).
     pub fn run(mut self) -> Result<(), DbError> {
-        while let Some(msg) = self.rx.blocking_recv() {
+        loop {
+            let msg = if self.maintenance.is_some() {
+                // Between vacuum steps, writes go first.
+                match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.maintenance_step();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        // Shutting down: do not hold the close up for the rest of the vacuum;
+                        // the free pages stay free and the next run gives them back.
+                        if let Some((reply, report)) = self.maintenance.take() {
+                            tracing::info!(
+                                ?report,
+                                "maintenance: vacuum interrupted by shutdown; the next run resumes it"
+                            );
+                            let _ = reply.send(Err("interrupted by shutdown".to_owned()));
+                        }
+                        break;
+                    }
+                }
+            } else {
+                match self.rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                }
+            };
             let mut next = Some(msg);
             while let Some(msg) = next.take() {
                 next = match msg {
                     WriterMsg::Maintenance(reply) => {
-                        let r = self.db.perform_maintenance().map_err(|e| e.to_string());
-                        if let Err(e) = &r {
-                            tracing::error!(error = %e, "database maintenance failed");
-                        }
-                        let _ = reply.send(r);
+                        self.start_maintenance(reply);
                         None
                     }
-                    other => self.batch(other),
+                    other => {
+                        let deferred = self.batch(other);
+                        if self.maintenance.is_some() {
+                            self.maintenance_step();
+                        }
+                        deferred
+                    }
                 };
             }
         }
@@ -154,6 +230,42 @@ impl Writer {
             "writer queue closed; closing database"
         );
         self.db.close()
+    }
+
+    /// Maintenance, first part: the cleanup transaction. The vacuum steps follow between batches.
+    fn start_maintenance(&mut self, reply: oneshot::Sender<Result<MaintenanceReport, String>>) {
+        if self.maintenance.is_some() {
+            let _ = reply.send(Err("maintenance is already running".to_owned()));
+            return;
+        }
+        match self.db.maintenance_cleanup() {
+            Ok(report) => self.maintenance = Some((reply, report)),
+            Err(e) => {
+                tracing::error!(error = %e, "database maintenance failed");
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// One vacuum step; when no free page is left, `ANALYZE` and the reply.
+    fn maintenance_step(&mut self) {
+        let result = match self.db.incremental_vacuum_step(VACUUM_STEP_PAGES) {
+            Ok(0) => self.db.analyze().map(|()| true),
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        let done = match result {
+            Ok(false) => return,
+            Ok(true) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some((reply, report)) = self.maintenance.take() {
+            match &done {
+                Ok(()) => tracing::info!(?report, "database maintenance done"),
+                Err(e) => tracing::error!(error = %e, "database maintenance failed"),
+            }
+            let _ = reply.send(done.map(|()| report));
+        }
     }
 
     /// One transaction. Returns a control message that ended the batch early, to run after it.
@@ -201,8 +313,13 @@ impl Writer {
 
     fn push(&mut self, b: &mut Batch, msg: WriterMsg) {
         let item = match msg {
-            WriterMsg::Event(e) => Item::Event(e),
-            WriterMsg::Enqueue { message, reply } => Item::Enqueue { message, reply },
+            WriterMsg::Event(e) => {
+                if e.bytes > 0 {
+                    self.stats.buffered_bytes.fetch_sub(e.bytes as u64, Relaxed);
+                }
+                Item::Event(e)
+            }
+            WriterMsg::Request { op, reply } => Item::Request { op, reply },
             WriterMsg::Maintenance(_) => unreachable!("control messages end the batch before push"),
         };
         let result = if let Some(reason) = &b.dead {
@@ -211,7 +328,9 @@ impl Writer {
                 retry: true,
             }
         } else if b.safe {
-            self.apply_with_savepoint(&item, &mut b.chat_inserted)
+            let r = self.apply_with_savepoint(&item, &mut b.chat_inserted);
+            self.check_transaction(b, &r);
+            r
         } else {
             match self.apply(&item, &mut b.chat_inserted) {
                 Ok(r) => r,
@@ -238,11 +357,46 @@ impl Writer {
                     }
                 }
                 *chat_inserted |= ev.op.apply(&self.db)?.chat_inserted;
-                Ok(ItemResult::Applied { enqueue_id: None })
+                Ok(ItemResult::Applied { value: None })
             }
-            Item::Enqueue { message, .. } => Ok(ItemResult::Applied {
-                enqueue_id: Some(self.db.enqueue_outbound_message(message)?),
-            }),
+            Item::Request { op, .. } => {
+                let value = match op {
+                    RequestOp::Enqueue(message) => {
+                        RequestValue::Id(self.db.enqueue_outbound_message(message)?)
+                    }
+                    RequestOp::ClaimOutbound {
+                        limit,
+                        max_retries,
+                        lease_secs,
+                        max_bytes,
+                    } => {
+                        let (rows, eligible) = self.db.claim_outbound_messages(
+                            *limit,
+                            *max_retries,
+                            *lease_secs,
+                            *max_bytes,
+                        )?;
+                        RequestValue::Claimed(rows, eligible)
+                    }
+                    RequestOp::ConfirmSent(id) => {
+                        RequestValue::Found(self.db.mark_outbound_sent(*id)?)
+                    }
+                };
+                Ok(ItemResult::Applied { value: Some(value) })
+            }
+        }
+    }
+
+    /// SQLite rolls the whole transaction back on some errors (disk full, I/O, busy). After
+    /// that nothing of this batch is in a transaction any more: fail the rest (retryable), so
+    /// the commit fails and every event of the batch comes back, instead of later savepoints
+    /// silently committing on their own.
+    fn check_transaction(&self, b: &mut Batch, r: &ItemResult) {
+        if matches!(r, ItemResult::Failed { retry: true, .. })
+            && b.dead.is_none()
+            && !self.db.in_transaction()
+        {
+            b.dead = Some("the transaction was rolled back by SQLite after an error".to_owned());
         }
     }
 
@@ -266,12 +420,14 @@ impl Writer {
                 },
             },
             Err(e) => {
-                if let Err(e2) = self.db.rollback_to_savepoint() {
-                    tracing::error!(error = %e2, "rolling back to savepoint");
+                if self.db.in_transaction() {
+                    if let Err(e2) = self.db.rollback_to_savepoint() {
+                        tracing::error!(error = %e2, "rolling back to savepoint");
+                    }
                 }
                 ItemResult::Failed {
                     reason: e.to_string(),
-                    retry: false,
+                    retry: !e.is_permanent(),
                 }
             }
         }
@@ -286,13 +442,17 @@ impl Writer {
         if let Err(e) = self.db.begin() {
             b.dead = Some(format!("cannot begin transaction: {e}"));
         }
-        for item in &b.items {
+        for i in 0..b.items.len() {
             let r = match &b.dead {
                 Some(reason) => ItemResult::Failed {
                     reason: reason.clone(),
                     retry: true,
                 },
-                None => self.apply_with_savepoint(item, &mut b.chat_inserted),
+                None => {
+                    let r = self.apply_with_savepoint(&b.items[i], &mut b.chat_inserted);
+                    self.check_transaction(b, &r);
+                    r
+                }
             };
             b.results.push(r);
         }
@@ -335,6 +495,7 @@ impl Writer {
             ..Default::default()
         };
         let (mut committed, mut duplicates, mut failed) = (0u64, 0u64, 0u64);
+        let mut dead_letters = Vec::new();
         for (item, result) in b.items.into_iter().zip(b.results) {
             match item {
                 Item::Event(ev) => match result {
@@ -350,29 +511,53 @@ impl Writer {
                     }
                     ItemResult::Failed { reason, retry } => {
                         failed += 1;
+                        let last_delivery = self.cfg.max_deliver > 0
+                            && ev.ack.is_some()
+                            && ev.deliveries >= self.cfg.max_deliver;
                         if !retry {
                             self.log_error("event write failed", &reason);
-                        }
-                        if retry {
-                            out.nak.extend(ev.ack);
-                        } else {
                             out.term.extend(ev.ack);
+                        } else if last_delivery {
+                            tracing::error!(
+                                subject = ev.op.subject(),
+                                event_id = ev.id.as_deref(),
+                                stream_seq = ev.stream_seq,
+                                deliveries = ev.deliveries,
+                                reason,
+                                "event failed on its last allowed delivery: dead letter"
+                            );
+                            dead_letters.push(DeadLetter {
+                                subject: ev.op.subject().to_owned(),
+                                event_id: ev.id.clone(),
+                                stream_seq: ev.stream_seq,
+                                deliveries: ev.deliveries,
+                                error: reason,
+                                detail: Some(format!("{:?}", ev.op)),
+                            });
+                            out.term.extend(ev.ack);
+                        } else {
+                            out.nak.extend(ev.ack);
                         }
                     }
                 },
-                Item::Enqueue { reply, .. } => {
+                Item::Request { reply, .. } => {
                     let r = match result {
-                        ItemResult::Applied {
-                            enqueue_id: Some(id),
-                        } => Ok(id),
+                        ItemResult::Applied { value: Some(v) } => Ok(v),
                         ItemResult::Failed { reason, .. } => Err(reason),
-                        other => Err(format!("unexpected enqueue result {other:?}")),
+                        other => Err(format!("unexpected request result {other:?}")),
                     };
                     let _ = reply.send(r);
                 }
             }
         }
         out.events = committed + duplicates;
+        for d in &dead_letters {
+            self.stats.dead_letters.fetch_add(1, Relaxed);
+            if let Err(e) = self.db.record_dead_letter(d) {
+                // Still counted and logged above; the table is the convenience.
+                self.log_error("recording a dead letter", &e.to_string());
+            }
+        }
         self.stats.committed.fetch_add(committed, Relaxed);
         self.stats.duplicates.fetch_add(duplicates, Relaxed);
         self.stats.failed.fetch_add(failed, Relaxed);
@@ -404,6 +589,9 @@ mod tests {
             id: Some(id.to_owned()),
             dedupe_key: Some(id.to_owned()),
             ack: Some(Subject::from(format!("ack.{id}"))),
+            bytes: 0,
+            deliveries: 1,
+            stream_seq: None,
         })
     }
 
@@ -436,6 +624,7 @@ mod tests {
             max_events: 100,
             max_wait: Duration::from_millis(1),
             dedupe,
+            max_deliver: 0,
         };
         let writer = Writer::new(db, rx, out_tx, Arc::clone(&stats), cfg);
         std::thread::spawn(move || writer.run())
@@ -464,7 +653,13 @@ mod tests {
             ),
             event(chat("b"), "b"),
         ];
-        let (outcomes, stats, dir) = run_writer("DROP TABLE user_count_history;", msgs, true);
+        // A constraint (here a trigger's) is permanent: that event is terminated, not retried.
+        let (outcomes, stats, dir) = run_writer(
+            "CREATE TRIGGER reject BEFORE INSERT ON user_count_history \
+             BEGIN SELECT RAISE(ABORT, 'rejected'); END;",
+            msgs,
+            true,
+        );
         assert_eq!(outcomes.len(), 1, "one transaction");
         let o = &outcomes[0];
         assert_eq!(o.ids, ["j", "a", "b"]);
@@ -489,6 +684,106 @@ mod tests {
     }
 
     #[test]
+    fn transient_error_in_the_savepoint_replay_is_redelivered_not_terminated() {
+        // "Disk full": the database may not grow, so the big line cannot be stored now. That is
+        // not the event's fault; it must come back later (nak), not be terminated.
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::new(dir.path().join("w.db"));
+        db.open().unwrap();
+        let pages: i64 = db
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        db.conn()
+            .unwrap()
+            .execute_batch(&format!("PRAGMA max_page_count = {}", pages + 4))
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (out_tx, mut out_rx) = mpsc::channel(4);
+        tx.try_send(event(chat("small"), "small")).unwrap();
+        tx.try_send(event(chat(&"z".repeat(200_000)), "big"))
+            .unwrap();
+        drop(tx);
+        let stats = Arc::new(Stats::default());
+        let cfg = WriterConfig {
+            max_events: 100,
+            max_wait: Duration::from_millis(1),
+            dedupe: true,
+            max_deliver: 0,
+        };
+        Writer::new(db, rx, out_tx, Arc::clone(&stats), cfg)
+            .run()
+            .unwrap();
+        let o = out_rx.try_recv().unwrap();
+        assert!(o.term.is_empty(), "terminated: {o:?}");
+        // SQLITE_FULL may roll the whole transaction back: then the small line comes back too.
+        let nak: Vec<&str> = o.nak.iter().map(|s| s.as_str()).collect();
+        assert!(nak.contains(&"ack.big"), "{o:?}");
+        assert_eq!(o.ack.len() + o.nak.len(), 2, "{o:?}");
+    }
+
+    #[test]
+    fn writes_commit_while_maintenance_runs() {
+        // A database with a lot of free space to give back: a full VACUUM takes a while and,
+        // run on the writer thread, used to hold every write until it finished.
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::new(dir.path().join("w.db"));
+        db.open().unwrap();
+        db.conn()
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE junk(x); \
+                 WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) \
+                 INSERT INTO junk SELECT randomblob(1000) FROM c; DROP TABLE junk;",
+            )
+            .unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (out_tx, mut out_rx) = mpsc::channel(64);
+        let (m_tx, m_rx) = oneshot::channel();
+        tx.try_send(WriterMsg::Maintenance(m_tx)).unwrap();
+        for i in 0..50 {
+            tx.try_send(event(chat(&format!("during {i}")), &format!("e{i}")))
+                .unwrap();
+        }
+        let stats = Arc::new(Stats::default());
+        let cfg = WriterConfig {
+            max_events: 100,
+            max_wait: Duration::from_millis(10),
+            dedupe: false,
+            max_deliver: 0,
+        };
+        let writer = Writer::new(db, rx, out_tx, Arc::clone(&stats), cfg);
+        let handle = std::thread::spawn(move || writer.run());
+        // The moment maintenance reports done, how many of the writes queued behind it were
+        // already committed?
+        let watcher = {
+            let stats = Arc::clone(&stats);
+            std::thread::spawn(move || {
+                let r = m_rx.blocking_recv().expect("maintenance replies");
+                (r, stats.committed.load(Relaxed))
+            })
+        };
+        let (report, committed_when_done) = watcher.join().unwrap();
+        report.expect("maintenance succeeded");
+        drop(tx);
+        handle.join().unwrap().unwrap();
+        while out_rx.try_recv().is_ok() {}
+        assert_eq!(
+            committed_when_done, 50,
+            "writes queued behind maintenance committed while it ran"
+        );
+        let db = Database::open_path(dir.path().join("w.db")).unwrap();
+        let free: i64 = db
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(free, 0, "maintenance still gave the free space back");
+        assert_eq!(db.recent_chat_count().unwrap(), 50);
+    }
+
+    #[test]
     fn duplicates_are_skipped_and_acknowledged() {
         let msgs = vec![
             event(chat("x"), "same"),
@@ -510,13 +805,13 @@ mod tests {
         let (reply_tx, mut reply_rx) = oneshot::channel();
         let msgs = vec![
             event(WriteOp::UserJoined("amy".into()), "j"),
-            WriterMsg::Enqueue {
-                message: "hello".into(),
+            WriterMsg::Request {
+                op: RequestOp::Enqueue("hello".into()),
                 reply: reply_tx,
             },
         ];
         let (_, stats, dir) = run_writer("", msgs, false);
-        assert_eq!(reply_rx.try_recv().unwrap(), Ok(1));
+        assert_eq!(reply_rx.try_recv().unwrap(), Ok(RequestValue::Id(1)));
         assert_eq!(stats.batches.load(Relaxed), 1);
         let db = Database::open_path(dir.path().join("w.db")).unwrap();
         assert_eq!(db.get_unsent_outbound_messages(10, 3).unwrap().len(), 1);

@@ -157,6 +157,29 @@ pub struct OutboundGet {
     pub limit: Option<i64>,
     #[serde(default)]
     pub max_retries: Option<i64>,
+    /// Seconds the returned rows stay claimed (not handed out again) unless marked sent or
+    /// failed first; default [`OUTBOUND_LEASE_SECS`], at most [`MAX_OUTBOUND_LEASE_SECS`]
+    /// (addition; absent from the seed's requests, and not sent when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<i64>,
+}
+
+/// Default lease of rows returned by `outbound.get`.
+pub const OUTBOUND_LEASE_SECS: i64 = 60;
+/// Longest lease `outbound.get` grants.
+pub const MAX_OUTBOUND_LEASE_SECS: i64 = 3600;
+
+/// Largest user count (`chat_count`, `connected_count`) the service accepts in
+/// `stats.user_count` and `stats.high_water`; counts must also be non-negative. Anything else is
+/// rejected as malformed, so one bad value can never set a peak that cannot be exceeded again.
+pub const MAX_USER_COUNT: i64 = 10_000_000;
+
+/// `outbound.confirm_sent` reply (addition): the row was marked sent and committed (`found`
+/// false: no such message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmSentReply {
+    pub success: bool,
+    pub found: bool,
 }
 
 /// `rosey.db.stats.recent_chat.get` request; default limit 50.
@@ -336,13 +359,33 @@ pub struct ServiceStats {
     /// Requests answered.
     pub requests: u64,
     /// Well-formed events whose write failed (an SQL error in that event's savepoint, or a failed
-    /// commit of its transaction). In durable mode such events are not acknowledged, so the
-    /// server redelivers them. With no events in flight,
-    /// `received == committed + malformed + duplicates + failed`, except that an over-long event
-    /// id is counted as malformed while its event is still applied (without the id).
+    /// commit of its transaction), counted once per delivery. In durable mode a permanent error
+    /// terminates the message; any other is redelivered, up to `max_deliver` deliveries (then a
+    /// dead letter). With no events in flight,
+    /// `received == committed + malformed + duplicates + failed + dropped`, except that an
+    /// over-long event id is counted as malformed while its event is still applied (without the id).
     #[serde(default)]
     pub failed: u64,
     pub uptime_ms: u64,
+    /// Core mode: well-formed events dropped because the events buffered between the NATS
+    /// subscription and the writer already held `max_buffered_bytes` of payload. With no events
+    /// in flight, `received == committed + malformed + duplicates + failed + dropped`.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Payload bytes of the events buffered for the writer right now (core mode).
+    #[serde(default)]
+    pub buffered_bytes: u64,
+    /// Durable mode: events given up after `max_deliver` failed deliveries, recorded in the
+    /// `dead_letters` table and terminated (never redelivered).
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// Array replies cut to fit the server's max payload (flagged with a `Rosey-Truncated`
+    /// header).
+    #[serde(default)]
+    pub truncated_replies: u64,
+    /// Replies that could not be sent (too large even when cut, or a publish error).
+    #[serde(default)]
+    pub reply_failures: u64,
 }
 
 /// Published on `rosey.db.committed` after a write transaction commits (when enabled).

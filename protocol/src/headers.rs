@@ -14,3 +14,7 @@ pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 
 /// Longest event id the service accepts; longer ids are treated as absent and counted as malformed.
 pub const MAX_EVENT_ID_LEN: usize = 128;
+
+/// Set on an array reply that was cut to fit the server's max payload: `"<rows returned> of
+/// <rows asked for>"`. Replies that fit carry no headers (byte-compatible with the seed).
+pub const TRUNCATED: &str = "Rosey-Truncated";

@@ -41,6 +41,9 @@ pub const OUTBOUND_MARK_FAILED: &str = "rosey.db.messages.outbound.mark_failed";
 pub const QUERY_RECENT_MESSAGES: &str = "rosey.db.query.recent_messages";
 /// Request `{"message": str}` → `{"success": true, "id": int}`: enqueue an outbound message.
 pub const OUTBOUND_ENQUEUE: &str = "rosey.db.messages.outbound.enqueue";
+/// Request `{"message_id": int}` → [`crate::db::ConfirmSentReply`]: mark an outbound message
+/// sent and reply once that is committed (the confirmed form of [`OUTBOUND_MARK_SENT`]).
+pub const OUTBOUND_CONFIRM_SENT: &str = "rosey.db.messages.outbound.confirm_sent";
 /// Request (any body) → [`crate::db::ServiceStats`]: liveness and counters. Used as the
 /// readiness check (no sleeps) and for the harness's accounting.
 pub const SERVICE_PING: &str = "rosey.db.service.ping";
@@ -64,8 +67,9 @@ pub const EVENT_SUBJECTS: [&str; 9] = [
 ];
 
 /// Every request/reply subject the service answers.
-pub const REQUEST_SUBJECTS: [&str; 7] = [
+pub const REQUEST_SUBJECTS: [&str; 8] = [
     OUTBOUND_GET,
+    OUTBOUND_CONFIRM_SENT,
     RECENT_CHAT_GET,
     QUERY_CHANNEL_STATS,
     QUERY_USER_STATS,

@@ -437,7 +437,7 @@ impl PlatformSender for Picky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_outbound_messages_are_sent_and_marked() {
-    let mut s = Stored::start().await;
+    let s = Stored::start().await;
     let mut c = s.w.bot_config();
     c.intervals.outbound = Duration::from_millis(50);
     let sender = Picky(NatsPlatformSender::new(
@@ -465,19 +465,25 @@ async fn queued_outbound_messages_are_sent_and_marked() {
 
     let (v, m) = next_json(&mut chat, "the queued chat line").await;
     assert_eq!(v, json!({"content": "hello from the queue"}));
-    // mark_sent is the first database event of the chat action's trace.
-    s.committed(&ids(cid_of(&m).unwrap(), 1)).await;
-    let (sent, retries): (i64, i64) = s
-        .sql()
-        .query_row(
-            "SELECT sent, retry_count FROM outbound_messages WHERE id = ?1",
-            [ok_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    assert!(cid_of(&m).is_some());
+    // mark_sent is a confirmed request (no commit notice): watch the row.
+    let path = s.db_path();
+    let (sent, retries) = eventually("the sent message marked sent", || {
+        let path = path.clone();
+        async move {
+            open(&path)
+                .query_row(
+                    "SELECT sent, retry_count FROM outbound_messages WHERE id = ?1 AND sent = 1",
+                    [ok_id],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .unwrap()
+        }
+    })
+    .await;
     assert_eq!((sent, retries), (1, 0));
 
-    let path = s.db_path();
     let failed = eventually("the failed message's retry count", || {
         let path = path.clone();
         async move {

@@ -231,18 +231,29 @@ async fn outbound_messages_are_sent_and_marked_or_marked_failed() {
     let mut chat = w
         .sub(platform::out_subject(CHANNEL, platform::action::CHAT))
         .await;
-    let mut sent = w.sub(subjects::OUTBOUND_MARK_SENT).await;
+    // mark_sent is the confirmed request now: answered after the commit.
+    let (confirm_tx, mut confirms) = tokio::sync::mpsc::unbounded_channel();
+    let _confirm = responder(&w.client, subjects::OUTBOUND_CONFIRM_SENT, move |m| {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let _ = confirm_tx.send((v, cid_of(m).map(str::to_owned)));
+        Some(json!({"success": true, "found": true}))
+    })
+    .await;
+    let mut unconfirmed = w.sub(subjects::OUTBOUND_MARK_SENT).await;
     let mut failed = w.sub(subjects::OUTBOUND_MARK_FAILED).await;
     let bot = w.bot_with(c, Some(Arc::new(sender))).await;
 
     let (v, chat_msg) = next_json(&mut chat, "the outbound chat line").await;
     assert_eq!(v, json!({"content": "hello"}));
-    let (v, sent_msg) = next_json(&mut sent, "mark_sent").await;
+    let (v, sent_cid) = tokio::time::timeout(DEADLINE, confirms.recv())
+        .await
+        .expect("confirm_sent within the deadline")
+        .unwrap();
     assert_eq!(v, json!({"message_id": 1}));
     assert_eq!(
         cid_of(&chat_msg),
-        cid_of(&sent_msg),
-        "chat action and mark_sent share a correlation id"
+        sent_cid.as_deref(),
+        "chat action and confirm_sent share a correlation id"
     );
     let (v, _) = next_json(&mut failed, "mark_failed (transient)").await;
     assert_eq!(
@@ -256,6 +267,13 @@ async fn outbound_messages_are_sent_and_marked_or_marked_failed() {
     );
     let s = bot.stats();
     assert_eq!((s.outbound_sent, s.outbound_failed), (1, 2));
+    use futures::FutureExt as _;
+    assert!(
+        futures::StreamExt::next(&mut unconfirmed)
+            .now_or_never()
+            .is_none(),
+        "a confirmed mark_sent is not also published fire-and-forget"
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,13 @@
 //! Beyond the seed's eight tables there is one more, `processed_events(event_id TEXT PRIMARY KEY,
 //! committed_at INTEGER NOT NULL) WITHOUT ROWID`: the ids of events already applied, written in the
 //! same transaction as the event's effects, so a redelivered event is recognised and skipped
-//! (durable mode). [`Database::perform_maintenance`] forgets ids older than 30 days.
+//! (durable mode). [`Database::perform_maintenance`] forgets ids older than 30 days. And
+//! `dead_letters`: durable-mode events given up after too many failed deliveries.
+//!
+//! Read-write file databases use `auto_vacuum = INCREMENTAL` (an older database is converted by
+//! one full `VACUUM` when first opened), so maintenance gives free pages back in small steps
+//! ([`Database::incremental_vacuum_step`]) that the writer interleaves with write batches,
+//! instead of one `VACUUM` that would hold every write until it finished.
 
 mod chat;
 mod outbound;
@@ -29,6 +35,7 @@ mod tokens;
 mod users;
 
 pub use chat::RECENT_CHAT_RETENTION_SECS;
+pub use outbound::fitting_prefix;
 pub use schema::{INDEXES, SCHEMA_VERSION, TABLES};
 pub use stats::UserCountSample;
 pub use status::CurrentStatus;
@@ -63,6 +70,28 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+impl DbError {
+    /// True if retrying the same write can never succeed: a constraint violation, a type
+    /// mismatch, a value too big, or a value that does not convert. Everything else (disk full,
+    /// I/O errors, busy or locked, a missing table, ...) may pass later and is worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        use rusqlite::ffi::ErrorCode as C;
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                matches!(f.code, C::ConstraintViolation | C::TypeMismatch | C::TooBig)
+            }
+            DbError::Sqlite(
+                rusqlite::Error::ToSqlConversionFailure(_)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+                | rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::Utf8Error(..),
+            ) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Result of [`Database`] operations.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -77,6 +106,10 @@ pub struct OpenOptions {
     pub synchronous_full: bool,
 }
 
+/// How long pruned tables keep rows (user-count history, the PM audit log `user_actions`,
+/// processed event ids): 30 days.
+pub const RETENTION_SECS: i64 = 30 * 86_400;
+
 /// What [`Database::perform_maintenance`] deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MaintenanceReport {
@@ -88,6 +121,20 @@ pub struct MaintenanceReport {
     pub tokens_deleted: usize,
     /// `processed_events` ids older than 30 days.
     pub processed_events_deleted: usize,
+    /// `user_actions` (PM audit) rows older than 30 days.
+    pub user_actions_deleted: usize,
+}
+
+/// A durable-mode event given up after too many failed deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub subject: String,
+    pub event_id: Option<String>,
+    pub stream_seq: Option<u64>,
+    pub deliveries: u64,
+    pub error: String,
+    /// The decoded write, for a human to inspect.
+    pub detail: Option<String>,
 }
 
 /// The seed's `BotDatabase`: one SQLite connection and the operations on it.
@@ -150,6 +197,14 @@ impl Database {
             path: self.path.clone(),
             source,
         })?;
+        if !self.options.read_only && !self.is_memory() {
+            if let Err(source) = ensure_incremental_vacuum(&conn, &self.path) {
+                return Err(DbError::Open {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
         self.conn = Some(conn);
         if !self.options.read_only {
             let now = self.now();
@@ -385,17 +440,76 @@ impl Database {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// The seed's `perform_maintenance`, working: deletes user-count history older than 30 days,
-    /// sent outbound messages older than 7 days, revoked tokens created more than 90 days ago and
-    /// processed event ids older than 30 days (one transaction), then runs `VACUUM` and `ANALYZE`.
-    /// Must be called outside a transaction.
+    /// The seed's `perform_maintenance`, working: [`Database::maintenance_cleanup`], then every
+    /// free page given back ([`Database::incremental_vacuum_step`] until none is left), then
+    /// [`Database::analyze`]. Must be called outside a transaction. The service's writer runs
+    /// the same steps but interleaves the vacuum steps with write batches.
     pub fn perform_maintenance(&self) -> DbResult<MaintenanceReport> {
+        let report = self.maintenance_cleanup()?;
+        while self.incremental_vacuum_step(VACUUM_STEP_PAGES)? > 0 {}
+        self.analyze()?;
+        tracing::info!(?report, "database maintenance done");
+        Ok(report)
+    }
+
+    /// Gives back up to `pages` free pages (`PRAGMA incremental_vacuum`; a full `VACUUM` on a
+    /// database not in incremental mode, such as `:memory:`). Returns the free pages left.
+    /// Must be called outside a transaction.
+    pub fn incremental_vacuum_step(&self, pages: u32) -> DbResult<i64> {
+        if self.in_transaction() {
+            return Err(DbError::InTransaction("vacuum"));
+        }
+        let conn = self.conn()?;
+        let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if mode == 2 {
+            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+        } else {
+            conn.execute_batch("VACUUM")?;
+        }
+        Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+    }
+
+    /// Refreshes the planner's statistics (`ANALYZE` with a bounded sample per index).
+    pub fn analyze(&self) -> DbResult<()> {
+        self.conn()?
+            .execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")?;
+        Ok(())
+    }
+
+    /// Records a dead letter (its own transaction unless one is open). Returns its id.
+    pub fn record_dead_letter(&self, d: &DeadLetter) -> DbResult<i64> {
+        let now = self.now();
+        self.atomic(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO dead_letters (created_at, subject, event_id, stream_seq, deliveries, error, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(rusqlite::params![
+                now,
+                d.subject,
+                d.event_id,
+                d.stream_seq.map(|s| s as i64),
+                d.deliveries as i64,
+                d.error,
+                d.detail
+            ])?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    /// The first part of maintenance, one transaction: deletes user-count history, PM audit
+    /// rows (`user_actions`) and processed event ids older than 30 days, sent outbound messages
+    /// older than 7 days and revoked tokens created more than 90 days ago.
+    pub fn maintenance_cleanup(&self) -> DbResult<MaintenanceReport> {
         if self.in_transaction() {
             return Err(DbError::InTransaction("maintenance"));
         }
         let now = self.now();
-        let report = self.atomic(|conn| {
-            let history_deleted = stats::delete_history_before(conn, now - 30 * 86_400)?;
+        self.atomic(|conn| {
+            let history_deleted = stats::delete_history_before(conn, now - RETENTION_SECS)?;
+            let user_actions_deleted = conn
+                .prepare_cached("DELETE FROM user_actions WHERE timestamp < ?1")?
+                .execute([now - RETENTION_SECS])?;
             let outbound_deleted = conn
                 .prepare_cached(
                     "DELETE FROM outbound_messages WHERE sent = 1 AND sent_timestamp < ?1",
@@ -406,19 +520,37 @@ impl Database {
                 .execute([now - 90 * 86_400])?;
             let processed_events_deleted = conn
                 .prepare_cached("DELETE FROM processed_events WHERE committed_at < ?1")?
-                .execute([now - 30 * 86_400])?;
+                .execute([now - RETENTION_SECS])?;
             Ok(MaintenanceReport {
                 history_deleted,
                 outbound_deleted,
                 tokens_deleted,
                 processed_events_deleted,
+                user_actions_deleted,
             })
-        })?;
-        let conn = self.conn()?;
-        conn.execute_batch("VACUUM; ANALYZE;")?;
-        tracing::info!(?report, "database maintenance done");
-        Ok(report)
+        })
     }
+}
+
+/// Free pages given back per [`Database::incremental_vacuum_step`] during maintenance (1 MiB
+/// at SQLite's default 4 KiB page size): a short stall of the writer per step.
+pub const VACUUM_STEP_PAGES: u32 = 256;
+
+/// Puts a read-write file database into `auto_vacuum = INCREMENTAL`. A new database just takes
+/// the setting; an existing one needs one full `VACUUM` to convert (once, at open, before the
+/// service serves anything).
+fn ensure_incremental_vacuum(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode != 2 {
+        tracing::info!(path = %path.display(), "converting the database to incremental vacuum (one full VACUUM)");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
 }
 
 impl Drop for Database {

@@ -1,5 +1,6 @@
 //! Schema creation and in-place migrations: the seed's eight tables and four indexes exactly
-//! (seed-system.md §2.1), plus `processed_events`.
+//! (seed-system.md §2.1), plus `processed_events`, `dead_letters` and the outbound lease column
+//! `claimed_until`.
 //!
 //! Idempotent and transactional: everything runs in one `BEGIN IMMEDIATE` transaction, so a
 //! crash half-way leaves the previous schema intact. Unlike the seed, the `channel_stats` column
@@ -12,7 +13,7 @@ use rusqlite::Connection;
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Every table, in creation order.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "user_stats",
     "user_actions",
     "channel_stats",
@@ -22,6 +23,7 @@ pub const TABLES: [&str; 9] = [
     "outbound_messages",
     "api_tokens",
     "processed_events",
+    "dead_letters",
 ];
 
 /// The seed's four explicit indexes.
@@ -103,6 +105,16 @@ CREATE TABLE IF NOT EXISTS processed_events (
     event_id TEXT PRIMARY KEY,
     committed_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    event_id TEXT,
+    stream_seq INTEGER,
+    deliveries INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    detail TEXT
+);
 ";
 
 const CREATE_INDEXES: &str = "
@@ -113,11 +125,13 @@ CREATE INDEX IF NOT EXISTS idx_api_tokens_revoked ON api_tokens(revoked, token);
 ";
 
 /// Columns older databases may lack, with the definition to add them with.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("outbound_messages", "retry_count", "INTEGER DEFAULT 0"),
     ("outbound_messages", "last_error", "TEXT"),
     ("channel_stats", "max_connected", "INTEGER DEFAULT 0"),
     ("channel_stats", "max_connected_timestamp", "INTEGER"),
+    // Lease of a row handed out by `outbound.get` (Unix seconds); NULL: not claimed.
+    ("outbound_messages", "claimed_until", "INTEGER"),
 ];
 
 /// Creates or upgrades the schema and inserts the seed rows.

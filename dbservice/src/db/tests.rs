@@ -444,7 +444,8 @@ fn maintenance_cleans_and_vacuums() {
             history_deleted: 1,
             outbound_deleted: 1,
             tokens_deleted: 1,
-            processed_events_deleted: 1
+            processed_events_deleted: 1,
+            user_actions_deleted: 0,
         }
     );
     assert!(db.is_event_processed("new-event").unwrap());
@@ -520,4 +521,68 @@ fn strings_are_stored_verbatim() {
         db.get_user_stats(nasty).unwrap().unwrap().total_chat_lines,
         1
     );
+}
+
+#[test]
+fn maintenance_prunes_old_user_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = file_db(&dir);
+    let now = unix_now();
+    db.set_fixed_now(Some(now - 31 * 86_400));
+    db.log_user_action("old", "pm_command", Some("cmd=kick"))
+        .unwrap();
+    db.set_fixed_now(Some(now - 86_400));
+    db.log_user_action("new", "pm_command", Some("cmd=ban"))
+        .unwrap();
+    db.set_fixed_now(Some(now));
+    db.perform_maintenance().unwrap();
+    let left: Vec<String> = db
+        .get_user_actions(10)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    assert_eq!(left, ["new"], "audit rows older than 30 days are pruned");
+}
+
+#[test]
+fn claimed_outbound_rows_come_back_when_the_lease_expires_or_they_fail() {
+    let mut db = mem();
+    db.set_fixed_now(Some(1000));
+    let a = db.enqueue_outbound_message("a").unwrap();
+    let b = db.enqueue_outbound_message("b").unwrap();
+    let ids = |rows: Vec<rosey_protocol::db::OutboundMessage>| {
+        rows.into_iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    let (rows, eligible) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
+    assert_eq!((ids(rows), eligible), (vec![a, b], 2));
+    let (rows, eligible) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
+    assert_eq!((rows.len(), eligible), (0, 0), "claimed rows are leased");
+    db.set_fixed_now(Some(1060));
+    let (rows, _) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
+    assert_eq!(ids(rows), [a, b], "the lease expired");
+    db.mark_outbound_sent(a).unwrap();
+    db.mark_outbound_failed(b, Some("x"), false).unwrap();
+    // A failure ends the lease; the retry waits for the seed's backoff (2 min from queueing).
+    db.set_fixed_now(Some(1119));
+    assert!(db
+        .claim_outbound_messages(10, 3, 60, 1 << 20)
+        .unwrap()
+        .0
+        .is_empty());
+    db.set_fixed_now(Some(1120));
+    let (rows, _) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
+    assert_eq!(ids(rows), [b]);
+    // Only the rows that fit the byte budget are claimed.
+    db.set_fixed_now(Some(5000));
+    let c = db.enqueue_outbound_message(&"c".repeat(100)).unwrap();
+    let d = db.enqueue_outbound_message("d").unwrap();
+    let (rows, eligible) = db.claim_outbound_messages(10, 3, 60, 150).unwrap();
+    assert_eq!(
+        (ids(rows), eligible),
+        (vec![b], 3),
+        "c does not fit: not claimed"
+    );
+    let (rows, _) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
+    assert_eq!(ids(rows), [c, d]);
 }

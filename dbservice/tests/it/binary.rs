@@ -123,6 +123,8 @@ async fn help_explains_everything_including_fault_injection() {
         "--nats-creds-file",
         "--nats-tls-ca-file",
         "--fault-stats-delay-ms",
+        "--max-buffered-bytes",
+        "--max-deliver",
         "FAULT INJECTION",
         "benchmark regression gate",
     ] {
@@ -158,4 +160,26 @@ async fn bad_settings_exit_non_zero_with_the_error_chain() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("user and password must be given together"));
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_database_exits_non_zero_naming_the_first() {
+    let server = crate::support::start_server();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one.db");
+    let db_arg = db.to_str().unwrap();
+    let first = ServiceProcess::start(&["--nats-url", server.url(), "--db-path", db_arg]).await;
+    let pid = first.child.id().expect("first is running");
+    let out = Command::new(BIN)
+        .args(["--nats-url", server.url(), "--db-path", db_arg])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("one.db.lock"),
+        "{err}"
+    );
+    first.kill9().await;
 }

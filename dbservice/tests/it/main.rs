@@ -7,5 +7,6 @@ mod lifecycle;
 mod malformed;
 mod notices;
 mod protocol;
+mod reliability;
 mod security;
 mod support;
