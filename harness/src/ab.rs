@@ -389,7 +389,7 @@ mod tests {
             "{}",
             compare::render::markdown(&c)
         );
-        assert_eq!(c.exit_code(), 0);
+        assert_eq!(c.exit_code(), crate::exit::OK);
         // The balanced split cancels the drift in the A/A comparison too.
         assert_eq!(
             aa.count(ChangeVerdict::Regressed) + aa.count(ChangeVerdict::Improved),
@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(p50.verdict, ChangeVerdict::Regressed, "{p50:?}");
         let [lo, hi] = p50.ci.unwrap();
         assert!(lo < 0.5 && 0.5 < hi, "{lo}..{hi}");
-        assert_eq!(c.exit_code(), 2);
+        assert_eq!(c.exit_code(), crate::exit::TARGET_MISSED_OR_REGRESSED);
     }
 
     #[test]

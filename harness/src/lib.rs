@@ -8,6 +8,7 @@ pub mod cargo;
 pub mod compare;
 pub mod config;
 pub mod env;
+pub mod exit;
 pub mod export;
 pub mod git;
 pub mod histogram;

@@ -3,10 +3,11 @@
 //!
 //! [`run_bench`] is the library entry point `cargo xtask bench` calls. The service binaries are
 //! a parameter ([`ServiceBinaries`]) so the regression gate can run interleaved A/B rounds with
-//! two builds. Exit codes: [`exit::OK`], [`exit::TARGETS_MISSED`] (a target missed or events lost
+//! two builds. Exit codes: [`exit::OK`], [`exit::TARGET_MISSED_OR_REGRESSED`] (a target missed or events lost
 //! unexpectedly), [`exit::HARNESS_ERROR`] (the harness could not measure something).
 
 use crate::config::{BenchConfig, ScenarioTable};
+use crate::exit;
 use crate::provision::{self, NatsChoice};
 use crate::results::{RunResults, ScenarioResult, Verdict, RESULTS_FILE, SCHEMA_VERSION};
 use crate::sampler::Sampler;
@@ -16,13 +17,6 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Exit codes of a bench run (the same as `cargo xtask`'s).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const HARNESS_ERROR: u8 = 1;
-    pub const TARGETS_MISSED: u8 = 2;
-}
 
 /// Which services the run measures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +66,7 @@ pub fn exit_code(results: &RunResults) -> u8 {
     {
         exit::HARNESS_ERROR
     } else if results.scenarios.iter().any(|s| s.verdict == Verdict::Fail) {
-        exit::TARGETS_MISSED
+        exit::TARGET_MISSED_OR_REGRESSED
     } else {
         exit::OK
     }
@@ -542,7 +536,7 @@ mod tests {
         );
         assert_eq!(
             exit_code(&run(&[Verdict::Pass, Verdict::Fail], vec![])),
-            exit::TARGETS_MISSED
+            exit::TARGET_MISSED_OR_REGRESSED
         );
         assert_eq!(
             exit_code(&run(&[Verdict::Fail, Verdict::Error], vec![])),

@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         for def in harness::scenarios::all() {
             println!("{:<28} {}", def.name, def.description);
         }
-        return Ok(crate::exit::OK);
+        return Ok(harness::exit::OK);
     }
     // Fail on a typo before spending minutes on the release build.
     let known = harness::scenarios::all();
@@ -109,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Ok(()) => Ok(code),
         Err(e) => {
             eprintln!("error: the run was measured, but its reports could not be written: {e:#}");
-            Ok(crate::exit::HARNESS_ERROR)
+            Ok(harness::exit::HARNESS_ERROR)
         }
     }
 }

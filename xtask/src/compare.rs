@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             args.export.is_some(),
             "nothing to do: give --baseline and/or --export"
         );
-        return Ok(crate::exit::OK);
+        return Ok(harness::exit::OK);
     };
     let baseline =
         compare::resolve_baseline(spec, &args.history_dir, &candidate.results.environment)
@@ -237,10 +237,10 @@ pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> 
     print!("{}", compare::render::markdown(&comparison));
     let gate_code = comparison.exit_code();
     Ok(
-        if gate_code == crate::exit::TARGETS_MISSED
-            || outcome.exit_code == crate::exit::TARGETS_MISSED
+        if gate_code == harness::exit::TARGET_MISSED_OR_REGRESSED
+            || outcome.exit_code == harness::exit::TARGET_MISSED_OR_REGRESSED
         {
-            crate::exit::TARGETS_MISSED
+            harness::exit::TARGET_MISSED_OR_REGRESSED
         } else {
             gate_code.max(outcome.exit_code)
         },

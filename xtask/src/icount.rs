@@ -4,7 +4,7 @@
 //! working tree against another revision (`harness::icount::gate`). Thin: arguments in, library
 //! calls out.
 
-use crate::exit;
+use harness::exit;
 use harness::icount::{self, Baseline, GateOptions, LaneOutcome};
 use std::path::PathBuf;
 
@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 "icount: instruction count regressed beyond +{}% (see gungraun's report above)",
                 args.limit_pct
             );
-            exit::TARGETS_MISSED
+            exit::TARGET_MISSED_OR_REGRESSED
         }
     })
 }

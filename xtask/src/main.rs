@@ -14,6 +14,7 @@ mod system;
 mod test;
 
 use clap::{Parser, Subcommand};
+use harness::exit;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,16 +47,6 @@ enum Command {
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
-}
-
-/// Exit codes shared by every subcommand.
-pub mod exit {
-    /// Everything ran; no target missed, no regression.
-    pub const OK: u8 = 0;
-    /// The harness or a tool failed (could not measure).
-    pub const HARNESS_ERROR: u8 = 1;
-    /// Measured fine, but a target was missed or a regression was found.
-    pub const TARGETS_MISSED: u8 = 2;
 }
 
 fn main() -> ExitCode {

@@ -74,9 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     )
     .context("write to stdout")?;
     Ok(if status.success() {
-        crate::exit::OK
+        harness::exit::OK
     } else {
-        crate::exit::TARGETS_MISSED
+        harness::exit::TARGET_MISSED_OR_REGRESSED
     })
 }
 

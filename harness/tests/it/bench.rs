@@ -2,9 +2,9 @@
 //! nats-server and an in-process database service, through `run_bench`, down to the files of
 //! the run directory.
 
+use harness::exit;
 use harness::provision::NatsChoice;
 use harness::results::{RunResults, Verdict, RESULTS_FILE};
-use harness::run::exit;
 use harness::{run_bench, BenchOptions, ServicesUnderTest};
 use std::path::Path;
 
