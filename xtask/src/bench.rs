@@ -143,5 +143,5 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
 /// The release build of the services under test.
 fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
-    harness::cargo::build_services(root, None)
+    crate::cargo::build_services(root, None)
 }

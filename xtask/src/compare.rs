@@ -192,16 +192,12 @@ pub fn bench_against(
     };
     // Built revisions are cached under the workspace's target directory, which also seeds a new
     // revision's build (its dependencies are already compiled there).
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cache_dir = target_dir.join("ab");
-    let target_dir = Some(target_dir);
+    // The baseline is built first, so a build failure costs no rounds.
+    let target_dir = crate::cargo::target_dir(root);
+    let baseline =
+        crate::revision::build(root, &against, &target_dir.join("ab"), Some(&target_dir))?;
     let outcome = harness::ab::run_ab(harness::ab::AbOptions {
-        workspace_root: root.to_owned(),
-        against,
-        cache_dir,
-        seed_target_dir: target_dir,
+        baseline,
         candidate,
         candidate_dbservice_args: gate.candidate_dbservice_args.clone(),
         baseline_dbservice_args: gate.baseline_dbservice_args.clone(),

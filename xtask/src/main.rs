@@ -1,4 +1,7 @@
-//! `cargo xtask`: the project's entry points. Thin: parses arguments and calls into `harness`.
+//! `cargo xtask`: the project's entry points. Parses arguments and calls into `harness`; the build
+//! tooling lives here too (`cargo.rs`: release builds of the services; `git.rs`: revisions and
+//! temporary worktrees; `revision.rs`: another revision's build for A/B runs; `icount.rs`: the
+//! instruction-count lane), so the harness never runs git or cargo.
 //!
 //! * `cargo xtask bench`   — run the benchmark suite (builds services, provisions NATS, writes a run directory).
 //! * `cargo xtask test`    — run the whole test suite (installs nats-server on demand first).
@@ -7,9 +10,12 @@
 //! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
 
 mod bench;
+mod cargo;
 mod compare;
+mod git;
 mod icount;
 mod report;
+mod revision;
 mod system;
 mod test;
 
