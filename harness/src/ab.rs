@@ -153,10 +153,10 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
 
     // One NATS server for every round.
     let nats = provision::provision(&opts.bench.nats, &dir).context("provision nats")?;
-    eprintln!(
+    (opts.bench.status)(&format!(
         "ab: nats {} {} at {}",
         nats.info.kind, nats.info.server_version, nats.url
-    );
+    ));
     let order = round_order(opts.rounds_per_side);
     let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
     for (i, arm) in order.iter().enumerate() {
@@ -166,7 +166,7 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
             .map(|(_, b)| b.clone())
             .context("arm binaries")?;
         let round_dir = dir.join("rounds").join(format!("{:02}-{arm:?}", i + 1));
-        eprintln!("ab: round {}/{} ({arm:?})", i + 1, order.len());
+        (opts.bench.status)(&format!("ab: round {}/{} ({arm:?})", i + 1, order.len()));
         let outcome = run_bench(BenchOptions {
             services: ServicesUnderTest::Spawn(binaries),
             nats: NatsChoice::External(nats.url.clone()),

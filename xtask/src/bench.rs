@@ -39,6 +39,14 @@ pub struct Args {
     pub dbservice_bin: Option<PathBuf>,
     #[arg(long, requires = "dbservice_bin")]
     pub bot_bin: Option<PathBuf>,
+    /// `RUST_LOG` of the services under test (their logs land in the run directory).
+    #[arg(
+        long,
+        env = "ROSEY_SERVICE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub service_log: String,
     /// Regression gate (`--against`, `--baseline`, ...): see `crate::compare::GateArgs`.
     #[command(flatten)]
     pub gate: crate::compare::GateArgs,
@@ -83,6 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         runs_dir: root.join("reports").join("runs"),
         seed: args.seed,
         progress: std::io::stderr().is_terminal(),
+        status: |line| eprintln!("{line}"),
+        service_log: args.service_log,
     };
     // Regression gate: an interleaved A/B run replaces the single run.
     if args.gate.against.is_some() {

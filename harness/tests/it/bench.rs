@@ -43,6 +43,8 @@ fn options(url: &str, dir: &Path, scenarios: &[&str]) -> BenchOptions {
         runs_dir: dir.join("runs"),
         seed: 7,
         progress: false,
+        status: |line| eprintln!("{line}"),
+        service_log: "info".into(),
     }
 }
 
