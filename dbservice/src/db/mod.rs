@@ -385,6 +385,18 @@ impl Database {
             .query_row([], |r| r.get(0))?)
     }
 
+    /// Number of recorded event ids that start with `prefix`, compared exactly (case-sensitive,
+    /// no wildcards). A publisher's ids share a prefix: the harness counts its own run's events
+    /// this way.
+    pub fn processed_event_count_with_prefix(&self, prefix: &str) -> DbResult<i64> {
+        Ok(self
+            .conn()?
+            .prepare_cached(
+                "SELECT COUNT(*) FROM processed_events WHERE substr(event_id, 1, length(?1)) = ?1",
+            )?
+            .query_row([prefix], |r| r.get(0))?)
+    }
+
     /// The seed's `perform_maintenance`, working: deletes user-count history older than 30 days,
     /// sent outbound messages older than 7 days, revoked tokens created more than 90 days ago and
     /// processed event ids older than 30 days (one transaction), then runs `VACUUM` and `ANALYZE`.
