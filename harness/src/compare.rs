@@ -2,7 +2,7 @@
 //! metric, whether it `regressed`, `improved`, is `unchanged`, or whether the data cannot tell
 //! (`inconclusive`).
 //!
-//! How a verdict is reached (methodology.md, "Deciding"):
+//! How a verdict is reached (harness/METHODOLOGY.md, "Deciding"):
 //!
 //! 1. **Significance from the data.** Each run's scenario is cut into its intervals (normally one
 //!    second each, read from the HdrHistogram interval log). A two-stage bootstrap resamples runs

@@ -1,5 +1,5 @@
 //! Offering load: fixed-rate schedules, paced senders, proof-of-delivery listeners and the
-//! measured phase that ties them together (methodology.md, "Load").
+//! measured phase that ties them together (harness/METHODOLOGY.md, "Load").
 //!
 //! Open loop (the default): message `i` has the intended send time `start + i / rate` (wrk2,
 //! OMB's `UniformRateLimiter`). A sender waits for that time, records the send delay

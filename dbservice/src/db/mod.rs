@@ -1,4 +1,4 @@
-//! The database: the seed's `BotDatabase` (seed-system.md §2) as synchronous rusqlite.
+//! The database: the seed's `BotDatabase` (the Python bot's SQLite layer) as synchronous rusqlite.
 //!
 //! [`Database`] keeps the seed's lifecycle: [`Database::new`] does no I/O, [`Database::open`]
 //! connects and migrates (opening twice is an error), [`Database::close`] ends every open user

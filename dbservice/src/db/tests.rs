@@ -1,4 +1,5 @@
-//! Unit tests of the database operations against the seed's semantics (seed-system.md §2).
+//! Unit tests of the database operations against the seed's semantics (those of its
+//! `BotDatabase`, restated in each method's doc).
 
 use super::*;
 use rosey_protocol::db::StatusData;
