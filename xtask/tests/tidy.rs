@@ -187,7 +187,8 @@ fn exit_codes_are_defined_once() {
                 let arg = f.lexed.code[at + call.len()..].trim_start();
                 if arg.starts_with(|c: char| c.is_ascii_digit()) {
                     bad.push(format!(
-                        "{}:{line}: `{call}<number>`: use a constant of `harness::exit` ({HOME})",
+                        "{}:{line}: `{call}<number>)`: use a constant of `harness::exit` ({HOME}), \
+                         or `ExitCode::SUCCESS`/`FAILURE` in the services",
                         f.path
                     ));
                 }

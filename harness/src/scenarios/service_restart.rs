@@ -361,3 +361,22 @@ fn processed_rows(db_path: &std::path::Path, prefix: &str) -> anyhow::Result<u64
     db.close()?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::processed_rows;
+
+    #[test]
+    fn processed_rows_counts_this_runs_ids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let mut db = rosey_dbservice::db::Database::new(&path);
+        db.open().unwrap();
+        for id in ["run_a-1", "run_a-2", "run_a-3", "run_b-1", "RUN_A-4"] {
+            db.mark_event_processed(id).unwrap();
+        }
+        db.close().unwrap();
+        assert_eq!(processed_rows(&path, "run_a-").unwrap(), 3);
+        assert_eq!(processed_rows(&path, "run_").unwrap(), 4);
+    }
+}
