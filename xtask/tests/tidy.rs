@@ -209,6 +209,28 @@ fn exit_codes_are_defined_once() {
     report("exit codes defined outside harness::exit", bad);
 }
 
+/// Builds and checkouts are xtask's (`cargo.rs`, `git.rs`, `revision.rs`, `icount.rs`); the
+/// harness is handed binaries. It may still ask git for the checkout's revision, read-only, where
+/// it names a run (`run.rs`) and fingerprints the environment (`env.rs`).
+#[test]
+fn the_harness_runs_neither_cargo_nor_git() {
+    const GIT_READERS: &[&str] = &["harness/src/run.rs", "harness/src/env.rs"];
+    let mut bad = Vec::new();
+    for f in rust_files().filter(|f| f.path.starts_with("harness/src/")) {
+        for (line, text) in &f.lexed.strings {
+            let allowed = text == "git" && GIT_READERS.contains(&f.path.as_str());
+            if (text == "cargo" || text == "git") && !allowed {
+                bad.push(format!(
+                    "{}:{line}: the harness runs {text:?}; builds, worktrees and revisions belong to \
+                     xtask (cargo.rs, git.rs, revision.rs): pass their results in",
+                    f.path
+                ));
+            }
+        }
+    }
+    report("cargo or git run by the harness", bad);
+}
+
 #[test]
 fn no_citations_of_documents_outside_the_repository() {
     // The method is harness/METHODOLOGY.md and the seed's requirements are restated where they
