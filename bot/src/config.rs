@@ -27,7 +27,7 @@ pub struct Config {
     pub outbound: OutboundPolicy,
 }
 
-/// Periods of the background tasks (seed §4.3).
+/// Periods of the background tasks (defaults: the seed's 300 s, 10 s and 2 s).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Intervals {

@@ -1,4 +1,4 @@
-//! Platform events in, database events out (seed §4.2, with its bugs fixed).
+//! Platform events in, database events out (the seed's mapping, with its bugs fixed).
 //!
 //! Events are handled one at a time in arrival order, so a join is always applied before the
 //! chat line that follows it. PM commands are the exception: they may wait on the database

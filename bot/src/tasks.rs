@@ -1,5 +1,5 @@
-//! Background tasks (seed §4.3): user-count samples, status updates, the outbound-message loop,
-//! and the NATS connection watcher. Each runs until the shutdown token fires; each tick gets its
+//! Background tasks: the seed's user-count samples, status updates and outbound-message loop, and
+//! a NATS connection watcher. Each runs until the shutdown token fires; each tick gets its
 //! own correlation id.
 
 use std::sync::Arc;

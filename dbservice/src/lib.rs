@@ -1,6 +1,7 @@
 //! The Rosey database service: SQLite behind NATS.
 //!
-//! A re-implementation of the seed's `DatabaseService` (seed-system.md §1–3) that speaks the same
+//! A re-implementation of the seed's `DatabaseService` (the Python service; its subjects and payloads are in
+//! protocol/README.md) that speaks the same
 //! wire protocol, plus the documented additions (mark_failed, recent_messages, enqueue, ping,
 //! commit notices, a durable JetStream mode).
 //!

@@ -8,8 +8,8 @@
 //! rounds, then intervals within them. The noise floor comes from the same run: A rounds against
 //! A rounds and B rounds against B rounds, split in the same balanced pattern.
 //!
-//! The other revision's services are built in a `git worktree` with their own target directory,
-//! cached by commit under `<cache_dir>/<commit>/`. Extra database-service arguments can be given
+//! The other revision's services arrive built (`cargo xtask bench --against` builds them in a
+//! `git worktree`; the harness runs neither git nor cargo). Extra database-service arguments can be given
 //! to either side (e.g. the fault-injection flag `--fault-stats-delay-ms` to the candidate only);
 //! they are applied through a small wrapper script that `exec`s the real binary, so the engine
 //! and its process sampling see the service itself.
@@ -45,18 +45,21 @@ pub fn round_order(rounds_per_side: usize) -> Vec<Arm> {
         .collect()
 }
 
+/// The baseline revision (A), built.
+#[derive(Debug, Clone)]
+pub struct BaselineBuild {
+    /// Its full commit id.
+    pub commit: String,
+    /// Its commit subject, when known.
+    pub subject: Option<String>,
+    pub binaries: ServiceBinaries,
+}
+
 /// Everything an A/B run needs.
 #[derive(Debug, Clone)]
 pub struct AbOptions {
-    /// Root of the checkout (where `git` runs).
-    pub workspace_root: PathBuf,
-    /// The baseline revision (anything `git rev-parse` understands).
-    pub against: String,
-    /// Cache of built revisions (e.g. `target/ab`).
-    pub cache_dir: PathBuf,
-    /// A release target directory to seed a new revision's build with (saves rebuilding the
-    /// dependencies), e.g. the one the candidate was built in.
-    pub seed_target_dir: Option<PathBuf>,
+    /// The `--against` revision's binaries.
+    pub baseline: BaselineBuild,
     /// The working tree's binaries.
     pub candidate: ServiceBinaries,
     pub candidate_dbservice_args: Vec<String>,
@@ -77,45 +80,6 @@ pub struct AbOutcome {
     pub aa: Comparison,
     pub bb: Comparison,
     pub exit_code: u8,
-}
-
-/// Build (or reuse) the services of `revision`; returns the full commit id and the binaries.
-pub fn build_revision(
-    root: &Path,
-    revision: &str,
-    cache_dir: &Path,
-    seed_target_dir: Option<&Path>,
-) -> anyhow::Result<(String, ServiceBinaries)> {
-    let commit = crate::git::resolve_commit(root, revision)?;
-    let cache = cache_dir.join(&commit);
-    let bin = cache.join("bin");
-    let binaries = ServiceBinaries {
-        dbservice: bin.join("rosey-dbservice"),
-        bot: bin.join("rosey-bot"),
-    };
-    if binaries.dbservice.is_file() && binaries.bot.is_file() {
-        eprintln!(
-            "ab: reusing the build of {} from {}",
-            &commit[..12],
-            cache.display()
-        );
-        return Ok((commit, binaries));
-    }
-    let target = cache.join("target");
-    if let Some(seed) = seed_target_dir {
-        crate::cargo::seed_release_dir(seed, &target)?;
-    }
-    let worktree = crate::git::Worktree::add(root, &commit, &cache.join("src"))?;
-    eprintln!(
-        "ab: building rosey-dbservice and rosey-bot at {} (release)",
-        &commit[..12]
-    );
-    let built = crate::cargo::build_services(worktree.path(), Some(&target))?;
-    worktree.remove()?;
-    std::fs::create_dir_all(&bin)?;
-    std::fs::copy(&built.dbservice, &binaries.dbservice).context("keep rosey-dbservice")?;
-    std::fs::copy(&built.bot, &binaries.bot).context("keep rosey-bot")?;
-    Ok((commit, binaries))
 }
 
 /// A shell script that runs `binary` with `args` before the engine's own arguments. `exec`
@@ -144,19 +108,14 @@ pub fn wrap_with_args(
     Ok(path)
 }
 
-/// Run the rounds and compare. The baseline is built first, so a build failure costs no rounds.
+/// Run the rounds and compare.
 pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
     anyhow::ensure!(
         opts.rounds_per_side >= 2,
         "an A/B run needs at least 2 rounds per side (got {})",
         opts.rounds_per_side
     );
-    let (commit, baseline) = build_revision(
-        &opts.workspace_root,
-        &opts.against,
-        &opts.cache_dir,
-        opts.seed_target_dir.as_deref(),
-    )?;
+    let baseline = &opts.baseline.binaries;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let dir = opts
         .bench
@@ -194,10 +153,10 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
 
     // One NATS server for every round.
     let nats = provision::provision(&opts.bench.nats, &dir).context("provision nats")?;
-    eprintln!(
+    (opts.bench.status)(&format!(
         "ab: nats {} {} at {}",
         nats.info.kind, nats.info.server_version, nats.url
-    );
+    ));
     let order = round_order(opts.rounds_per_side);
     let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
     for (i, arm) in order.iter().enumerate() {
@@ -207,7 +166,7 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
             .map(|(_, b)| b.clone())
             .context("arm binaries")?;
         let round_dir = dir.join("rounds").join(format!("{:02}-{arm:?}", i + 1));
-        eprintln!("ab: round {}/{} ({arm:?})", i + 1, order.len());
+        (opts.bench.status)(&format!("ab: round {}/{} ({arm:?})", i + 1, order.len()));
         let outcome = run_bench(BenchOptions {
             services: ServicesUnderTest::Spawn(binaries),
             nats: NatsChoice::External(nats.url.clone()),
@@ -218,10 +177,15 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
         let mut results = outcome.results;
         if *arm == Arm::A {
             // The engine fingerprints the checkout it runs from; this round ran the baseline's build.
-            results.environment.git_revision.clone_from(&commit);
+            results
+                .environment
+                .git_revision
+                .clone_from(&opts.baseline.commit);
             results.environment.git_dirty = false;
-            results.environment.commit_subject =
-                crate::git::git(&opts.workspace_root, &["log", "-1", "--format=%s", &commit]).ok();
+            results
+                .environment
+                .commit_subject
+                .clone_from(&opts.baseline.subject);
             crate::run::write_results(&round_dir, &results)?;
         }
         let input = RunInput {
@@ -389,7 +353,7 @@ mod tests {
             "{}",
             compare::render::markdown(&c)
         );
-        assert_eq!(c.exit_code(), 0);
+        assert_eq!(c.exit_code(), crate::exit::OK);
         // The balanced split cancels the drift in the A/A comparison too.
         assert_eq!(
             aa.count(ChangeVerdict::Regressed) + aa.count(ChangeVerdict::Improved),
@@ -408,7 +372,7 @@ mod tests {
         assert_eq!(p50.verdict, ChangeVerdict::Regressed, "{p50:?}");
         let [lo, hi] = p50.ci.unwrap();
         assert!(lo < 0.5 && 0.5 < hi, "{lo}..{hi}");
-        assert_eq!(c.exit_code(), 2);
+        assert_eq!(c.exit_code(), crate::exit::TARGET_MISSED_OR_REGRESSED);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! metric, whether it `regressed`, `improved`, is `unchanged`, or whether the data cannot tell
 //! (`inconclusive`).
 //!
-//! How a verdict is reached (methodology.md, "Deciding"):
+//! How a verdict is reached (harness/METHODOLOGY.md, "Deciding"):
 //!
 //! 1. **Significance from the data.** Each run's scenario is cut into its intervals (normally one
 //!    second each, read from the HdrHistogram interval log). A two-stage bootstrap resamples runs
@@ -36,6 +36,7 @@ pub mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use crate::exit;
 use crate::histogram;
 use crate::results::{ScenarioResult, Verdict};
 use anyhow::Context;
@@ -51,13 +52,6 @@ pub const COMPARE_SCHEMA_VERSION: u32 = 1;
 
 /// Hidden marker of the PR comment, so CI updates one comment instead of adding one per push.
 pub const COMMENT_MARKER: &str = "<!-- rosey-bench -->";
-
-/// Exit codes of the gate (the same numbers as `xtask`'s `exit` module).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const HARNESS_ERROR: u8 = 1;
-    pub const REGRESSION: u8 = 2;
-}
 
 /// Processes whose resources are *not* under test.
 const NOT_UNDER_TEST: &[&str] = &["harness"];
@@ -222,7 +216,7 @@ impl Comparison {
     /// else 0. A regression outranks a harness error: what was measured did regress.
     pub fn exit_code(&self) -> u8 {
         if self.count(ChangeVerdict::Regressed) > 0 || !self.missed_targets.is_empty() {
-            exit::REGRESSION
+            exit::TARGET_MISSED_OR_REGRESSED
         } else if !self.harness_errors.is_empty() {
             exit::HARNESS_ERROR
         } else {

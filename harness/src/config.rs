@@ -8,7 +8,7 @@
 //! [scenarios.single_event_latency]
 //! rate_per_s = 200
 //! duration_s = 20
-//! targets = [{ metric = "latency.p99_ms", op = "<=", threshold = 5.0, source = "seed §5.1 P0" }]
+//! targets = [{ metric = "latency.p99_ms", op = "<=", threshold = 5.0, source = "seed target P0: …" }]
 //!
 //! [profiles.quick.scenarios.single_event_latency]
 //! duration_s = 5

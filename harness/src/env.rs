@@ -1,4 +1,4 @@
-//! The environment fingerprint of methodology.md: what a result was measured on, so that runs
+//! The environment fingerprint (harness/METHODOLOGY.md, "Recording"): what a result was measured on, so that runs
 //! whose fingerprints differ are never silently compared.
 //!
 //! Everything is read from the git CLI, `rustc -V` and `/proc`/`/etc`; anything that cannot be

@@ -4,15 +4,13 @@
 //! Nothing depends on this crate; `xtask` is its thin command-line front.
 
 pub mod ab;
-pub mod cargo;
 pub mod compare;
 pub mod config;
 pub mod env;
+pub mod exit;
 pub mod export;
-pub mod git;
 pub mod histogram;
 pub mod history;
-pub mod icount;
 pub mod load;
 pub mod provision;
 pub mod record;

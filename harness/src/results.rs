@@ -45,7 +45,7 @@ pub struct NatsProvision {
     pub image_built_locally: Option<bool>,
 }
 
-/// The environment fingerprint of methodology.md.
+/// The environment fingerprint (harness/METHODOLOGY.md, "Recording").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
     pub git_revision: String,
@@ -275,7 +275,7 @@ pub struct TargetCheck {
     #[serde(default)]
     pub actual: Option<f64>,
     pub passed: bool,
-    /// Where the target comes from, e.g. "seed §5.1 P0".
+    /// Where the target comes from, e.g. "seed target P0: …".
     #[serde(default)]
     pub source: String,
     /// Reported only: a missed informational target does not fail the scenario.

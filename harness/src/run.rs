@@ -3,10 +3,11 @@
 //!
 //! [`run_bench`] is the library entry point `cargo xtask bench` calls. The service binaries are
 //! a parameter ([`ServiceBinaries`]) so the regression gate can run interleaved A/B rounds with
-//! two builds. Exit codes: [`exit::OK`], [`exit::TARGETS_MISSED`] (a target missed or events lost
+//! two builds. Exit codes: [`exit::OK`], [`exit::TARGET_MISSED_OR_REGRESSED`] (a target missed or events lost
 //! unexpectedly), [`exit::HARNESS_ERROR`] (the harness could not measure something).
 
 use crate::config::{BenchConfig, ScenarioTable};
+use crate::exit;
 use crate::provision::{self, NatsChoice};
 use crate::results::{RunResults, ScenarioResult, Verdict, RESULTS_FILE, SCHEMA_VERSION};
 use crate::sampler::Sampler;
@@ -16,13 +17,6 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Exit codes of a bench run (the same as `cargo xtask`'s).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const HARNESS_ERROR: u8 = 1;
-    pub const TARGETS_MISSED: u8 = 2;
-}
 
 /// Which services the run measures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +45,11 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Draw progress bars (off in tests and when stderr is not a terminal).
     pub progress: bool,
+    /// Where status lines go ("bench: run …", one line per scenario) when no progress bars are
+    /// drawn: the library does not print, its caller decides (`cargo xtask` writes them to stderr).
+    pub status: fn(&str),
+    /// `RUST_LOG` of the services the run starts (`cargo xtask bench --service-log`).
+    pub service_log: String,
 }
 
 /// What a run produced.
@@ -72,7 +71,7 @@ pub fn exit_code(results: &RunResults) -> u8 {
     {
         exit::HARNESS_ERROR
     } else if results.scenarios.iter().any(|s| s.verdict == Verdict::Fail) {
-        exit::TARGETS_MISSED
+        exit::TARGET_MISSED_OR_REGRESSED
     } else {
         exit::OK
     }
@@ -123,18 +122,18 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
         .unwrap_or_else(|| opts.runs_dir.join(&run_id));
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("create run directory {}", run_dir.display()))?;
-    eprintln!(
+    (opts.status)(&format!(
         "bench: run {run_id} ({} profile) → {}",
         opts.profile,
         run_dir.display()
-    );
+    ));
 
     // Provisioning may run its own runtime (containers), so it happens outside ours.
     let nats = provision::provision(&opts.nats, &run_dir).context("provision nats")?;
-    eprintln!(
+    (opts.status)(&format!(
         "bench: nats {} {} at {}",
         nats.info.kind, nats.info.server_version, nats.url
-    );
+    ));
     let environment = crate::env::collect(&nats.info, &config.to_json(), opts.seed, &opts.profile);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -219,6 +218,7 @@ async fn run_scenarios(
                         stop_timeout: Duration::from_secs_f64(s.stop_timeout_s),
                         dbservice_args: s.dbservice_args.clone(),
                         bot_args: s.bot_args.clone(),
+                        log_filter: opts.service_log.clone(),
                     };
                     Services::start(spec, client.clone()).await
                 }
@@ -236,7 +236,7 @@ async fn run_scenarios(
             Ok(s) => {
                 say(
                     &progress,
-                    opts.progress,
+                    opts,
                     format!(
                         "bench: services ready ({})",
                         s.pids()
@@ -284,12 +284,12 @@ async fn run_scenarios(
             config_json: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
             progress: progress.clone(),
         };
-        say(&progress, opts.progress, format!("bench: {} …", def.name));
+        say(&progress, opts, format!("bench: {} …", def.name));
         let started = std::time::Instant::now();
         let result = run_scenario(def, &ctx).await;
         say(
             &progress,
-            opts.progress,
+            opts,
             format!(
                 "bench: {} {} in {:.1} s",
                 def.name,
@@ -298,7 +298,7 @@ async fn run_scenarios(
             ),
         );
         if let Some(e) = &result.error {
-            say(&progress, opts.progress, format!("bench:   error: {e}"));
+            say(&progress, opts, format!("bench:   error: {e}"));
         }
         results.push(result);
     }
@@ -361,12 +361,12 @@ fn skipped_result(
     }
 }
 
-/// A status line: above the progress bars when they are drawn, else plain stderr.
-fn say(progress: &indicatif::MultiProgress, drawing: bool, line: String) {
-    if drawing && progress.println(&line).is_ok() {
+/// A status line: above the progress bars when they are drawn, else to the caller's `status`.
+fn say(progress: &indicatif::MultiProgress, opts: &BenchOptions, line: String) {
+    if opts.progress && progress.println(&line).is_ok() {
         return;
     }
-    eprintln!("{line}");
+    (opts.status)(&line);
 }
 
 fn verdict_label(v: Verdict) -> &'static str {
@@ -546,7 +546,7 @@ mod tests {
         );
         assert_eq!(
             exit_code(&run(&[Verdict::Pass, Verdict::Fail], vec![])),
-            exit::TARGETS_MISSED
+            exit::TARGET_MISSED_OR_REGRESSED
         );
         assert_eq!(
             exit_code(&run(&[Verdict::Fail, Verdict::Error], vec![])),

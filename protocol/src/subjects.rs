@@ -1,4 +1,4 @@
-//! Subject names. The first twelve are the seed's (seed-system.md §1); the rest are additions,
+//! Subject names. The first twelve are the Python seed's; the rest are additions,
 //! all optional for a client that speaks only the seed protocol.
 
 // --- Seed pub/sub (fire-and-forget) subjects, bot → database service -------------------------

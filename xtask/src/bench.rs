@@ -39,6 +39,14 @@ pub struct Args {
     pub dbservice_bin: Option<PathBuf>,
     #[arg(long, requires = "dbservice_bin")]
     pub bot_bin: Option<PathBuf>,
+    /// `RUST_LOG` of the services under test (their logs land in the run directory).
+    #[arg(
+        long,
+        env = "ROSEY_SERVICE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub service_log: String,
     /// Regression gate (`--against`, `--baseline`, ...): see `crate::compare::GateArgs`.
     #[command(flatten)]
     pub gate: crate::compare::GateArgs,
@@ -49,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         for def in harness::scenarios::all() {
             println!("{:<28} {}", def.name, def.description);
         }
-        return Ok(crate::exit::OK);
+        return Ok(harness::exit::OK);
     }
     // Fail on a typo before spending minutes on the release build.
     let known = harness::scenarios::all();
@@ -83,6 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         runs_dir: root.join("reports").join("runs"),
         seed: args.seed,
         progress: std::io::stderr().is_terminal(),
+        status: |line| eprintln!("{line}"),
+        service_log: args.service_log,
     };
     // Regression gate: an interleaved A/B run replaces the single run.
     if args.gate.against.is_some() {
@@ -109,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Ok(()) => Ok(code),
         Err(e) => {
             eprintln!("error: the run was measured, but its reports could not be written: {e:#}");
-            Ok(crate::exit::HARNESS_ERROR)
+            Ok(harness::exit::HARNESS_ERROR)
         }
     }
 }
@@ -143,5 +153,5 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
 /// The release build of the services under test.
 fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
-    harness::cargo::build_services(root, None)
+    crate::cargo::build_services(root, None)
 }

@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             args.export.is_some(),
             "nothing to do: give --baseline and/or --export"
         );
-        return Ok(crate::exit::OK);
+        return Ok(harness::exit::OK);
     };
     let baseline =
         compare::resolve_baseline(spec, &args.history_dir, &candidate.results.environment)
@@ -192,16 +192,12 @@ pub fn bench_against(
     };
     // Built revisions are cached under the workspace's target directory, which also seeds a new
     // revision's build (its dependencies are already compiled there).
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cache_dir = target_dir.join("ab");
-    let target_dir = Some(target_dir);
+    // The baseline is built first, so a build failure costs no rounds.
+    let target_dir = crate::cargo::target_dir(root);
+    let baseline =
+        crate::revision::build(root, &against, &target_dir.join("ab"), Some(&target_dir))?;
     let outcome = harness::ab::run_ab(harness::ab::AbOptions {
-        workspace_root: root.to_owned(),
-        against,
-        cache_dir,
-        seed_target_dir: target_dir,
+        baseline,
         candidate,
         candidate_dbservice_args: gate.candidate_dbservice_args.clone(),
         baseline_dbservice_args: gate.baseline_dbservice_args.clone(),
@@ -237,10 +233,10 @@ pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> 
     print!("{}", compare::render::markdown(&comparison));
     let gate_code = comparison.exit_code();
     Ok(
-        if gate_code == crate::exit::TARGETS_MISSED
-            || outcome.exit_code == crate::exit::TARGETS_MISSED
+        if gate_code == harness::exit::TARGET_MISSED_OR_REGRESSED
+            || outcome.exit_code == harness::exit::TARGET_MISSED_OR_REGRESSED
         {
-            crate::exit::TARGETS_MISSED
+            harness::exit::TARGET_MISSED_OR_REGRESSED
         } else {
             gate_code.max(outcome.exit_code)
         },

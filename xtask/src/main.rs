@@ -1,4 +1,7 @@
-//! `cargo xtask`: the project's entry points. Thin: parses arguments and calls into `harness`.
+//! `cargo xtask`: the project's entry points. Parses arguments and calls into `harness`; the build
+//! tooling lives here too (`cargo.rs`: release builds of the services; `git.rs`: revisions and
+//! temporary worktrees; `revision.rs`: another revision's build for A/B runs; `icount.rs`: the
+//! instruction-count lane), so the harness never runs git or cargo.
 //!
 //! * `cargo xtask bench`   — run the benchmark suite (builds services, provisions NATS, writes a run directory).
 //! * `cargo xtask test`    — run the whole test suite (installs nats-server on demand first).
@@ -7,13 +10,17 @@
 //! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
 
 mod bench;
+mod cargo;
 mod compare;
+mod git;
 mod icount;
 mod report;
+mod revision;
 mod system;
 mod test;
 
 use clap::{Parser, Subcommand};
+use harness::exit;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,16 +53,6 @@ enum Command {
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
-}
-
-/// Exit codes shared by every subcommand.
-pub mod exit {
-    /// Everything ran; no target missed, no regression.
-    pub const OK: u8 = 0;
-    /// The harness or a tool failed (could not measure).
-    pub const HARNESS_ERROR: u8 = 1;
-    /// Measured fine, but a target was missed or a regression was found.
-    pub const TARGETS_MISSED: u8 = 2;
 }
 
 fn main() -> ExitCode {

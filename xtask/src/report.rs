@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         if args.check {
             check(&index, &history_dir.join("index.png"), skip_browser)?;
         }
-        return Ok(crate::exit::OK);
+        return Ok(harness::exit::OK);
     }
     let run_dir = match args.run {
         Some(dir) => dir,
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         )?;
         check(&paths.index, &history_dir.join("index.png"), skip_browser)?;
     }
-    Ok(crate::exit::OK)
+    Ok(harness::exit::OK)
 }
 
 fn append_job_summary(markdown: &Path) -> anyhow::Result<()> {

@@ -32,11 +32,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     ensure_browser()?;
     if args.lint {
         step(
-            harness::cargo::command().args(["fmt", "--all", "--", "--check"]),
+            crate::cargo::command().args(["fmt", "--all", "--", "--check"]),
             "cargo fmt --check",
         )?;
         step(
-            harness::cargo::command().args([
+            crate::cargo::command().args([
                 "clippy",
                 "--workspace",
                 "--all-targets",
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "workflow lint (.ci/lint-workflows)",
         )?;
     }
-    let mut child = harness::cargo::command()
+    let mut child = crate::cargo::command()
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args.cargo_args)
         .env("NATS_SERVER_BIN", &bin)
@@ -74,9 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     )
     .context("write to stdout")?;
     Ok(if status.success() {
-        crate::exit::OK
+        harness::exit::OK
     } else {
-        crate::exit::TARGETS_MISSED
+        harness::exit::TARGET_MISSED_OR_REGRESSED
     })
 }
 

@@ -1,4 +1,4 @@
-//! The PM command shell (seed §4.4): moderators control the bot by private message.
+//! The PM command shell (the seed's, re-implemented): moderators control the bot by private message.
 //!
 //! Differences from the seed, all deliberate:
 //! * refused attempts (sender below the moderator rank, or not in the userlist) are audited with

@@ -1,5 +1,5 @@
 //! Text the PM shell produces: help, durations, numbers printed the way Python prints them,
-//! the `stats` and `user` database sections (seed §4.5), and splitting long replies.
+//! the `stats` and `user` database sections (as the seed formats them), and splitting long replies.
 
 use chrono::{Local, TimeZone};
 use rosey_protocol::db::{ChannelStats, UserStatsFound};

@@ -1,5 +1,5 @@
-//! End-to-end flows with the real database service in-process (the seed's integration tests,
-//! §8, and more): events reach SQLite, PM commands read it back, audits are stored.
+//! End-to-end flows with the real database service in-process (what the seed's integration
+//! tests covered, and more): events reach SQLite, PM commands read it back, audits are stored.
 //! Rows are awaited through the service's commit notices (or, for events whose ids the test
 //! cannot know, by polling SQLite with a deadline), never by sleeping.
 

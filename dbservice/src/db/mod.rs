@@ -1,4 +1,4 @@
-//! The database: the seed's `BotDatabase` (seed-system.md §2) as synchronous rusqlite.
+//! The database: the seed's `BotDatabase` (the Python bot's SQLite layer) as synchronous rusqlite.
 //!
 //! [`Database`] keeps the seed's lifecycle: [`Database::new`] does no I/O, [`Database::open`]
 //! connects and migrates (opening twice is an error), [`Database::close`] ends every open user
@@ -438,6 +438,18 @@ impl Database {
             .conn()?
             .prepare_cached("SELECT COUNT(*) FROM processed_events")?
             .query_row([], |r| r.get(0))?)
+    }
+
+    /// Number of recorded event ids that start with `prefix`, compared exactly (case-sensitive,
+    /// no wildcards). A publisher's ids share a prefix: the harness counts its own run's events
+    /// this way.
+    pub fn processed_event_count_with_prefix(&self, prefix: &str) -> DbResult<i64> {
+        Ok(self
+            .conn()?
+            .prepare_cached(
+                "SELECT COUNT(*) FROM processed_events WHERE substr(event_id, 1, length(?1)) = ?1",
+            )?
+            .query_row([prefix], |r| r.get(0))?)
     }
 
     /// The seed's `perform_maintenance`, working: [`Database::maintenance_cleanup`], then every

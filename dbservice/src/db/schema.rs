@@ -1,6 +1,6 @@
 //! Schema creation and in-place migrations: the seed's eight tables and four indexes exactly
-//! (seed-system.md §2.1), plus `processed_events`, `dead_letters` and the outbound lease column
-//! `claimed_until`.
+//! (the `TABLES` and `INDEXES` below), plus `processed_events`, `dead_letters` and the outbound
+//! lease column `claimed_until`.
 //!
 //! Idempotent and transactional: everything runs in one `BEGIN IMMEDIATE` transaction, so a
 //! crash half-way leaves the previous schema intact. Unlike the seed, the `channel_stats` column

@@ -1,4 +1,5 @@
-//! Unit tests of the database operations against the seed's semantics (seed-system.md §2).
+//! Unit tests of the database operations against the seed's semantics (those of its
+//! `BotDatabase`, restated in each method's doc).
 
 use super::*;
 use rosey_protocol::db::StatusData;
@@ -476,6 +477,16 @@ fn processed_events_and_savepoints() {
     assert!(!db.is_event_processed("e2").unwrap());
     assert!(db.is_event_processed("e3").unwrap());
     assert_eq!(db.processed_event_count().unwrap(), 2);
+    for id in [
+        "run_1-7", "run_1-8", "run%1-9", "runX1-10", "RUN_1-11", "other-1",
+    ] {
+        db.mark_event_processed(id).unwrap();
+    }
+    // The prefix is compared exactly: `_` and `%` are no wildcards, case matters.
+    assert_eq!(db.processed_event_count_with_prefix("run_1-").unwrap(), 2);
+    assert_eq!(db.processed_event_count_with_prefix("run%").unwrap(), 1);
+    assert_eq!(db.processed_event_count_with_prefix("e").unwrap(), 2);
+    assert_eq!(db.processed_event_count_with_prefix("").unwrap(), 8);
     // A failing transaction leaves nothing behind.
     let r: DbResult<()> = db.transaction(|db| {
         db.mark_event_processed("e4")?;

@@ -1,5 +1,5 @@
 //! Every subject, as a seed client would use it: only subject names and JSON, replies compared
-//! byte for byte with the seed's shapes (seed-system.md §1–3).
+//! byte for byte with the seed's shapes (protocol/README.md).
 
 use crate::support::*;
 use rosey_protocol::subjects;

@@ -205,7 +205,7 @@ fn real_twenty_percent_p99_regression_is_regressed() {
         ChangeVerdict::Unchanged,
         "{throughput:?}"
     );
-    assert_eq!(c.exit_code(), exit::REGRESSION);
+    assert_eq!(c.exit_code(), exit::TARGET_MISSED_OR_REGRESSED);
     let md = render::markdown(&c);
     assert!(
         md.contains("regressions**") && md.contains("**s** p99 +"),
@@ -371,7 +371,7 @@ fn different_fingerprints_are_not_compared() {
         metric(&allowed, "s", "p99").verdict,
         ChangeVerdict::Regressed
     );
-    assert_eq!(allowed.exit_code(), exit::REGRESSION);
+    assert_eq!(allowed.exit_code(), exit::TARGET_MISSED_OR_REGRESSED);
 }
 
 #[test]
@@ -553,7 +553,7 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
     });
     let c = compare_runs(&base, &cand, &CompareOptions::default());
     assert_eq!(c.missed_targets.len(), 1);
-    assert_eq!(c.exit_code(), exit::REGRESSION);
+    assert_eq!(c.exit_code(), exit::TARGET_MISSED_OR_REGRESSED);
 
     let mut broken = base.clone();
     broken

@@ -344,10 +344,7 @@ fn direct_path(spec: &DirectSpec) -> anyhow::Result<DirectOutcome> {
         Ok(())
     };
     let count_rows = |db: &Database| -> anyhow::Result<u64> {
-        let n: i64 = db
-            .conn()?
-            .query_row("SELECT COUNT(*) FROM recent_chat", [], |r| r.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(u64::try_from(db.recent_chat_count()?).unwrap_or(0))
     };
     write(&db, 0, spec.warmup_events, None).context("direct-path warm-up")?;
     let before = count_rows(&db)?;

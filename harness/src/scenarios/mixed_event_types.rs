@@ -3,7 +3,7 @@
 //! database event the bot derives from them is proven committed by commit notices of the event
 //! ids the bot forwards (`<correlation id>:<n>`); counts and latency are reported per type.
 //!
-//! What each event must cause (bot semantics, seed §4.2 with its fixes): a chat line one
+//! What each event must cause (the bot's semantics: the seed's, with its bugs fixed): a chat line one
 //! `message.log`; a join `user.joined` + `stats.high_water`; a leave `user.left`; a viewer count
 //! one `stats.high_water`; an authorised PM command two `action.pm_command` audit records
 //! (pending and final). The bot's periodic status updates are not driven by platform events and

@@ -201,22 +201,31 @@ fn args_of(details: &str) -> Option<&str> {
 
 /// Read the audit rows and check every command's rows against what it must have produced.
 fn verify(db_path: &Path, commands: &[Command]) -> anyhow::Result<Check> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("open {} read-only", db_path.display()))?;
+    // The audit log through the database service's library, on a read-only connection: every
+    // row, newest first, so reversed into the order they were written.
+    let mut db = rosey_dbservice::db::Database::with_options(
+        db_path,
+        rosey_dbservice::db::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    );
+    db.open()
+        .with_context(|| format!("open {} read-only", db_path.display()))?;
+    let actions = db
+        .get_user_actions(i64::MAX)
+        .context("read the audit log")?;
+    db.close()?;
     let mut rows: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT username, details FROM user_actions WHERE action_type = 'pm_command' ORDER BY id")
-        .context("query user_actions")?;
-    let mut query = stmt.query([]).context("query user_actions")?;
-    while let Some(row) = query.next().context("read user_actions")? {
-        let username: String = row.get(0)?;
-        let details: Option<String> = row.get(1)?;
-        let details = details.unwrap_or_default();
+    for action in actions.into_iter().rev() {
+        if action.action_type != "pm_command" {
+            continue;
+        }
+        let details = action.details.unwrap_or_default();
         if let Some(args) = args_of(&details) {
             rows.entry(args.to_owned())
                 .or_default()
-                .push((username, details));
+                .push((action.username, details));
         }
     }
     let mut check = Check::default();
@@ -320,6 +329,13 @@ mod tests {
         for (u, d) in rows {
             db.log_user_action(u, "pm_command", Some(d)).unwrap();
         }
+        // Audit rows of other kinds are not PM commands.
+        db.log_user_action(
+            MODERATOR,
+            "kick",
+            Some("cmd=info, args: d, result: success"),
+        )
+        .unwrap();
         db.close().unwrap();
         let check = verify(&path, &cmds).unwrap();
         assert_eq!(

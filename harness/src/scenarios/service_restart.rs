@@ -300,19 +300,40 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
     Ok(result)
 }
 
-/// `processed_events` rows whose event id starts with `prefix` (durable mode records every
-/// committed event id there, once).
+/// Processed-event ids that start with `prefix` (durable mode records every committed event id,
+/// once), read through the database service's library on a read-only connection.
 fn processed_rows(db_path: &std::path::Path, prefix: &str) -> anyhow::Result<u64> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("open {} read-only", db_path.display()))?;
-    let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM processed_events WHERE event_id LIKE ?1 ESCAPE '\\'",
-            [pattern],
-            |r| r.get(0),
-        )
-        .context("count processed_events")?;
+    let mut db = rosey_dbservice::db::Database::with_options(
+        db_path,
+        rosey_dbservice::db::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    );
+    db.open()
+        .with_context(|| format!("open {} read-only", db_path.display()))?;
+    let n = db
+        .processed_event_count_with_prefix(prefix)
+        .context("count processed events")?;
+    db.close()?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processed_rows;
+
+    #[test]
+    fn processed_rows_counts_this_runs_ids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let mut db = rosey_dbservice::db::Database::new(&path);
+        db.open().unwrap();
+        for id in ["run_a-1", "run_a-2", "run_a-3", "run_b-1", "RUN_A-4"] {
+            db.mark_event_processed(id).unwrap();
+        }
+        db.close().unwrap();
+        assert_eq!(processed_rows(&path, "run_a-").unwrap(), 3);
+        assert_eq!(processed_rows(&path, "run_").unwrap(), 4);
+    }
 }

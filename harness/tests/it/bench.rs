@@ -2,9 +2,9 @@
 //! nats-server and an in-process database service, through `run_bench`, down to the files of
 //! the run directory.
 
+use harness::exit;
 use harness::provision::NatsChoice;
 use harness::results::{RunResults, Verdict, RESULTS_FILE};
-use harness::run::exit;
 use harness::{run_bench, BenchOptions, ServicesUnderTest};
 use std::path::Path;
 
@@ -49,6 +49,8 @@ fn options(url: &str, dir: &Path, scenarios: &[&str]) -> BenchOptions {
         runs_dir: dir.join("runs"),
         seed: 7,
         progress: false,
+        status: |line| eprintln!("{line}"),
+        service_log: "info".into(),
     }
 }
 

@@ -80,14 +80,14 @@ fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
     assert_eq!(summary(&back), summary(&c));
     let p50 = back.metrics.iter().find(|m| m.metric == "p50").unwrap();
     assert_eq!(p50.verdict, ChangeVerdict::Regressed, "{p50:?}");
-    assert_eq!(back.exit_code(), 2);
+    assert_eq!(back.exit_code(), harness::exit::TARGET_MISSED_OR_REGRESSED);
     let text = std::fs::read_to_string(md).unwrap();
     assert!(text.starts_with(compare::COMMENT_MARKER), "{text}");
     assert!(text.contains("| stats | p50 |"), "{text}");
 
     // One run of main, however different, decides nothing: runs vary between themselves.
     let one = compare::compare_runs(&bases[0], &cand, &CompareOptions::default());
-    assert_eq!(one.exit_code(), 0);
+    assert_eq!(one.exit_code(), harness::exit::OK);
     assert_eq!(one.count(ChangeVerdict::Regressed), 0);
     let p50 = one.metrics.iter().find(|m| m.metric == "p50").unwrap();
     assert_eq!(p50.note, compare::ONE_RUN_PER_SIDE);

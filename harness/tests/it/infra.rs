@@ -179,6 +179,8 @@ fn run_selected_scenarios() {
         runs_dir: out.clone(),
         seed: 1,
         progress: false,
+        status: |line| eprintln!("{line}"),
+        service_log: "info".into(),
     };
     let outcome = harness::run::run_bench(opts).unwrap();
     println!("{}", harness::run::summary_table(&outcome.results));

@@ -212,7 +212,7 @@ fn scenario(shape: &Shape, v: &Variant, rng: &mut Rng, run_dir: &Path) -> Value 
     };
     let mut targets = vec![json!({
         "metric": "latency.p99_ms", "op": "<=", "threshold": 5.0, "unit": "ms",
-        "actual": p99_ms, "passed": p99_ms <= 5.0, "source": "seed §5.1 P0 (request/reply < 10 ms; P95 < 10 ms)"
+        "actual": p99_ms, "passed": p99_ms <= 5.0, "source": "seed target P0 (request/reply < 10 ms; P95 < 10 ms)"
     })];
     let mut metrics = json!({});
     let mut verdict = if p99_ms <= 5.0 { "pass" } else { "fail" };
@@ -221,14 +221,14 @@ fn scenario(shape: &Shape, v: &Variant, rng: &mut Rng, run_dir: &Path) -> Value 
         metrics = json!({"drain_ms": drain_ms});
         targets.push(json!({
             "metric": "drain_ms", "op": "<=", "threshold": 1000.0, "unit": "ms",
-            "actual": drain_ms, "passed": false, "source": "seed §5.2 #5 (950 of 1000 stored)"
+            "actual": drain_ms, "passed": false, "source": "seed benchmark: burst drain (950 of 1000 stored)"
         }));
         verdict = "fail";
         notes.push("Drain time is measured from the first publish to the last commit notice.");
     } else {
         targets.push(json!({
             "metric": "throughput_per_s", "op": ">=", "threshold": 100.0, "unit": "events/s",
-            "actual": throughput, "passed": throughput >= 100.0, "source": "seed §5.1 P0"
+            "actual": throughput, "passed": throughput >= 100.0, "source": "seed target P0"
         }));
     }
     if shape.model == "closed_loop" {

@@ -7,10 +7,11 @@
 //! environment and share their build artifacts.
 //!
 //! [`build_services`] is the one place that builds the services under test (for `cargo xtask
-//! bench` and for the baseline side of an A/B run).
+//! bench` and for the baseline side of an A/B run). The harness itself never runs cargo: it is
+//! handed the binaries.
 
-use crate::services::ServiceBinaries;
 use anyhow::Context as _;
+use harness::ServiceBinaries;
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +37,13 @@ pub fn command() -> Command {
         }
     }
     cmd
+}
+
+/// Cargo's target directory for this workspace (`CARGO_TARGET_DIR` or `<root>/target`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// Give a new target directory a copy of `seed`'s `release/` build (dependencies already

@@ -1,4 +1,4 @@
-//! The few git operations the harness needs: resolving a revision, and a temporary worktree of
+//! The few git operations xtask needs: resolving a revision, and a temporary worktree of
 //! another revision (for `--against` builds) that is removed again however the caller leaves.
 
 use anyhow::Context as _;
