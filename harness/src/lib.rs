@@ -4,6 +4,7 @@
 //! Nothing depends on this crate; `xtask` is its thin command-line front.
 
 pub mod ab;
+pub mod bare;
 pub mod compare;
 pub mod config;
 pub mod env;

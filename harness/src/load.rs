@@ -282,6 +282,10 @@ pub struct PhaseSpec {
     pub drain_until: DrainUntil,
     /// Spin this long before each intended time (0: sleep only).
     pub spin: Duration,
+    /// Zero, except in the calibration's own test: spin this long inside every message's timed
+    /// window (after its send instant, before the publish), as a harness that cost this much
+    /// more would. Calibration must catch it.
+    pub harness_fault: Duration,
 }
 
 /// Per-kind figures of a phase.
@@ -1009,6 +1013,9 @@ fn run_sender(
             &mut stats.send_delay,
             actual.saturating_duration_since(intended),
         );
+        if !spec.harness_fault.is_zero() {
+            wait_until(Instant::now() + spec.harness_fault, spec.harness_fault);
+        }
         if proven {
             tracker.mark_sending(i, intended, actual);
             // Due by the schedule: sent, whether or not the client takes it (a refused publish

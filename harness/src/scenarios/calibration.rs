@@ -1,16 +1,24 @@
-//! `calibration`: the harness measures a responder inside itself whose delay is known. Two
-//! responders run side by side with interleaved open-loop requests: one adds the known delay,
-//! one answers at once (the floor of this path). The reported p50 must be within the configured
-//! tolerance of the delay (absolute check: catches anything added to the timed window, such as
-//! the seed's 10 ms sleep), and p50 minus the floor must match the delay too (linearity check:
-//! catches a measurement that scales or clips).
+//! `calibration`: does the harness report a known delay, to the microsecond, on both paths its
+//! scenarios use? Stand-ins inside the harness answer after a known delay: one with a reply (the
+//! request path), one with a commit notice listing the event's id (the path of every event
+//! scenario). For each path, a bare async-nats loop (`bare.rs`) first measures the round trip
+//! through a stand-in with no delay: the floor without the harness. Then the harness's own phase
+//! engine measures each stand-in at each configured delay (0 included), open loop. The error of
+//! a percentile is `harness pX − delay − bare pX`, in µs, for p50 and p99, and must stay within
+//! `tolerance_us`. Anything the harness adds inside a timed window (a sleep, a slow listener,
+//! 300 µs of its own work) shows as error at every delay; a measurement that scales or clips
+//! shows as error growing with the delay. At delay 0 the error is the harness's own overhead over
+//! the bare loop (`harness_overhead_*`).
 
-use super::responder::{Responder, ResponderSpec};
+use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
-use crate::load::{self, message_count, DrainUntil, PhaseSpec, Proof, Script, SendVia, Taps};
+use crate::bare::{self, BarePath};
+use crate::load::{self, message_count, DrainUntil, Ids, PhaseSpec, Proof, Script, SendVia, Taps};
 use crate::results::{LoadInfo, ScenarioResult};
-use crate::scenario::{add_histogram, fill_from_phase, BoxFuture, ScenarioContext, ScenarioDef};
+use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
+use anyhow::Context;
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +26,8 @@ use std::time::Duration;
 
 pub const DEF: ScenarioDef = ScenarioDef {
     name: "calibration",
-    title: "Calibration against a known delay",
-    description: "request→reply latency against an in-harness responder with a known injected delay; reported p50 must match it",
+    title: "Calibration against known delays",
+    description: "reply and commit-notice paths against in-harness stand-ins with known delays, p50 and p99 minus the delay and the bare async-nats floor, in µs",
     needs_services: false,
     run,
 };
@@ -27,266 +35,310 @@ pub const DEF: ScenarioDef = ScenarioDef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
-    /// The responder's injected delay.
-    delay_ms: f64,
-    /// Requests per second to each of the two responders.
+    /// The known delays, in ms (0: the harness's overhead over the bare loop).
+    delays_ms: Vec<f64>,
+    /// Messages per second of every measurement.
     rate_per_s: f64,
+    /// Measured seconds per path and delay.
     duration_s: f64,
-    #[serde(default)]
     warmup_s: f64,
-    /// Spin this long at the end of each wait (responder delay and sender pacing) for precision.
-    #[serde(default)]
+    /// Spin this long at the end of each wait (stand-in delay and sender pacing) for precision.
     spin_us: u64,
-    #[serde(default = "default_drain")]
     drain_timeout_s: f64,
-}
-
-fn default_drain() -> f64 {
-    5.0
+    /// For the calibration's own test only: µs the harness adds inside every timed window.
+    #[serde(default)]
+    harness_fault_us: u64,
 }
 
 fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
     Box::pin(measure(ctx))
 }
 
-/// The calibration figures from the two p50s (nanoseconds) and the injected delay.
-pub fn calibration_metrics(
-    delayed_p50_ns: u64,
-    floor_p50_ns: u64,
-    delay: Duration,
-) -> BTreeMap<String, f64> {
+/// The two paths, as metric keys.
+const PATHS: [&str; 2] = ["reply", "notice"];
+
+/// `harness pX − delay − bare pX` in µs, for p50 and p99.
+pub fn errors_us(harness: &Histogram<u64>, bare: &Histogram<u64>, delay: Duration) -> (f64, f64) {
+    let at = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            f64::NAN
+        } else {
+            h.value_at_quantile(q) as f64
+        }
+    };
     let d = delay.as_nanos() as f64;
-    let measured = delayed_p50_ns as f64;
-    let floor = floor_p50_ns as f64;
-    let error = (measured - d) / d * 100.0;
-    let corrected = (measured - floor - d) / d * 100.0;
-    BTreeMap::from([
-        ("injected_delay_ms".to_owned(), d / 1e6),
-        ("measured_p50_ms".to_owned(), measured / 1e6),
-        ("floor_p50_ms".to_owned(), floor / 1e6),
-        ("p50_error_pct".to_owned(), error),
-        ("p50_error_abs_pct".to_owned(), error.abs()),
-        ("floor_corrected_error_pct".to_owned(), corrected),
-        ("floor_corrected_error_abs_pct".to_owned(), corrected.abs()),
-    ])
+    (
+        (at(harness, 0.5) - d - at(bare, 0.5)) / 1e3,
+        (at(harness, 0.99) - d - at(bare, 0.99)) / 1e3,
+    )
+}
+
+/// Metric key of a delay: `0ms`, `0.5ms`, `10ms`.
+fn delay_key(ms: f64) -> String {
+    format!("{}ms", crate::report::view::trimmed(ms))
+}
+
+/// The calibration metrics from each (path, delay) error pair: per pair, the worst absolute p50
+/// and p99 error, and the overhead at delay 0.
+pub fn calibration_metrics(errors: &[(&str, f64, (f64, f64))]) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let (mut worst50, mut worst99) = (0.0f64, 0.0f64);
+    for (path, ms, (e50, e99)) in errors {
+        let key = delay_key(*ms);
+        m.insert(format!("{path}.{key}.p50_error_us"), *e50);
+        m.insert(format!("{path}.{key}.p99_error_us"), *e99);
+        // A NaN (nothing measured) must not look like a small error.
+        worst50 = worst50.max(if e50.is_finite() { e50.abs() } else { f64::INFINITY });
+        worst99 = worst99.max(if e99.is_finite() { e99.abs() } else { f64::INFINITY });
+        if *ms == 0.0 {
+            m.insert(format!("harness_overhead_p50_us.{path}"), *e50);
+            m.insert(format!("harness_overhead_p99_us.{path}"), *e99);
+        }
+    }
+    m.insert("max_abs_p50_error_us".into(), worst50);
+    m.insert("max_abs_p99_error_us".into(), worst99);
+    m
 }
 
 async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
     anyhow::ensure!(
-        p.delay_ms > 0.0 && p.rate_per_s > 0.0 && p.duration_s > 0.0,
-        "delay_ms, rate_per_s and duration_s must be positive"
+        !p.delays_ms.is_empty() && p.delays_ms.iter().all(|d| d.is_finite() && *d >= 0.0),
+        "delays_ms must list delays ≥ 0"
     );
-    anyhow::ensure!(
-        p.rate_per_s * p.delay_ms / 1e3 < 0.5,
-        "rate_per_s × delay must stay below 0.5 so the one-at-a-time responder never queues"
-    );
-    let delay = Duration::from_secs_f64(p.delay_ms / 1e3);
+    super::validate_open_loop(p.rate_per_s, p.duration_s, p.warmup_s, p.drain_timeout_s)?;
     let spin = Duration::from_micros(p.spin_us);
     let mut result = ctx.result(LoadInfo {
         model: "open_loop".into(),
-        target_rate_per_s: Some(p.rate_per_s * 2.0),
+        target_rate_per_s: Some(p.rate_per_s),
         duration_s: p.duration_s,
         warmup_s: p.warmup_s,
-        concurrency: Some(2),
+        concurrency: Some(1),
         payload_bytes: Some(16),
     });
-    let delayed_subject = format!("bench.calibration.{}.delayed", ctx.seed);
-    let floor_subject = format!("bench.calibration.{}.floor", ctx.seed);
-    let delayed = Responder::start(
-        &ctx.nats_url,
-        ResponderSpec {
-            subject: delayed_subject.clone(),
+    let count = message_count(p.rate_per_s, p.duration_s);
+    let warm = if p.warmup_s > 0.0 {
+        message_count(p.rate_per_s, p.warmup_s)
+    } else {
+        0
+    };
+    let drain = Duration::from_secs_f64(p.drain_timeout_s);
+    let sender = connect_publishers(ctx, 1).await?;
+    let payload = fixed_payload(Bytes::from(filler(16)));
+    let accept: load::ReplyCheck = Arc::new(|_| true);
+    let mut errors = Vec::new();
+    let mut send_delay = crate::histogram::new_histogram();
+    let mut headline: Option<Histogram<u64>> = None;
+    ctx.refresh_sampled_processes().await;
+    let sampling = ctx.sampler.begin_phase();
+    let mut confirmed = 0;
+    for path in PATHS {
+        // The floor of this path without the harness: a bare loop through a stand-in that
+        // answers at once.
+        let floor_subject = format!("bench.calibration.{}.{path}.bare", ctx.seed);
+        let answer = |path: &str| match path {
+            "reply" => Answer::Reply,
+            _ => Answer::CommitNotice {
+                subject: rosey_protocol::subjects::COMMITTED.into(),
+            },
+        };
+        let stand_in = |subject: &str, delay: Duration| ResponderSpec {
+            subject: subject.to_owned(),
+            answer: answer(path),
             delay,
             spin,
             stall: None,
-        },
-    )
-    .await?;
-    let floor = Responder::start(
-        &ctx.nats_url,
-        ResponderSpec {
-            subject: floor_subject.clone(),
-            delay: Duration::ZERO,
-            spin,
-            stall: None,
-        },
-    )
-    .await?;
-    let senders = connect_publishers(ctx, 2).await?;
-    let payload = fixed_payload(Bytes::from(filler(16)));
-    let accept: load::ReplyCheck = Arc::new(|_| true);
-    let drain = Duration::from_secs_f64(p.drain_timeout_s);
-    let phase = |name: &str, subject: &str, sender: usize, count: u64| PhaseSpec {
-        id_prefix: ctx.id_prefix(name),
-        rate_per_s: Some(p.rate_per_s),
-        count,
-        burst_size: 1,
-        senders: vec![senders[sender].clone()],
-        script: Script::uniform(subject, payload.clone()),
-        via: SendVia::Core,
-        proof: Proof::Replies(accept.clone()),
-        taps: Taps::none(),
-        drain_timeout: drain,
-        drain_until: DrainUntil::All,
-        spin,
-    };
-    if p.warmup_s > 0.0 {
-        let n = message_count(p.rate_per_s, p.warmup_s);
-        let (b1, b2) = (
-            ctx.progress_bar("warm-up d", n),
-            ctx.progress_bar("warm-up 0", n),
-        );
-        let (a, b) = tokio::join!(
-            load::run_phase(
-                &ctx.client,
-                phase("warmup-delayed", &delayed_subject, 0, n),
-                &b1
-            ),
-            load::run_phase(
-                &ctx.client,
-                phase("warmup-floor", &floor_subject, 1, n),
-                &b2
-            )
-        );
-        b1.finish_and_clear();
-        b2.finish_and_clear();
-        a?;
-        b?;
+        };
+        let floor = Responder::start(&ctx.nats_url, stand_in(&floor_subject, Duration::ZERO)).await?;
+        let bare_path = match path {
+            "reply" => BarePath::Request {
+                subject: floor_subject.clone(),
+            },
+            _ => BarePath::CommitNotice {
+                subject: floor_subject.clone(),
+            },
+        };
+        let bar = ctx.progress_bar(&format!("bare {path}"), count);
+        let bare_h = bare::measure(&ctx.nats_url, bare_path, p.rate_per_s, count, drain)
+            .await
+            .with_context(|| format!("bare async-nats loop on the {path} path"));
+        bar.finish_and_clear();
+        floor.stop().await?;
+        let bare_h = bare_h?;
+        add_histogram(
+            &mut result,
+            &format!("bare.{path}"),
+            &format!("bare async-nats loop, {path} path, no delay: the floor without the harness"),
+            &bare_h,
+        )?;
+        for (k, ms) in p.delays_ms.iter().copied().enumerate() {
+            let delay = Duration::from_secs_f64(ms / 1e3);
+            let subject = format!("bench.calibration.{}.{path}.{k}", ctx.seed);
+            let responder = Responder::start(&ctx.nats_url, stand_in(&subject, delay)).await?;
+            let phase = |tag: &str, n: u64| PhaseSpec {
+                id_prefix: ctx.id_prefix(tag),
+                rate_per_s: Some(p.rate_per_s),
+                count: n,
+                burst_size: 1,
+                senders: sender.clone(),
+                script: Script::uniform(subject.clone(), payload.clone()),
+                via: SendVia::Core,
+                proof: match path {
+                    "reply" => Proof::Replies(accept.clone()),
+                    _ => Proof::CommitNotices(Ids::Direct),
+                },
+                taps: Taps::none(),
+                drain_timeout: drain,
+                drain_until: DrainUntil::All,
+                spin,
+                harness_fault: Duration::from_micros(p.harness_fault_us),
+            };
+            let key = delay_key(ms);
+            let outcome = async {
+                if warm > 0 {
+                    let bar = ctx.progress_bar(&format!("warm {path} {key}"), warm);
+                    load::run_phase(&ctx.client, phase(&format!("{path}-{k}-warmup"), warm), &bar)
+                        .await?;
+                    bar.finish_and_clear();
+                }
+                let bar = ctx.progress_bar(&format!("{path} {key}"), count);
+                let o = load::run_phase(&ctx.client, phase(&format!("{path}-{k}"), count), &bar).await;
+                bar.finish_and_clear();
+                o
+            }
+            .await;
+            responder.stop().await?;
+            let o = outcome?;
+            let a = &mut result.accounting;
+            a.sent += o.record.sent;
+            a.committed += o.record.confirmed;
+            a.lost += o.record.lost();
+            a.duplicated += o.record.duplicated + o.duplicate_events;
+            confirmed += o.record.confirmed;
+            send_delay
+                .add(&o.send.send_delay)
+                .context("merge send delays")?;
+            errors.push((path, ms, errors_us(&o.record.latency, &bare_h, delay)));
+            add_histogram(
+                &mut result,
+                &format!("{path}.{key}"),
+                &format!("{path} path, stand-in delay {key}, from the intended send time"),
+                &o.record.latency,
+            )?;
+            if path == "reply" && headline.is_none() && ms > 0.0 {
+                headline = Some(o.record.latency.clone());
+            }
+        }
     }
-    let n = message_count(p.rate_per_s, p.duration_s);
-    let (b1, b2) = (ctx.progress_bar("delayed", n), ctx.progress_bar("floor", n));
-    ctx.refresh_sampled_processes().await;
-    let sampling = ctx.sampler.begin_phase();
-    let (d, f) = tokio::join!(
-        load::run_phase(&ctx.client, phase("delayed", &delayed_subject, 0, n), &b1),
-        load::run_phase(&ctx.client, phase("floor", &floor_subject, 1, n), &b2)
-    );
-    b1.finish_and_clear();
-    b2.finish_and_clear();
-    let (d, f) = (d?, f?);
-    let (resources, timeline) = sampling.end(d.record.confirmed + f.record.confirmed);
+    let (resources, timeline) = sampling.end(confirmed);
     result.resources = resources;
     result.resource_timeline = timeline;
-    let delayed_stats = delayed.stop().await?;
-    let floor_stats = floor.stop().await?;
-
-    fill_from_phase(
-        ctx,
-        &mut result,
-        &d,
-        "request → reply with the injected delay, from the intended send time",
-    )?;
+    if let Some(h) = headline {
+        add_histogram(
+            &mut result,
+            "latency",
+            "reply path at the first non-zero known delay, from the intended send time",
+            &h,
+        )?;
+    }
     add_histogram(
         &mut result,
-        "floor",
-        "request → reply with no delay (same path, same time)",
-        &f.record.latency,
+        "send_delay",
+        "actual − intended send time over every calibration phase",
+        &send_delay,
     )?;
-    let a = &mut result.accounting;
-    a.sent += f.record.sent;
-    a.committed += f.record.confirmed;
-    a.lost += f.record.lost();
-    a.duplicated += f.record.duplicated;
-    let p50 = |h: &hdrhistogram::Histogram<u64>| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(0.5)
-        }
-    };
-    result.metrics.extend(calibration_metrics(
-        p50(&d.record.latency),
-        p50(&f.record.latency),
-        delay,
-    ));
-    result.metrics.insert(
-        "responder_handled".into(),
-        (delayed_stats.handled + floor_stats.handled) as f64,
-    );
+    result.metrics.extend(calibration_metrics(&errors));
+    if p.harness_fault_us > 0 {
+        result.notes.push(format!(
+            "harness_fault_us = {}: the harness added this inside every timed window on purpose",
+            p.harness_fault_us
+        ));
+    }
     Ok(result)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Origin, Tracker};
+    use crate::record::Tracker;
     use crate::scenario::{check_targets, verdict};
+    use crate::results::Verdict;
     use std::time::Instant;
 
-    fn table() -> crate::config::ScenarioTable {
+    fn targets() -> Vec<crate::config::TargetSpec> {
         let cfg =
             crate::config::BenchConfig::parse(include_str!("../../bench.toml"), "quick").unwrap();
-        crate::config::ScenarioTable::from_table(&cfg.scenarios["calibration"]).unwrap()
+        crate::config::ScenarioTable::from_table(&cfg.scenarios["calibration"])
+            .unwrap()
+            .targets
     }
 
-    /// The committed targets of this scenario (quick profile).
-    fn targets() -> Vec<crate::config::TargetSpec> {
-        table().targets
-    }
-
-    /// The committed injected delay.
-    fn configured_delay() -> Duration {
-        let p: Params = table().params().unwrap();
-        Duration::from_secs_f64(p.delay_ms / 1e3)
-    }
-
-    /// Simulated run: open-loop requests at 20/s, a reply after `path` (network + client) plus
-    /// the responder's `delay`, and `in_window` added between the reply and the moment the
-    /// harness records it (what a sleep inside the timed window does). Returns the p50.
-    fn simulate(delay: Duration, path: Duration, in_window: Duration, origin: Origin) -> u64 {
+    /// Simulated measurement: 2,000 open-loop messages at 200/s through a path of `path` (with
+    /// deterministic jitter) plus `delay`, and `in_window` added before the harness records the
+    /// proof (what a sleep, or 300 µs of the harness's own work, inside the timed window does).
+    fn harness(delay: Duration, path: Duration, in_window: Duration) -> Histogram<u64> {
         let t0 = Instant::now();
-        let tracker = Tracker::with_origin("s.", 100, t0, origin);
-        for i in 0..100u64 {
-            let intended = t0 + load::intended_offset(i, 20.0);
-            // Small, varying send delay and path jitter.
-            let actual = intended + Duration::from_micros(20 + (i * 7) % 40);
+        let tracker = Tracker::new("s.", 2_000, t0);
+        for i in 0..2_000u64 {
+            let intended = t0 + load::intended_offset(i, 200.0);
+            let actual = intended + Duration::from_micros(5 + (i * 7) % 10);
             tracker.mark_sending(i, intended, actual);
             tracker.mark_sent();
-            let reply = actual + path + Duration::from_micros((i * 13) % 30) + delay;
-            tracker.confirm_index(i, reply + in_window);
+            let answer = actual + path + Duration::from_micros((i * 13) % 30) + delay;
+            tracker.confirm_index(i, answer + in_window);
         }
-        let r = tracker.finish();
-        r.latency.value_at_quantile(0.5)
+        tracker.finish().latency
     }
 
-    fn judge(delayed_p50: u64, floor_p50: u64, delay: Duration) -> crate::results::Verdict {
+    /// The bare loop over the same path: the same jitter, timed from the actual send.
+    fn bare_floor(path: Duration) -> Histogram<u64> {
+        let mut h = crate::histogram::new_histogram();
+        for i in 0..2_000u64 {
+            crate::histogram::record_duration(&mut h, path + Duration::from_micros((i * 13) % 30));
+        }
+        h
+    }
+
+    fn judge(in_window: Duration) -> (Verdict, BTreeMap<String, f64>) {
+        let path = Duration::from_micros(150);
+        let mut errors = Vec::new();
+        for p in PATHS {
+            for ms in [0.0, 0.5, 2.0, 10.0] {
+                let d = Duration::from_secs_f64(ms / 1e3);
+                errors.push((p, ms, errors_us(&harness(d, path, in_window), &bare_floor(path), d)));
+            }
+        }
         let mut result = crate::scenario::tests_support::empty_result();
-        result.metrics = calibration_metrics(delayed_p50, floor_p50, delay);
+        result.metrics = calibration_metrics(&errors);
         result.targets = check_targets(&targets(), &result);
-        verdict(&result)
+        (verdict(&result), result.metrics)
     }
 
     #[test]
-    fn honest_measurement_passes() {
-        let delay = configured_delay();
-        let path = Duration::from_micros(150);
-        let d = simulate(delay, path, Duration::ZERO, Origin::Intended);
-        let f = simulate(Duration::ZERO, path, Duration::ZERO, Origin::Intended);
-        assert_eq!(judge(d, f, delay), crate::results::Verdict::Pass);
+    fn an_honest_harness_passes_within_microseconds() {
+        let (v, m) = judge(Duration::ZERO);
+        assert_eq!(v, Verdict::Pass, "{m:?}");
+        assert!(m["max_abs_p50_error_us"] < 20.0, "{m:?}");
+        assert!(m["harness_overhead_p50_us.reply"].abs() < 20.0);
     }
 
     #[test]
-    fn a_sleep_inside_the_timed_window_fails_calibration() {
-        // The seed's benchmark slept 10 ms between its two timestamps.
-        let delay = configured_delay();
-        let path = Duration::from_micros(150);
-        let sleep = Duration::from_millis(10);
-        let d = simulate(delay, path, sleep, Origin::Intended);
-        let f = simulate(Duration::ZERO, path, sleep, Origin::Intended);
-        assert_eq!(judge(d, f, delay), crate::results::Verdict::Fail);
-        // A sleep of a tenth of the delay is caught by the absolute check too.
-        let small = delay / 10;
-        let d = simulate(delay, path, small, Origin::Intended);
-        let f = simulate(Duration::ZERO, path, small, Origin::Intended);
-        assert_eq!(judge(d, f, delay), crate::results::Verdict::Fail);
+    fn three_hundred_microseconds_inside_the_timed_window_fail() {
+        let (v, m) = judge(Duration::from_micros(300));
+        assert_eq!(v, Verdict::Fail, "{m:?}");
+        assert!((m["notice.2ms.p50_error_us"] - 300.0).abs() < 20.0, "{m:?}");
+        assert!((m["harness_overhead_p50_us.notice"] - 300.0).abs() < 20.0);
+        // The seed's 10 ms sleep, all the more.
+        assert_eq!(judge(Duration::from_millis(10)).0, Verdict::Fail);
     }
 
     #[test]
-    fn metrics_are_signed_and_absolute() {
-        let m = calibration_metrics(9_500_000, 100_000, Duration::from_millis(10));
-        assert!((m["p50_error_pct"] + 5.0).abs() < 1e-9);
-        assert!((m["p50_error_abs_pct"] - 5.0).abs() < 1e-9);
-        assert!((m["floor_corrected_error_pct"] + 6.0).abs() < 1e-9);
+    fn nothing_measured_is_not_a_small_error() {
+        let empty = crate::histogram::new_histogram();
+        let e = errors_us(&empty, &bare_floor(Duration::from_micros(100)), Duration::ZERO);
+        let m = calibration_metrics(&[("reply", 0.5, e)]);
+        assert!(m["max_abs_p50_error_us"].is_infinite());
+        assert_eq!(delay_key(0.5), "0.5ms");
+        assert_eq!(delay_key(10.0), "10ms");
     }
 }

@@ -6,7 +6,7 @@
 //! for the messages it delayed, while the naive measure of the same stall shows one slow sample
 //! and a clean p99.
 
-use super::responder::{Responder, ResponderSpec};
+use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
 use crate::load::{
     self, message_count, DrainUntil, PhaseSpec, Proof, Schedule, Script, SendVia, Taps,
@@ -131,6 +131,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         &ctx.nats_url,
         ResponderSpec {
             subject: open_subject.clone(),
+            answer: Answer::Reply,
             delay: Duration::ZERO,
             spin: Duration::ZERO,
             stall: stall_at,
@@ -141,6 +142,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         &ctx.nats_url,
         ResponderSpec {
             subject: naive_subject.clone(),
+            answer: Answer::Reply,
             delay: Duration::ZERO,
             spin: Duration::ZERO,
             stall: stall_at,
@@ -186,6 +188,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
                 drain_until: DrainUntil::All,
                 spin: Duration::ZERO,
+                harness_fault: Duration::ZERO,
             },
             &b1,
         ),

@@ -340,6 +340,7 @@ impl Plan {
             drain_timeout: self.drain_timeout,
             drain_until: self.drain_until,
             spin: self.spin,
+            harness_fault: Duration::ZERO,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! publish → subscribe (the headline `latency`) and request → reply against a responder inside
 //! the harness that answers at once (`request_reply`).
 
-use super::responder::{Responder, ResponderSpec};
+use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload, warm_then_measure, OpenLoopParams, Plan};
 use crate::load::{self, Proof, Script};
 use crate::results::ScenarioResult;
@@ -54,6 +54,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         &ctx.nats_url,
         ResponderSpec {
             subject: subject.clone(),
+            answer: Answer::Reply,
             delay: Duration::ZERO,
             spin: Duration::ZERO,
             stall: None,

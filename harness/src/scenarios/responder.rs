@@ -1,12 +1,17 @@
-//! A responder inside the harness with known behaviour, for the self checks: it answers every
-//! request on one subject after a known delay (measured from the moment it received the
-//! request), and can stall once for a known time.
+//! A stand-in service inside the harness with known behaviour, for the self checks: it answers
+//! every message on one subject after a known delay (measured from the moment it received the
+//! message), either with a reply (the request path) or with a commit notice listing the
+//! message's event id (the path of the database service's events), and can stall once for a
+//! known time.
 //!
-//! It runs on its own OS thread with its own single-threaded runtime and connection, and handles
-//! requests strictly one at a time, like a single-threaded service: the delay is a precise
-//! blocking wait on that thread (sleep, then spin for the last stretch), because tokio's 1 ms
-//! timer would make the "known" delay unknown by up to a millisecond. The delay happens on the
-//! responding side; the measuring side never waits inside a message's timed window.
+//! It runs on its own OS threads with its own single-threaded runtime and connection: one thread
+//! receives and stamps each message, another answers them in arrival order, each at its
+//! receipt + the delay, with a precise blocking wait (sleep, then spin for the last stretch),
+//! because tokio's 1 ms timer would make the "known" delay unknown by up to a millisecond. The
+//! delay is constant, so due times never decrease and one queue keeps them in order: any rate
+//! gets exactly the delay, with no queueing behind earlier answers (a stall delays everything
+//! behind it, as a stalled service would). The delay happens on the responding side; the
+//! measuring side never waits inside a message's timed window.
 
 use crate::load::{ensure_subscribed, wait_until};
 use anyhow::Context;
@@ -15,10 +20,21 @@ use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// How the stand-in answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A reply (`ok`) to the message's reply subject.
+    Reply,
+    /// A commit notice on `subject` listing the message's `Rosey-Event-Id`, as the database
+    /// service publishes once the event is committed.
+    CommitNotice { subject: String },
+}
+
 /// What the responder does.
 #[derive(Debug, Clone)]
 pub struct ResponderSpec {
     pub subject: String,
+    pub answer: Answer,
     /// Added to every reply, from the receipt of the request.
     pub delay: Duration,
     /// Spin this long at the end of each delay for precision.
@@ -108,29 +124,79 @@ async fn serve(
         }
     };
     let mut stats = ResponderStats::default();
+    // The answering thread: in arrival order, each at its due time.
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, async_nats::Message)>();
+    let handle = tokio::runtime::Handle::current();
+    let answerer = {
+        let (client, answer, spin) = (client.clone(), spec.answer.clone(), spec.spin);
+        std::thread::Builder::new()
+            .name(format!("bench-answer-{}", spec.subject))
+            .spawn(move || -> anyhow::Result<()> {
+                let mut batch = 0u64;
+                while let Ok((due, msg)) = rx.recv() {
+                    wait_until(due, spin);
+                    match &answer {
+                        Answer::Reply => {
+                            if let Some(reply) = msg.reply {
+                                handle
+                                    .block_on(client.publish(reply, Bytes::from_static(b"ok")))
+                                    .context("responder reply")?;
+                            }
+                        }
+                        Answer::CommitNotice { subject } => {
+                            let id = msg
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(rosey_protocol::headers::EVENT_ID))
+                                .map(|v| v.as_str().to_owned());
+                            if let Some(id) = id {
+                                batch += 1;
+                                let notice = serde_json::json!({
+                                    "batch": batch, "ids": [id], "events": 1, "duplicate_ids": [],
+                                });
+                                handle
+                                    .block_on(client.publish(
+                                        subject.clone(),
+                                        Bytes::from(notice.to_string()),
+                                    ))
+                                    .context("responder commit notice")?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .context("spawn the answering thread")?
+    };
+    let mut stall_until: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => break,
             m = sub.next() => match m { Some(m) => m, None => break },
         };
         let received = Instant::now();
+        let mut due = received + spec.delay;
         match spec.stall {
             Some((at, stall)) if stats.handled == at => {
                 stats.stalled_at = Some(received);
-                // Deliberately blocks this responder (and only it) for the known stall.
-                wait_until(received + stall, Duration::ZERO);
+                // Deliberately holds this answer (and every one behind it) for the known stall.
+                stall_until = Some(received + stall);
             }
-            _ if !spec.delay.is_zero() => wait_until(received + spec.delay, spec.spin),
             _ => {}
         }
-        if let Some(reply) = msg.reply {
-            client
-                .publish(reply, Bytes::from_static(b"ok"))
-                .await
-                .context("responder reply")?;
+        if let Some(until) = stall_until {
+            due = due.max(until);
+        }
+        if tx.send((due, msg)).is_err() {
+            break; // The answering thread failed; its error is returned below.
         }
         stats.handled += 1;
     }
+    drop(tx);
+    tokio::task::spawn_blocking(move || answerer.join())
+        .await
+        .context("join the answering thread")?
+        .map_err(|_| anyhow::anyhow!("the answering thread panicked"))??;
     let _ = client.flush().await;
     Ok(stats)
 }

@@ -21,11 +21,13 @@ ready_timeout_s = 5.0
 sample_interval_ms = 100
 
 [scenarios.calibration]
-delay_ms = 10.0
-rate_per_s = 20
-duration_s = 1.5
+delays_ms = [0.0, 2.0]
+rate_per_s = 200
+duration_s = 1.0
+warmup_s = 0.2
 spin_us = 200
-targets = [{ metric = "p50_error_abs_pct", op = "<=", threshold = 50.0 }]
+drain_timeout_s = 5
+targets = [{ metric = "max_abs_p50_error_us", op = "<=", threshold = 100000.0 }]
 
 [scenarios.single_event_latency]
 rate_per_s = 200
@@ -132,9 +134,41 @@ fn two_scenarios_end_to_end_write_an_honest_run_directory() {
     let cal = results.scenario("calibration").unwrap();
     assert_eq!(cal.error, None);
     assert_eq!(cal.accounting.lost, 0);
-    assert!(cal.metrics["measured_p50_ms"] >= 10.0, "{:?}", cal.metrics);
-    assert!(cal.metrics["floor_p50_ms"] < cal.metrics["measured_p50_ms"]);
+    // Every (path, delay) pair was measured, against the bare loop of its path.
+    for key in ["reply.0ms", "reply.2ms", "notice.0ms", "notice.2ms"] {
+        assert!(
+            cal.metrics[&format!("{key}.p50_error_us")].is_finite(),
+            "{key}: {:?}",
+            cal.metrics
+        );
+    }
+    assert!(cal.histograms.iter().any(|h| h.name == "bare.notice"));
     assert_ne!(cal.verdict, Verdict::Error);
+}
+
+#[test]
+fn calibration_catches_300_microseconds_inside_the_harness_path() {
+    let nats = natskit::NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(nats.url(), dir.path(), &["calibration"]);
+    // The same configuration, with 300 µs added inside every timed window of the harness and
+    // the committed tolerance of 100 µs.
+    let text = CONFIG
+        .replace(
+            "targets = [{ metric = \"max_abs_p50_error_us\", op = \"<=\", threshold = 100000.0 }]",
+            "harness_fault_us = 300\ntargets = [{ metric = \"max_abs_p50_error_us\", op = \"<=\", threshold = 100.0 }]",
+        );
+    assert_ne!(text, CONFIG);
+    std::fs::write(&opts.config_path, text).unwrap();
+    let outcome = run_bench(opts).unwrap();
+    let cal = outcome.results.scenario("calibration").unwrap();
+    assert_eq!(cal.error, None);
+    // At delay 0 the error is the harness's overhead over the bare loop: at least the fault.
+    for path in ["reply", "notice"] {
+        let overhead = cal.metrics[&format!("harness_overhead_p50_us.{path}")];
+        assert!(overhead >= 250.0, "{path}: {overhead} µs, {:?}", cal.metrics);
+    }
+    assert_eq!(cal.verdict, Verdict::Fail, "{:?}", cal.targets);
 }
 
 #[test]

@@ -1,0 +1,126 @@
+//! The bare NATS floor: the same round trip as a harness phase, made by the smallest client that
+//! can make it, so the harness can measure its own cost in the same run (harness/METHODOLOGY.md,
+//! "Self-checks").
+//!
+//! One connection on its own OS thread and single-threaded runtime, one message outstanding at
+//! a time: publish, wait for the answer, record the time between the two instants. No tracker,
+//! no ids beyond the one the answer must carry, no per-second intervals, no schedule
+//! bookkeeping: what the harness's phase engine adds on top of this is its overhead. The pacing
+//! between messages (a thread sleep to the next slot of `rate_per_s`) lies outside every timed
+//! interval; a slot that is already past is taken at once.
+
+use crate::histogram;
+use crate::load::{ensure_subscribed, intended_offset, wait_until};
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use rosey_protocol::{db::CommitNotice, headers, subjects};
+use std::time::{Duration, Instant};
+
+/// The round trip a bare loop makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BarePath {
+    /// A request on `subject`, timed to its reply.
+    Request { subject: String },
+    /// An event on `subject` with an event id, timed to the commit notice that lists the id.
+    CommitNotice { subject: String },
+}
+
+/// `count` round trips on `path` at most `rate_per_s` a second; one latency each. Fails if an
+/// answer does not come within `timeout`.
+pub async fn measure(
+    url: &str,
+    path: BarePath,
+    rate_per_s: f64,
+    count: u64,
+    timeout: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "rate_per_s must be positive"
+    );
+    let url = url.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("bench-bare-loop".into())
+        .spawn(move || -> anyhow::Result<Histogram<u64>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("bare loop runtime")?;
+            rt.block_on(run(&url, &path, rate_per_s, count, timeout))
+        })
+        .context("spawn the bare loop")?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("join the bare loop")?
+        .map_err(|_| anyhow::anyhow!("the bare loop panicked"))?
+}
+
+async fn run(
+    url: &str,
+    path: &BarePath,
+    rate_per_s: f64,
+    count: u64,
+    timeout: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let client = crate::load::connect(url, "bench-bare-loop").await?;
+    let mut notices = match path {
+        BarePath::CommitNotice { .. } => {
+            let sub = client
+                .subscribe(subjects::COMMITTED)
+                .await
+                .context("bare loop: subscribe to commit notices")?;
+            ensure_subscribed(&client).await?;
+            Some(sub)
+        }
+        BarePath::Request { .. } => None,
+    };
+    let payload = Bytes::from_static(b"{}");
+    let mut h = histogram::new_histogram();
+    let start = Instant::now();
+    for i in 0..count {
+        // Pacing, outside the timed interval.
+        wait_until(start + intended_offset(i, rate_per_s), Duration::ZERO);
+        let took = match (path, notices.as_mut()) {
+            (BarePath::Request { subject }, _) => {
+                let t0 = Instant::now();
+                tokio::time::timeout(timeout, client.request(subject.clone(), payload.clone()))
+                    .await
+                    .context("bare loop: no reply in time")?
+                    .context("bare loop: request")?;
+                t0.elapsed()
+            }
+            (BarePath::CommitNotice { subject }, Some(sub)) => {
+                let id = format!("bare.{i}");
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(headers::EVENT_ID, id.as_str());
+                let t0 = Instant::now();
+                client
+                    .publish_with_headers(subject.clone(), h, payload.clone())
+                    .await
+                    .context("bare loop: publish")?;
+                let wait = async {
+                    while let Some(m) = sub.next().await {
+                        // The arrival instant, before the notice is parsed.
+                        let at = Instant::now();
+                        let listed = serde_json::from_slice::<CommitNotice>(&m.payload)
+                            .is_ok_and(|n| n.ids.iter().any(|x| *x == id));
+                        if listed {
+                            return Ok(at);
+                        }
+                    }
+                    anyhow::bail!("bare loop: the notice subscription ended")
+                };
+                let at = tokio::time::timeout(timeout, wait)
+                    .await
+                    .context("bare loop: no commit notice in time")??;
+                at.saturating_duration_since(t0)
+            }
+            (BarePath::CommitNotice { .. }, None) => unreachable!("subscribed above"),
+        };
+        histogram::record_duration(&mut h, took);
+    }
+    let _ = client.drain().await;
+    Ok(h)
+}
