@@ -870,3 +870,42 @@ fn rounds_too_short_for_their_own_tail_still_measure_the_variation_between_them(
     assert_eq!(p99.verdict, ChangeVerdict::Inconclusive, "{p99:?}");
     assert!(p99.between_runs, "{p99:?}");
 }
+
+/// Issue 11: every untrusted string in `compare.md` (revisions, run ids, scenario names, notes,
+/// harness errors) is escaped by the one markdown escaping function: no code span, emphasis,
+/// strikethrough, link or heading comes from data, and table rows keep their columns.
+#[test]
+fn untrusted_strings_in_compare_md_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "a_b*c`d|e~~f~~";
+    let mut a = run(&dir.path().join("a"), "a", &[(name, Synth::default())]);
+    a.results.environment.git_revision = "r`_*|".into();
+    a.results
+        .harness_errors
+        .push("oops\n# heading [l](javascript:1)".into());
+    let mut c = compare_runs(&a, &a, &CompareOptions::default());
+    c.notes.push("note\n- item _x_".into());
+    let md = render::markdown(&c);
+    for raw in [
+        "a_b",
+        "b*c",
+        "c`d",
+        "d|e",
+        "~~f~~",
+        "r`",
+        "`_",
+        "\n# heading",
+        "[l](",
+        "\n- item",
+        "_x_",
+    ] {
+        assert!(!md.contains(raw), "{raw:?} unescaped in:\n{md}");
+    }
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        let pipes = line
+            .match_indices('|')
+            .filter(|(i, _)| !line[..*i].ends_with('\\'))
+            .count();
+        assert_eq!(pipes, 8, "broken table row: {line}");
+    }
+}

@@ -376,7 +376,7 @@ fn markdown_fits_a_pull_request_comment() {
         text.contains("left out to keep this summary short"),
         "details should have been dropped"
     );
-    assert_eq!(text.matches("| scenario_").count(), 20);
+    assert_eq!(text.matches("| scenario\\_").count(), 20);
     // With ordinary notes, the details stay.
     for s in &mut current.scenarios {
         s.notes.truncate(1);
