@@ -909,3 +909,37 @@ fn untrusted_strings_in_compare_md_are_escaped() {
         assert_eq!(pipes, 8, "broken table row: {line}");
     }
 }
+
+/// Issue 11: the `interval_log` named by a results.json is read only from inside its run
+/// directory: an absolute path, a `..` component or a symlink out of the directory is refused
+/// (with a note), never followed.
+#[test]
+fn interval_logs_outside_the_run_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let mut notes = Vec::new();
+    assert!(input::load_intervals(&a, &a.results.scenarios[0], &mut notes).is_some());
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(b_dir.join("sub")).unwrap();
+    let outside = dir.path().join("a").join("s.hlog");
+    std::os::unix::fs::symlink(&outside, b_dir.join("link.hlog")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("a"), b_dir.join("sub").join("up")).unwrap();
+    for rel in [
+        outside.to_str().unwrap(),
+        "../a/s.hlog",
+        "sub/../../a/s.hlog",
+        "link.hlog",
+        "sub/up/s.hlog",
+    ] {
+        let mut b = a.clone();
+        b.dir = Some(b_dir.clone());
+        b.results.scenarios[0].interval_log = Some(rel.into());
+        let mut notes = Vec::new();
+        let read = input::load_intervals(&b, &b.results.scenarios[0], &mut notes);
+        assert!(read.is_none(), "{rel} was read");
+        assert!(
+            notes.len() == 1 && notes[0].contains("outside the run directory"),
+            "{rel}: {notes:?}"
+        );
+    }
+}

@@ -611,3 +611,28 @@ fn missing_interval_log_falls_back_to_summaries() {
     assert!(html.contains("<meta name=\"rosey-charts\" content=\"16\">"));
     assert_eq!(html.matches("<svg").count(), 16);
 }
+
+/// Issue 11: an `interval_log` that points out of the run directory is not read: the report
+/// falls back to the summaries as for a lost log, and says why.
+#[test]
+fn interval_log_outside_the_run_dir_is_not_read() {
+    let (other_dir, other) = temp_run(&CURRENT);
+    let outside = other_dir
+        .path()
+        .join(other.scenarios[0].interval_log.as_ref().unwrap());
+    let (dir, mut run) = temp_run(&CURRENT);
+    let up = format!(
+        "../{}/{}",
+        other_dir.path().file_name().unwrap().to_str().unwrap(),
+        other.scenarios[0].interval_log.as_ref().unwrap()
+    );
+    for rel in [outside.to_str().unwrap().to_owned(), up] {
+        run.scenarios[0].interval_log = Some(rel.clone());
+        let html = report::render_html(&run, dir.path(), None, None).unwrap();
+        assert!(
+            html.contains("The interval log could not be read"),
+            "{rel} was read"
+        );
+        assert!(html.contains("outside the run directory"), "{rel}");
+    }
+}
