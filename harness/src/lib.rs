@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod env;
 pub mod export;
+pub mod files;
 pub mod git;
 pub mod histogram;
 pub mod history;
