@@ -107,17 +107,33 @@ impl DbClient {
         payload: &T,
         trace: &Trace,
     ) -> String {
+        self.try_publish(subject, &to_seed_json(payload), trace)
+            .await
+            .0
+    }
+
+    /// Publishes the encoded event `body` like [`DbClient::publish`] (failures logged and
+    /// counted), and also says whether the client took it: the event id, and `Err` with the
+    /// reason when it did not.
+    pub async fn try_publish(
+        &self,
+        subject: &'static str,
+        body: &[u8],
+        trace: &Trace,
+    ) -> (String, Result<(), String>) {
         let (headers, event_id) = trace.event_headers();
-        let body = Bytes::from(to_seed_json(payload));
+        let body = Bytes::copy_from_slice(body);
         let publish = self.client.publish_with_headers(subject, headers, body);
-        match tokio::time::timeout(self.policy.publish_timeout, publish).await {
+        let result = match tokio::time::timeout(self.policy.publish_timeout, publish).await {
             Ok(Ok(())) => {
                 Metrics::inc(&self.metrics.db_events_published);
                 tracing::debug!(subject, event_id, "published database event");
+                Ok(())
             }
             Ok(Err(e)) => {
                 Metrics::inc(&self.metrics.db_publish_failures);
                 tracing::warn!(subject, event_id, error = %e, "database event not published");
+                Err(e.to_string())
             }
             Err(_) => {
                 Metrics::inc(&self.metrics.db_publish_failures);
@@ -126,9 +142,10 @@ impl DbClient {
                     event_id,
                     "database event not published: client buffer full (disconnected?)"
                 );
+                Err("client buffer full (disconnected?)".to_owned())
             }
-        }
-        event_id
+        };
+        (event_id, result)
     }
 
     /// Sends a request with the query timeout.

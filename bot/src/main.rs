@@ -40,10 +40,10 @@ struct Args {
     /// NATS .creds file.
     #[arg(long)]
     nats_creds_file: Option<PathBuf>,
-    /// Require TLS.
+    /// Require TLS (implied by any --nats-tls-*-file).
     #[arg(long)]
     nats_tls_required: bool,
-    /// CA certificate(s) for the server's TLS certificate (PEM).
+    /// CA certificate(s) for the server's TLS certificate (PEM; implies TLS).
     #[arg(long)]
     nats_tls_ca_file: Option<PathBuf>,
     /// Client certificate for mutual TLS (PEM, with --nats-tls-key-file).

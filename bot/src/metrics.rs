@@ -13,6 +13,7 @@ pub(crate) struct Metrics {
     pub requests_short_circuited: AtomicU64,
     pub pm_commands: AtomicU64,
     pub pm_denied: AtomicU64,
+    pub audit_failures: AtomicU64,
     pub actions_sent: AtomicU64,
     pub action_failures: AtomicU64,
     pub outbound_sent: AtomicU64,
@@ -41,6 +42,9 @@ pub struct BotStats {
     pub pm_commands: u64,
     /// PM commands refused (sender not a moderator or unknown).
     pub pm_denied: u64,
+    /// PM command audit records that could not be published (the NATS client refused them or
+    /// did not take them in time), or that were still larger than the bot's record limit.
+    pub audit_failures: u64,
     /// Platform actions published (chat, PM, playlist, channel).
     pub actions_sent: u64,
     /// Platform actions that could not be sent.
@@ -70,6 +74,7 @@ impl Metrics {
             requests_short_circuited: g(&self.requests_short_circuited),
             pm_commands: g(&self.pm_commands),
             pm_denied: g(&self.pm_denied),
+            audit_failures: g(&self.audit_failures),
             actions_sent: g(&self.actions_sent),
             action_failures: g(&self.action_failures),
             outbound_sent: g(&self.outbound_sent),

@@ -102,7 +102,7 @@ pub fn wrap_with_args(
     script.push_str(" \"$@\"\n");
     std::fs::create_dir_all(dir)?;
     let path = dir.join(name);
-    std::fs::write(&path, script).with_context(|| format!("write {}", path.display()))?;
+    crate::files::write_atomic(&path, script)?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     Ok(path)
@@ -201,8 +201,8 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
 
     let (comparison, aa, bb) = interleaved_comparison(a_rounds, b_rounds, &opts.compare);
     compare::write(&dir, &comparison)?;
-    std::fs::write(dir.join("aa.json"), serde_json::to_string_pretty(&aa)?)?;
-    std::fs::write(dir.join("bb.json"), serde_json::to_string_pretty(&bb)?)?;
+    crate::files::write_atomic(&dir.join("aa.json"), serde_json::to_string_pretty(&aa)?)?;
+    crate::files::write_atomic(&dir.join("bb.json"), serde_json::to_string_pretty(&bb)?)?;
     let exit_code = comparison.exit_code();
     Ok(AbOutcome {
         dir,

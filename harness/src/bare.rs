@@ -105,7 +105,7 @@ async fn run(
                         // The arrival instant, before the notice is parsed.
                         let at = Instant::now();
                         let listed = serde_json::from_slice::<CommitNotice>(&m.payload)
-                            .is_ok_and(|n| n.ids.iter().any(|x| *x == id));
+                            .is_ok_and(|n| n.ids.contains(&id));
                         if listed {
                             return Ok(at);
                         }

@@ -851,9 +851,7 @@ pub fn write(dir: &Path, comparison: &Comparison) -> anyhow::Result<(PathBuf, Pa
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let json = dir.join("compare.json");
     let md = dir.join("compare.md");
-    std::fs::write(&json, serde_json::to_string_pretty(comparison)?)
-        .with_context(|| format!("write {}", json.display()))?;
-    std::fs::write(&md, render::markdown(comparison))
-        .with_context(|| format!("write {}", md.display()))?;
+    crate::files::write_atomic(&json, serde_json::to_string_pretty(comparison)?)?;
+    crate::files::write_atomic(&md, render::markdown(comparison))?;
     Ok((json, md))
 }

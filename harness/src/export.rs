@@ -226,7 +226,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let text = serde_json::to_string_pretty(value).context("serialize export")?;
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    crate::files::write_atomic(path, text)
 }
 
 #[cfg(test)]

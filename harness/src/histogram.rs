@@ -176,17 +176,13 @@ where
     I: IntoIterator,
     I::Item: std::borrow::Borrow<Interval>,
 {
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(path)
-            .with_context(|| format!("create interval log {}", path.display()))?,
-    );
-    let mut serializer = V2DeflateSerializer::new();
-    {
+    crate::files::write_atomic_with(path, |file| {
+        let mut serializer = V2DeflateSerializer::new();
         let mut writer = IntervalLogWriterBuilder::new()
             .with_start_time(start_time)
             .with_base_time(start_time)
             .with_max_value_divisor(1_000_000.0)
-            .begin_log_with(&mut file, &mut serializer)
+            .begin_log_with(file, &mut serializer)
             .map_err(|e| anyhow::anyhow!("write interval log header: {e}"))?;
         for iv in intervals {
             let iv = std::borrow::Borrow::<Interval>::borrow(&iv);
@@ -195,10 +191,9 @@ where
                 .write_histogram(&iv.histogram, iv.start, iv.length, tag)
                 .map_err(|e| anyhow::anyhow!("write interval: {e:?}"))?;
         }
-    }
-    use std::io::Write as _;
-    file.flush()?;
-    Ok(())
+        Ok(())
+    })
+    .with_context(|| format!("interval log {}", path.display()))
 }
 
 /// Read an interval log written by [`write_interval_log`] (or any HdrHistogram tool).

@@ -72,15 +72,16 @@ pub fn append(dir: &Path, results: &RunResults, run_dir: &Path) -> anyhow::Resul
         );
         return Ok(target);
     }
-    // Write under a temporary name and link it into place, so a reader never sees half a file and
-    // a concurrent writer of the same run cannot be overwritten.
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temp, &bytes).with_context(|| format!("write {}", temp.display()))?;
-    let linked = std::fs::hard_link(&temp, &target);
-    let _ = std::fs::remove_file(&temp);
-    match linked {
+    // Written whole under a temporary name and moved into place only if the name is free, so a
+    // reader never sees half a file and a concurrent writer of the same run is not overwritten.
+    let created = crate::files::write_atomic_new(&target, &bytes);
+    let exists = |e: &anyhow::Error| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AlreadyExists)
+    };
+    match created {
         Ok(()) => Ok(target),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(e) if exists(&e) => {
             let existing =
                 std::fs::read(&target).with_context(|| format!("read {}", target.display()))?;
             anyhow::ensure!(

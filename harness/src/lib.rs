@@ -10,6 +10,7 @@ pub mod config;
 pub mod env;
 pub mod exit;
 pub mod export;
+pub mod files;
 pub mod histogram;
 pub mod history;
 pub mod load;

@@ -334,7 +334,8 @@ pub struct ScenarioResult {
     pub intervals: Vec<IntervalPoint>,
     #[serde(default)]
     pub resource_timeline: Vec<ResourceSample>,
-    /// Path of the HdrHistogram interval log, relative to the run directory.
+    /// Path of the HdrHistogram interval log, relative to the run directory. Read only through
+    /// [`interval_log_path`], which keeps it inside that directory.
     #[serde(default)]
     pub interval_log: Option<String>,
     #[serde(default)]
@@ -357,5 +358,77 @@ impl RunResults {
 
     pub fn scenario(&self, name: &str) -> Option<&ScenarioResult> {
         self.scenarios.iter().find(|s| s.name == name)
+    }
+}
+
+/// The file an `interval_log` of a results.json names, confined to `run_dir`: a results.json is
+/// data (a downloaded artifact, a history entry), so its path may not be absolute, may not have
+/// `..` (or root) components, and must canonicalize to a file inside the canonical `run_dir`
+/// (no symlink out). Errors say why; a missing file is an error too.
+pub fn interval_log_path(
+    run_dir: &std::path::Path,
+    rel: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::path::{Component, Path};
+    let outside =
+        |why: &str| anyhow::anyhow!("interval log {rel:?} is outside the run directory ({why})");
+    let path = Path::new(rel);
+    if rel.is_empty() {
+        anyhow::bail!("interval log path is empty");
+    }
+    if path.is_absolute() || path.has_root() {
+        return Err(outside("absolute path"));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(outside("a `..` or root component"));
+    }
+    let joined = run_dir.join(path);
+    let dir = std::fs::canonicalize(run_dir)
+        .map_err(|e| anyhow::anyhow!("run directory {}: {e}", run_dir.display()))?;
+    let file = std::fs::canonicalize(&joined)
+        .map_err(|e| anyhow::anyhow!("interval log {}: {e}", joined.display()))?;
+    if !file.starts_with(&dir) {
+        return Err(outside("a symlink leads out of it"));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod interval_log_path_tests {
+    use super::interval_log_path;
+
+    #[test]
+    fn only_files_inside_the_run_dir_are_accepted() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("run");
+        std::fs::create_dir_all(run.join("logs")).unwrap();
+        std::fs::write(run.join("logs").join("s.hlog"), "x").unwrap();
+        std::fs::write(root.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), run.join("link")).unwrap();
+        let ok = interval_log_path(&run, "logs/s.hlog").unwrap();
+        assert!(ok.ends_with("run/logs/s.hlog"), "{}", ok.display());
+        assert!(interval_log_path(&run, "./logs/s.hlog").is_ok());
+        let secret = root.path().join("secret");
+        for bad in [
+            secret.to_str().unwrap(),
+            "../secret",
+            "logs/../../secret",
+            "link",
+            "",
+        ] {
+            let e = format!("{:#}", interval_log_path(&run, bad).unwrap_err());
+            assert!(
+                e.contains("outside the run directory") || bad.is_empty(),
+                "{bad}: {e}"
+            );
+        }
+        let e = format!(
+            "{:#}",
+            interval_log_path(&run, "logs/missing.hlog").unwrap_err()
+        );
+        assert!(e.contains("missing.hlog"), "{e}");
     }
 }

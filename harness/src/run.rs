@@ -169,7 +169,7 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
 pub fn write_results(run_dir: &Path, results: &RunResults) -> anyhow::Result<()> {
     let path = run_dir.join(RESULTS_FILE);
     let text = serde_json::to_string_pretty(results).context("serialize results")?;
-    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    crate::files::write_atomic(&path, text)
 }
 
 async fn run_scenarios(

@@ -27,6 +27,8 @@ use rosey_protocol::connect::{AuthMethod, NatsConnectConfig};
 
 /// Client options carrying the authentication and TLS settings of `cfg`.
 ///
+/// TLS is required when `cfg.tls_required` is set or any TLS file is (see [`tls_required`]).
+///
 /// Fails, before any network traffic, when the settings are inconsistent (see
 /// [`NatsConnectConfig::auth_method`]), when the nkey seed or credentials file cannot be read,
 /// or when a TLS file is missing; each error names the file.
@@ -66,7 +68,9 @@ pub async fn connect_options(cfg: &NatsConnectConfig) -> Result<ConnectOptions> 
                 .with_context(|| format!("reading nats credentials file {}", path.display()))?;
         }
     }
-    if cfg.tls_required {
+    // Any TLS file means TLS: without `require_tls` the client would send CONNECT, credentials
+    // included, in plaintext to a server (or a man in the middle) that offers no TLS.
+    if tls_required(cfg) {
         opts = opts.require_tls(true);
     }
     if let Some(ca) = &cfg.tls_ca_file {
@@ -79,6 +83,15 @@ pub async fn connect_options(cfg: &NatsConnectConfig) -> Result<ConnectOptions> 
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
     Ok(opts)
+}
+
+/// Whether connections made with `cfg` must use TLS: `tls_required`, or any TLS file set (a CA
+/// file, a client certificate or its key).
+pub fn tls_required(cfg: &NatsConnectConfig) -> bool {
+    cfg.tls_required
+        || cfg.tls_ca_file.is_some()
+        || cfg.tls_cert_file.is_some()
+        || cfg.tls_key_file.is_some()
 }
 
 fn ensure_file(path: &Path, what: &str) -> Result<()> {
@@ -121,8 +134,9 @@ pub async fn connect(cfg: &NatsConnectConfig, opts: ConnectOptions) -> Result<Cl
 /// rejected the credentials of `method`), `tls handshake failed`, `timed out`,
 /// `server unreachable`, or `connection failed`.
 ///
-/// The client reports a certificate the server or the client rejected as an I/O error, so the
-/// error's sources are searched for a TLS error before the kind is looked at.
+/// The client reports a certificate the server or the client rejected, and a server that hung up
+/// on the TLS handshake (one that does not speak TLS), as I/O errors, so the error's sources are
+/// searched for a TLS error before the kind is looked at.
 pub fn connect_error_hint(err: &ConnectError, method: AuthMethod) -> String {
     if err.kind() == ConnectErrorKind::Tls || has_tls_source(err) {
         return "tls handshake failed".to_owned();
@@ -151,6 +165,13 @@ fn has_tls_source(err: &ConnectError) -> bool {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // A server that does not speak TLS hangs up on the client's hello: tokio-rustls
+            // reports that as an `UnexpectedEof` I/O error "tls handshake eof", with no source.
+            if io.kind() == std::io::ErrorKind::UnexpectedEof
+                && io.to_string().contains("tls handshake")
+            {
+                return true;
+            }
             if let Some(inner) = io.get_ref() {
                 if inner.is::<async_nats::rustls::Error>() {
                     return true;
@@ -202,6 +223,18 @@ mod tests {
         assert_eq!(
             connect_error_hint(&e, AuthMethod::None),
             "tls handshake failed"
+        );
+        let hung_up = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        let e = ConnectError::with_source(ConnectErrorKind::Io, hung_up);
+        assert_eq!(
+            connect_error_hint(&e, AuthMethod::None),
+            "tls handshake failed"
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = ConnectError::with_source(ConnectErrorKind::Io, refused);
+        assert_eq!(
+            connect_error_hint(&e, AuthMethod::None),
+            "server unreachable"
         );
     }
 

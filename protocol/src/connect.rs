@@ -31,7 +31,7 @@ pub struct NatsConnectConfig {
     pub nkey_seed_file: Option<PathBuf>,
     /// A `.creds` file (JWT plus nkey seed) for decentralised authentication.
     pub creds_file: Option<PathBuf>,
-    /// Refuse to talk to a server that does not offer TLS.
+    /// Refuse to talk to a server that does not offer TLS. Implied by any of the TLS files below.
     pub tls_required: bool,
     /// PEM file with the CA certificate(s) that signed the server's certificate.
     pub tls_ca_file: Option<PathBuf>,

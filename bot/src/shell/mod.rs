@@ -5,8 +5,12 @@
 //!   result `denied` (one record); the seed only logged them;
 //! * a command whose reply reports a failure ("Stats unavailable (...)", "Usage: ...",
 //!   "Unknown command ...") is audited as `error` with that text as the error, not `success`;
-//! * the pending and final audit records and every reply PM carry the PM's correlation id.
+//! * the pending and final audit records and every reply PM carry the PM's correlation id;
+//! * long arguments and errors are truncated in audit records (with a `…[truncated N bytes]`
+//!   marker) so that every record fits the database service's payload limit, and an audit
+//!   record that could not be published is counted (`audit_failures`) and logged.
 
+mod audit;
 mod commands;
 pub(crate) mod text;
 
@@ -14,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rosey_protocol::db::PmCommandAudit;
 use rosey_protocol::platform::PrivateMessage;
-use rosey_protocol::subjects;
+use rosey_protocol::{subjects, to_seed_json};
 
 use crate::bot::Bot;
 use crate::metrics::Metrics;
@@ -84,16 +88,12 @@ pub(crate) async fn handle_pm(bot: &Bot, pm: PrivateMessage, trace: Trace) {
         // No reply, as in the seed (answering non-moderators invites spam), but audited.
         Metrics::inc(&bot.metrics.pm_denied);
         tracing::info!(user = %username, command = %command, reason = %why, "PM command denied");
-        bot.db
-            .publish(subjects::PM_COMMAND, &audit("denied", Some(why)), &trace)
-            .await;
+        publish_audit(bot, audit("denied", Some(why)), &trace).await;
         return;
     }
     Metrics::inc(&bot.metrics.pm_commands);
     tracing::info!(user = %username, command = %command, correlation_id = trace.correlation_id(), "PM command");
-    bot.db
-        .publish(subjects::PM_COMMAND, &audit("pending", None), &trace)
-        .await;
+    publish_audit(bot, audit("pending", None), &trace).await;
 
     let reply = commands::run(bot, &command, &args, &trace).await;
     let mut error = reply.error.clone();
@@ -107,9 +107,35 @@ pub(crate) async fn handle_pm(bot: &Bot, pm: PrivateMessage, trace: Trace) {
         }
     }
     let result = if error.is_some() { "error" } else { "success" };
-    bot.db
-        .publish(subjects::PM_COMMAND, &audit(result, error), &trace)
-        .await;
+    publish_audit(bot, audit(result, error), &trace).await;
+}
+
+/// Publishes an audit record cut to fit the service's payload limit; a record that still does
+/// not fit, or that the client does not take, is counted in `audit_failures` and logged.
+async fn publish_audit(bot: &Bot, record: PmCommandAudit, trace: &Trace) {
+    let record = audit::fit(record);
+    let body = to_seed_json(&record);
+    if body.len() > audit::MAX_RECORD_BYTES {
+        // `fit` makes this impossible; count it rather than trust it.
+        Metrics::inc(&bot.metrics.audit_failures);
+        tracing::error!(
+            bytes = body.len(),
+            limit = audit::MAX_RECORD_BYTES,
+            "PM command audit record larger than the limit; the database service may refuse it"
+        );
+    }
+    let (event_id, published) = bot.db.try_publish(subjects::PM_COMMAND, &body, trace).await;
+    if let Err(e) = published {
+        Metrics::inc(&bot.metrics.audit_failures);
+        tracing::error!(
+            event_id,
+            user = record.username.as_deref().unwrap_or_default(),
+            command = record.command.as_deref().unwrap_or_default(),
+            result = record.result.as_deref().unwrap_or_default(),
+            error = %e,
+            "PM command audit record not published"
+        );
+    }
 }
 
 fn unix_now() -> f64 {

@@ -362,6 +362,43 @@ async fn audits_record_allowed_failed_and_denied_commands() {
     );
 }
 
+/// Issue 11: an argument that makes the audit record larger than the service's 64 KiB payload
+/// limit still leaves audit rows (the argument truncated, with a marker saying by how much), for
+/// a command that ran and for one that was denied, and the bot counts no audit failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_argument_is_still_audited() {
+    let mut s = Stored::start().await;
+    let bot = s.w.bot().await;
+    let mut want = join(&s, MOD, 2.0).await;
+    want.extend(join(&s, "pleb", 1.0).await);
+    s.committed(&want).await;
+    let mut chat =
+        s.w.sub(platform::out_subject(CHANNEL, platform::action::CHAT))
+            .await;
+
+    // 70 KiB of ASCII: the moderator's `say` goes out whole.
+    let long = "x".repeat(70 * 1024);
+    let said = s.w.command(MOD, &format!("say {long}")).await;
+    assert_eq!(said.result, "success");
+    let (v, _) = next_json(&mut chat, "the long say").await;
+    assert_eq!(v["content"].as_str().map(str::len), Some(long.len()));
+    // 24 KiB of UTF-8 that JSON-escapes (`\u00e9`) to 72 KiB, from a user who is refused.
+    let escaped = "\u{e9}".repeat(12 * 1024);
+    let denied = s.w.command("pleb", &format!("kick {escaped}")).await;
+    assert_eq!(denied.result, "denied");
+
+    let rows = audit_rows(&mut s, &[&said, &denied]).await;
+    assert_eq!(rows.len(), 3, "pending, success, denied");
+    let marker = |row: &str| row.contains("…[truncated ") && row.contains(" bytes]");
+    assert!(rows[0].starts_with("mod|pm_command|cmd=say, args: xxx"));
+    assert!(rows[0].ends_with(", result: pending") && marker(&rows[0]));
+    assert!(rows[1].ends_with(", result: success") && marker(&rows[1]));
+    assert!(rows[2].starts_with("pleb|pm_command|cmd=kick, args: \u{e9}\u{e9}"));
+    assert!(rows[2].ends_with(", result: denied, error: rank 1.0 below moderator rank 2.0"));
+    assert!(marker(&rows[2]));
+    assert_eq!(bot.stats().audit_failures, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stats_query_times_out_and_is_audited_as_an_error() {
     let mut s = Stored::start().await;

@@ -379,3 +379,38 @@ async fn pms_from_the_bot_itself_and_empty_pms_are_ignored() {
     assert_eq!(bot.stats().pm_commands, 1);
     assert_eq!(bot.stats().pm_denied, 0);
 }
+
+/// Issue 11: an audit record that cannot be published is counted (`audit_failures`), not lost
+/// silently. Here the server's max_payload (1 KiB) takes the refused user's PM but not the
+/// denial's audit record, which also carries the command, the result and the reason.
+#[tokio::test]
+async fn an_audit_record_that_cannot_be_published_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(&conf, "max_payload: 1024\n").unwrap();
+    let w = World::start_with(natskit::ServerOptions {
+        config_file: Some(conf),
+        ..Default::default()
+    })
+    .await;
+    let bot = w.bot().await;
+    w.join("pleb", 1.0).await;
+    // A PM event of 960 bytes: under the limit; its audit record is over it.
+    let pm = |content: String| platform::PrivateMessage {
+        user: "pleb".into(),
+        content,
+        correlation_id: None,
+    };
+    let overhead = rosey_protocol::to_seed_json(&pm(String::new())).len();
+    let content = format!("kick {}", "x".repeat(960 - overhead - 5));
+    assert_eq!(
+        rosey_protocol::to_seed_json(&pm(content.clone())).len(),
+        960
+    );
+    w.send(kind::PM, &pm(content), None).await;
+    eventually("the failed audit is counted", || async {
+        (bot.stats().audit_failures == 1).then_some(())
+    })
+    .await;
+    assert_eq!(bot.stats().pm_denied, 1);
+}

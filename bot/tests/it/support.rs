@@ -32,13 +32,18 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
+        World::start_with(natskit::ServerOptions::default()).await
+    }
+
+    /// A world whose nats-server is started with `opts`.
+    pub async fn start_with(opts: natskit::ServerOptions) -> World {
         // Bot logs show up for failing tests (RUST_LOG=rosey_bot=debug for more).
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "rosey_bot=info".to_owned());
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(filter)
             .try_init();
-        let nats = tokio::task::spawn_blocking(NatsServer::start)
+        let nats = tokio::task::spawn_blocking(move || NatsServer::start_with(opts))
             .await
             .unwrap()
             .expect("starting nats-server");

@@ -143,15 +143,16 @@ pub(crate) fn load_intervals(
     notes: &mut Vec<String>,
 ) -> Option<Vec<histogram::PackedInterval>> {
     let rel = s.interval_log.as_deref()?;
-    let path = run
-        .dir
-        .as_ref()
-        .map_or_else(|| PathBuf::from(rel), |d| d.join(rel));
-    let packed = histogram::map_interval_log(&path, |iv| histogram::PackedInterval {
-        histogram: histogram::Packed::pack(&iv.histogram),
-        start: iv.start,
-        length: iv.length,
-        tag: iv.tag,
+    // Without a run directory, the log is looked for relative to the current one, as before,
+    // and confined to it like any other.
+    let dir = run.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let packed = crate::results::interval_log_path(&dir, rel).and_then(|path| {
+        histogram::map_interval_log(&path, |iv| histogram::PackedInterval {
+            histogram: histogram::Packed::pack(&iv.histogram),
+            start: iv.start,
+            length: iv.length,
+            tag: iv.tag,
+        })
     });
     match packed {
         Ok(all) => {

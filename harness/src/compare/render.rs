@@ -72,13 +72,9 @@ fn icon(v: ChangeVerdict) -> &'static str {
     }
 }
 
-/// Markdown-safe table cell for untrusted text.
+/// Markdown-safe text for an untrusted string: the report's one escaping function.
 fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\n', " ")
+    crate::report::markdown::cell(s)
 }
 
 fn short(rev: &str) -> &str {
@@ -140,7 +136,7 @@ pub fn markdown(c: &Comparison) -> String {
     let dirty = |d: bool| if d { " (dirty)" } else { "" };
     let _ = writeln!(
         out,
-        "## Rosey bench: `{}`{} vs `{}`{}\n",
+        "## Rosey bench: {}{} vs {}{}\n",
         cell(short(&c.candidate.git_revision)),
         dirty(c.candidate.git_dirty),
         cell(short(&c.baseline.git_revision)),
@@ -187,7 +183,7 @@ pub fn markdown(c: &Comparison) -> String {
     };
     let _ = writeln!(
         out,
-        "Baseline `{}` ({}) · candidate `{}` ({}) · {mode}.  \nIntervals: {:.0} % family-wise (Bonferroni over {} comparisons, {:.3} % each); \
+        "Baseline {} ({}) · candidate {} ({}) · {mode}.  \nIntervals: {:.0} % family-wise (Bonferroni over {} comparisons, {:.3} % each); \
          each is the wider of the bootstrap within runs and Student's t between runs; \
          a verdict needs the interval to exclude 0 and the change to exceed max({}, A/A noise floor).\n",
         cell(short(&c.baseline.git_revision)),
@@ -281,5 +277,6 @@ mod tests {
     #[test]
     fn cells_escape_table_syntax() {
         assert_eq!(cell("a|b<script>"), "a\\|b&lt;script&gt;");
+        assert_eq!(cell("a`b_c\nd"), "a\\`b\\_c d");
     }
 }

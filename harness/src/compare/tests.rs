@@ -872,3 +872,76 @@ fn rounds_too_short_for_their_own_tail_still_measure_the_variation_between_them(
     assert_eq!(p99.verdict, ChangeVerdict::Inconclusive, "{p99:?}");
     assert!(p99.between_runs, "{p99:?}");
 }
+
+/// Issue 11: every untrusted string in `compare.md` (revisions, run ids, scenario names, notes,
+/// harness errors) is escaped by the one markdown escaping function: no code span, emphasis,
+/// strikethrough, link or heading comes from data, and table rows keep their columns.
+#[test]
+fn untrusted_strings_in_compare_md_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "a_b*c`d|e~~f~~";
+    let mut a = run(&dir.path().join("a"), "a", &[(name, Synth::default())]);
+    a.results.environment.git_revision = "r`_*|".into();
+    a.results
+        .harness_errors
+        .push("oops\n# heading [l](javascript:1)".into());
+    let mut c = compare_runs(&a, &a, &CompareOptions::default());
+    c.notes.push("note\n- item _x_".into());
+    let md = render::markdown(&c);
+    for raw in [
+        "a_b",
+        "b*c",
+        "c`d",
+        "d|e",
+        "~~f~~",
+        "r`",
+        "`_",
+        "\n# heading",
+        "[l](",
+        "\n- item",
+        "_x_",
+    ] {
+        assert!(!md.contains(raw), "{raw:?} unescaped in:\n{md}");
+    }
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        let pipes = line
+            .match_indices('|')
+            .filter(|(i, _)| !line[..*i].ends_with('\\'))
+            .count();
+        assert_eq!(pipes, 8, "broken table row: {line}");
+    }
+}
+
+/// Issue 11: the `interval_log` named by a results.json is read only from inside its run
+/// directory: an absolute path, a `..` component or a symlink out of the directory is refused
+/// (with a note), never followed.
+#[test]
+fn interval_logs_outside_the_run_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
+    let mut notes = Vec::new();
+    assert!(input::load_intervals(&a, &a.results.scenarios[0], &mut notes).is_some());
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(b_dir.join("sub")).unwrap();
+    let outside = dir.path().join("a").join("s.hlog");
+    std::os::unix::fs::symlink(&outside, b_dir.join("link.hlog")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("a"), b_dir.join("sub").join("up")).unwrap();
+    for rel in [
+        outside.to_str().unwrap(),
+        "../a/s.hlog",
+        "sub/../../a/s.hlog",
+        "link.hlog",
+        "sub/up/s.hlog",
+    ] {
+        let mut b = a.clone();
+        b.dir = Some(b_dir.clone());
+        b.results.scenarios[0].interval_log = Some(rel.into());
+        let mut notes = Vec::new();
+        let read = input::load_intervals(&b, &b.results.scenarios[0], &mut notes);
+        assert!(read.is_none(), "{rel} was read");
+        assert!(
+            notes.len() == 1 && notes[0].contains("outside the run directory"),
+            "{rel}: {notes:?}"
+        );
+    }
+}

@@ -241,9 +241,9 @@ fn interval_points(s: &ScenarioResult, run_dir: &Path) -> anyhow::Result<Vec<Int
         return Ok(s.intervals.clone());
     };
     // One interval at a time: a long run's full histograms would not fit in memory together.
-    let intervals = histogram::map_interval_log(&run_dir.join(log), |iv| {
-        (iv.tag.clone(), histogram::interval_point(&iv))
-    })?;
+    let path = crate::results::interval_log_path(run_dir, log)?;
+    let intervals =
+        histogram::map_interval_log(&path, |iv| (iv.tag.clone(), histogram::interval_point(&iv)))?;
     let tags: Vec<Option<&str>> = intervals.iter().map(|(tag, _)| tag.as_deref()).collect();
     let wanted = if tags.contains(&Some("latency")) {
         Some("latency")

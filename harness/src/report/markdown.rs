@@ -2,7 +2,8 @@
 //! a GitHub Actions job summary, details below it.
 //!
 //! Values are escaped for markdown by tera's autoescape with [`escape`], so a branch name or a
-//! commit subject cannot break a table, inject HTML or start a code span.
+//! commit subject cannot break a table, inject HTML or start a code span. [`cell`] is the one
+//! escaping function of the harness's markdown (the gate's `compare.md` uses it too).
 
 use super::view::RunView;
 use anyhow::Context as _;
@@ -15,23 +16,63 @@ pub const MAX_CHARS: usize = 60_000;
 const TEMPLATE: &str = include_str!("templates/report.md.tera");
 const TEMPLATE_NAME: &str = "report.md";
 
-/// Markdown-escape `text` for use inside a table cell or a paragraph.
+/// Characters that are markdown syntax (CommonMark, or GitHub's: strikethrough, math) anywhere
+/// in a line; [`cell`] escapes each with a backslash.
+pub const ACTIVE: [char; 10] = ['\\', '`', '*', '_', '[', ']', '|', '~', '$', '#'];
+
+/// Whether `c` ends a line or is a control character: [`cell`] writes a space instead.
+fn is_line_break(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Markdown-escape `text` for use inside a table cell or a paragraph: tera's escape function for
+/// this template (see [`cell`]).
 pub fn escape(text: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut buf = String::with_capacity(text.len());
-    for c in text.chars() {
+    out.write_all(cell(text).as_bytes())
+}
+
+/// `text` as inert markdown, for a table cell, a list item or the middle of a paragraph, whatever
+/// it holds (the one escaping function of every markdown the harness writes):
+///
+/// * line breaks and other control characters (`\r`, `\n`, U+2028, …) become spaces, so a value
+///   never ends a table row or starts a block;
+/// * the characters of [`ACTIVE`] are backslash-escaped everywhere, `<`, `>` and `&` become
+///   entities (no HTML);
+/// * at the start, what would open a block is neutralized: `+`, `-`, `=` (unless a digit
+///   follows, as in `-3 %`) are backslash-escaped, a leading space becomes `&#32;` (no indented
+///   code), and the `.` or `)` of an ordered-list marker (`1. `) is escaped.
+pub fn cell(text: &str) -> String {
+    let chars: Vec<char> = text
+        .chars()
+        .map(|c| if is_line_break(c) { ' ' } else { c })
+        .collect();
+    let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
+    let list_marker = (1..=9).contains(&digits)
+        && matches!(chars.get(digits), Some('.' | ')'))
+        && chars.get(digits + 1).is_none_or(|c| *c == ' ');
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
         match c {
-            '\\' | '`' | '*' | '|' | '[' | ']' => {
-                buf.push('\\');
-                buf.push(c);
+            c if ACTIVE.contains(&c) => {
+                out.push('\\');
+                out.push(c);
             }
-            '<' => buf.push_str("&lt;"),
-            '>' => buf.push_str("&gt;"),
-            '&' => buf.push_str("&amp;"),
-            '\r' | '\n' => buf.push(' '),
-            _ => buf.push(c),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            ' ' if i == 0 => out.push_str("&#32;"),
+            '+' | '-' | '=' if i == 0 && !chars.get(1).is_some_and(char::is_ascii_digit) => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' | ')' if list_marker && i == digits => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
         }
     }
-    out.write_all(buf.as_bytes())
+    out
 }
 
 #[derive(Serialize)]
@@ -111,7 +152,102 @@ mod tests {
         assert_eq!(esc("`rm -rf`"), "\\`rm -rf\\`");
         assert_eq!(esc("[x](http://e)"), "\\[x\\](http://e)");
         assert_eq!(esc("two\nlines"), "two lines");
-        assert_eq!(esc("single_event_latency"), "single_event_latency");
+        assert_eq!(esc("single_event_latency"), "single\\_event\\_latency");
+        assert_eq!(esc("~~gone~~ $x$ #1"), "\\~\\~gone\\~\\~ \\$x\\$ \\#1");
+        assert_eq!(esc("- item"), "\\- item");
+        assert_eq!(esc("-3.2 %"), "-3.2 %");
+        assert_eq!(esc("1. first"), "1\\. first");
+        assert_eq!(esc("1.5 ms"), "1.5 ms");
+        assert_eq!(esc("    code"), "&#32;   code");
+        assert_eq!(esc("a\u{2028}b\r\nc"), "a b  c");
+    }
+
+    /// Checks that `cell` is inert markdown: returns what is wrong, if anything.
+    fn inert(cell: &str) -> Result<(), String> {
+        let chars: Vec<char> = cell.chars().collect();
+        if let Some(c) = chars.iter().find(|c| is_line_break(**c)) {
+            return Err(format!("line break or control character {c:?}"));
+        }
+        match chars.first() {
+            Some(c @ ('#' | '+' | '-' | '=' | ' '))
+                if !chars.get(1).is_some_and(char::is_ascii_digit) =>
+            {
+                return Err(format!("starts with {c:?}"));
+            }
+            _ => {}
+        }
+        let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
+        if (1..=9).contains(&digits)
+            && matches!(chars.get(digits), Some('.' | ')'))
+            && chars.get(digits + 1).is_none_or(|c| *c == ' ')
+        {
+            return Err("starts like an ordered list item".into());
+        }
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '\\' => match chars.get(i + 1) {
+                    Some(c) if c.is_ascii_punctuation() => i += 1,
+                    other => return Err(format!("backslash before {other:?}")),
+                },
+                '&' => {
+                    let rest: String = chars[i..].iter().take(5).collect();
+                    match ["&amp;", "&lt;", "&gt;", "&#32;"]
+                        .iter()
+                        .find(|e| rest.starts_with(*e))
+                    {
+                        Some(entity) => i += entity.len() - 1,
+                        None => return Err(format!("bare & at {i}")),
+                    }
+                }
+                c if ACTIVE.contains(&c) || c == '<' || c == '>' => {
+                    return Err(format!("unescaped {c:?} at {i}"));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// The inverse of [`escape`], up to the line breaks it turns into spaces.
+    fn unescape(cell: &str) -> String {
+        let cell = cell
+            .replace("&#32;", " ")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
+        let mut out = String::new();
+        let mut chars = cell.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out.replace("&amp;", "&")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// For any string, the escaped cell has no line break, no unescaped `|` or other
+        /// markdown-active character, and unescapes back to the string (line breaks as spaces).
+        #[test]
+        fn any_string_escapes_to_an_inert_cell(
+            s in proptest::prop_oneof![
+                proptest::string::string_regex("(?s).{0,40}").unwrap(),
+                proptest::string::string_regex(
+                    "[-+=#0-9. |`*_\\[\\]~$<>&!()\\\\\r\n\t\u{2028}\u{85}a-c]{0,24}"
+                ).unwrap(),
+            ]
+        ) {
+            let e = esc(&s);
+            if let Err(why) = inert(&e) {
+                proptest::prop_assert!(false, "{s:?} -> {e:?}: {why}");
+            }
+            let plain: String = s.chars().map(|c| if is_line_break(c) { ' ' } else { c }).collect();
+            proptest::prop_assert_eq!(unescape(&e), plain);
+        }
     }
 
     #[test]

@@ -240,5 +240,5 @@ fn write_index(history: &History, history_dir: &Path) -> anyhow::Result<PathBuf>
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    crate::files::write_atomic(path, text)
 }

@@ -88,8 +88,16 @@ pub fn calibration_metrics(errors: &[(&str, f64, (f64, f64))]) -> BTreeMap<Strin
         m.insert(format!("{path}.{key}.p50_error_us"), *e50);
         m.insert(format!("{path}.{key}.p99_error_us"), *e99);
         // A NaN (nothing measured) must not look like a small error.
-        worst50 = worst50.max(if e50.is_finite() { e50.abs() } else { f64::INFINITY });
-        worst99 = worst99.max(if e99.is_finite() { e99.abs() } else { f64::INFINITY });
+        worst50 = worst50.max(if e50.is_finite() {
+            e50.abs()
+        } else {
+            f64::INFINITY
+        });
+        worst99 = worst99.max(if e99.is_finite() {
+            e99.abs()
+        } else {
+            f64::INFINITY
+        });
         if *ms == 0.0 {
             m.insert(format!("harness_overhead_p50_us.{path}"), *e50);
             m.insert(format!("harness_overhead_p99_us.{path}"), *e99);
@@ -149,7 +157,8 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             spin,
             stall: None,
         };
-        let floor = Responder::start(&ctx.nats_url, stand_in(&floor_subject, Duration::ZERO)).await?;
+        let floor =
+            Responder::start(&ctx.nats_url, stand_in(&floor_subject, Duration::ZERO)).await?;
         let bare_path = match path {
             "reply" => BarePath::Request {
                 subject: floor_subject.clone(),
@@ -197,12 +206,17 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             let outcome = async {
                 if warm > 0 {
                     let bar = ctx.progress_bar(&format!("warm {path} {key}"), warm);
-                    load::run_phase(&ctx.client, phase(&format!("{path}-{k}-warmup"), warm), &bar)
-                        .await?;
+                    load::run_phase(
+                        &ctx.client,
+                        phase(&format!("{path}-{k}-warmup"), warm),
+                        &bar,
+                    )
+                    .await?;
                     bar.finish_and_clear();
                 }
                 let bar = ctx.progress_bar(&format!("{path} {key}"), count);
-                let o = load::run_phase(&ctx.client, phase(&format!("{path}-{k}"), count), &bar).await;
+                let o =
+                    load::run_phase(&ctx.client, phase(&format!("{path}-{k}"), count), &bar).await;
                 bar.finish_and_clear();
                 o
             }
@@ -261,8 +275,8 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
 mod tests {
     use super::*;
     use crate::record::Tracker;
-    use crate::scenario::{check_targets, verdict};
     use crate::results::Verdict;
+    use crate::scenario::{check_targets, verdict};
     use std::time::Instant;
 
     fn targets() -> Vec<crate::config::TargetSpec> {
@@ -305,7 +319,11 @@ mod tests {
         for p in PATHS {
             for ms in [0.0, 0.5, 2.0, 10.0] {
                 let d = Duration::from_secs_f64(ms / 1e3);
-                errors.push((p, ms, errors_us(&harness(d, path, in_window), &bare_floor(path), d)));
+                errors.push((
+                    p,
+                    ms,
+                    errors_us(&harness(d, path, in_window), &bare_floor(path), d),
+                ));
             }
         }
         let mut result = crate::scenario::tests_support::empty_result();
@@ -335,7 +353,11 @@ mod tests {
     #[test]
     fn nothing_measured_is_not_a_small_error() {
         let empty = crate::histogram::new_histogram();
-        let e = errors_us(&empty, &bare_floor(Duration::from_micros(100)), Duration::ZERO);
+        let e = errors_us(
+            &empty,
+            &bare_floor(Duration::from_micros(100)),
+            Duration::ZERO,
+        );
         let m = calibration_metrics(&[("reply", 0.5, e)]);
         assert!(m["max_abs_p50_error_us"].is_infinite());
         assert_eq!(delay_key(0.5), "0.5ms");

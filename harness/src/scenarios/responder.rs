@@ -127,9 +127,10 @@ async fn serve(
     // The answering thread: in arrival order, each at its due time.
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, async_nats::Message)>();
     let handle = tokio::runtime::Handle::current();
-    let answerer = {
-        let (client, answer, spin) = (client.clone(), spec.answer.clone(), spec.spin);
-        std::thread::Builder::new()
+    let answerer =
+        {
+            let (client, answer, spin) = (client.clone(), spec.answer.clone(), spec.spin);
+            std::thread::Builder::new()
             .name(format!("bench-answer-{}", spec.subject))
             .spawn(move || -> anyhow::Result<()> {
                 let mut batch = 0u64;
@@ -167,7 +168,7 @@ async fn serve(
                 Ok(())
             })
             .context("spawn the answering thread")?
-    };
+        };
     let mut stall_until: Option<Instant> = None;
     loop {
         let msg = tokio::select! {

@@ -166,7 +166,11 @@ fn calibration_catches_300_microseconds_inside_the_harness_path() {
     // At delay 0 the error is the harness's overhead over the bare loop: at least the fault.
     for path in ["reply", "notice"] {
         let overhead = cal.metrics[&format!("harness_overhead_p50_us.{path}")];
-        assert!(overhead >= 250.0, "{path}: {overhead} µs, {:?}", cal.metrics);
+        assert!(
+            overhead >= 250.0,
+            "{path}: {overhead} µs, {:?}",
+            cal.metrics
+        );
     }
     assert_eq!(cal.verdict, Verdict::Fail, "{:?}", cal.targets);
 }

@@ -376,7 +376,7 @@ fn markdown_fits_a_pull_request_comment() {
         text.contains("left out to keep this summary short"),
         "details should have been dropped"
     );
-    assert_eq!(text.matches("| scenario_").count(), 20);
+    assert_eq!(text.matches("| scenario\\_").count(), 20);
     // With ordinary notes, the details stay.
     for s in &mut current.scenarios {
         s.notes.truncate(1);
@@ -610,4 +610,102 @@ fn missing_interval_log_falls_back_to_summaries() {
     assert!(!html.contains("class=\"chart-error\""));
     assert!(html.contains("<meta name=\"rosey-charts\" content=\"16\">"));
     assert_eq!(html.matches("<svg").count(), 16);
+}
+
+/// Issue 11: an `interval_log` that points out of the run directory is not read: the report
+/// falls back to the summaries as for a lost log, and says why.
+#[test]
+fn interval_log_outside_the_run_dir_is_not_read() {
+    let (other_dir, other) = temp_run(&CURRENT);
+    let outside = other_dir
+        .path()
+        .join(other.scenarios[0].interval_log.as_ref().unwrap());
+    let (dir, mut run) = temp_run(&CURRENT);
+    let up = format!(
+        "../{}/{}",
+        other_dir.path().file_name().unwrap().to_str().unwrap(),
+        other.scenarios[0].interval_log.as_ref().unwrap()
+    );
+    for rel in [outside.to_str().unwrap().to_owned(), up] {
+        run.scenarios[0].interval_log = Some(rel.clone());
+        let html = report::render_html(&run, dir.path(), None, None).unwrap();
+        assert!(
+            html.contains("The interval log could not be read"),
+            "{rel} was read"
+        );
+        assert!(html.contains("outside the run directory"), "{rel}");
+    }
+}
+
+/// Issue 11: every output file (results.json, report.md, report.html, the history's index.html,
+/// compare.json, compare.md, exports) is replaced whole, written to a temporary file in the
+/// same directory and renamed over the old one, never rewritten in place: a reader that has the
+/// old file open reads all of the old file, and no temporary file is left behind.
+#[test]
+fn outputs_are_replaced_whole_never_rewritten_in_place() {
+    use harness::compare::{self, CompareOptions, RunInput};
+    use harness::export::{self, Format};
+    use std::io::Read as _;
+
+    let root = tempfile::tempdir().unwrap();
+    let run_dir = root.path().join("run");
+    let history_dir = root.path().join("history");
+    let out_dir = root.path().join("out");
+    let mut run = write_run(&run_dir, &CURRENT);
+    std::fs::create_dir_all(&history_dir).unwrap();
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let open_old = |path: &Path, old: Option<&str>| {
+        if let Some(old) = old {
+            std::fs::write(path, old).unwrap();
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        (std::fs::File::open(path).unwrap(), text, path.to_owned())
+    };
+    let still_old = |opened: Vec<(std::fs::File, String, std::path::PathBuf)>| {
+        for (mut file, old, path) in opened {
+            let mut now = String::new();
+            file.read_to_string(&mut now).unwrap();
+            assert!(now == old, "{} was rewritten in place", path.display());
+            let new = std::fs::read_to_string(&path).unwrap();
+            assert!(new != old, "{} was not written", path.display());
+        }
+    };
+
+    // results.json
+    let opened = vec![open_old(&run_dir.join(RESULTS_FILE), None)];
+    run.profile = "quick".into();
+    harness::run::write_results(&run_dir, &run).unwrap();
+    still_old(opened);
+
+    // report.md, report.html, index.html
+    let opened = vec![
+        open_old(&run_dir.join(report::MARKDOWN_FILE), Some("old report\n")),
+        open_old(&run_dir.join(report::HTML_FILE), Some("old page\n")),
+        open_old(&history_dir.join(report::INDEX_FILE), Some("old index\n")),
+    ];
+    report::render_run(&run_dir, &history_dir, None).unwrap();
+    still_old(opened);
+
+    // compare.json, compare.md, an export
+    let input = RunInput::load(&run_dir).unwrap();
+    let comparison = compare::compare_runs(&input, &input, &CompareOptions::default());
+    let bmf = out_dir.join("bmf.json");
+    let opened = vec![
+        open_old(&out_dir.join("compare.json"), Some("{}\n")),
+        open_old(&out_dir.join("compare.md"), Some("old\n")),
+        open_old(&bmf, Some("{}\n")),
+    ];
+    compare::write(&out_dir, &comparison).unwrap();
+    export::write(&input, Format::Bmf, &bmf).unwrap();
+    still_old(opened);
+
+    for dir in [&run_dir, &history_dir, &out_dir] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                !name.starts_with('.') && !name.ends_with(".tmp"),
+                "temporary file left behind: {name}"
+            );
+        }
+    }
 }

@@ -322,3 +322,107 @@ async fn tls_required_refuses_a_plain_server() {
     let e = err_text(connect(&cfg).await);
     assert!(e.contains("tls handshake failed"), "{e}");
 }
+
+/// A fake NATS server on a plain TCP socket that offers no TLS: it sends an `INFO` line without
+/// `tls_required`/`tls_available`, records every byte the client sends until the client goes
+/// quiet or hangs up, then closes. Returns its URL and the recording.
+async fn plain_recording_server() -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let recording = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        // The client may try more than once (a failed TLS handshake is retried per server).
+        while let Ok(Ok((mut sock, _))) =
+            tokio::time::timeout(Duration::from_secs(2), listener.accept()).await
+        {
+            let info = format!(
+                "INFO {{\"server_id\":\"FAKE\",\"server_name\":\"fake\",\"version\":\"2.15.1\",\
+                 \"proto\":1,\"go\":\"go1.25\",\"host\":\"127.0.0.1\",\"port\":{port},\
+                 \"headers\":true,\"auth_required\":true,\"max_payload\":1048576}}\r\n"
+            );
+            if sock.write_all(info.as_bytes()).await.is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(500), sock.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        seen
+    });
+    (format!("nats://127.0.0.1:{port}"), recording)
+}
+
+/// Issue 11: a TLS file configured means TLS is required, so credentials never cross the wire
+/// in plaintext to a server (or a man in the middle) that does not offer TLS.
+#[tokio::test]
+async fn a_tls_file_means_credentials_never_go_out_in_plaintext() {
+    let pki = TestPki::generate("rosey-client").unwrap();
+    let secret = "pl41ntext-s3cret";
+    let with_ca = |cfg: NatsConnectConfig| NatsConnectConfig {
+        tls_ca_file: Some(pki.ca.clone()),
+        ..cfg
+    };
+    let with_client_cert = |cfg: NatsConnectConfig| NatsConnectConfig {
+        tls_cert_file: Some(pki.client_cert.clone()),
+        tls_key_file: Some(pki.client_key.clone()),
+        ..cfg
+    };
+    let token = |url: &str| NatsConnectConfig {
+        token: Some(secret.into()),
+        ..NatsConnectConfig::new(url)
+    };
+    let password = |url: &str| NatsConnectConfig {
+        user: Some("alice".into()),
+        password: Some(secret.into()),
+        ..NatsConnectConfig::new(url)
+    };
+    type Case<'a> = (&'a str, Box<dyn Fn(&str) -> NatsConnectConfig + 'a>);
+    let cases: Vec<Case> = vec![
+        ("ca file + token", Box::new(|u| with_ca(token(u)))),
+        ("ca file + password", Box::new(|u| with_ca(password(u)))),
+        (
+            "client cert + token",
+            Box::new(|u| with_client_cert(token(u))),
+        ),
+        (
+            "client cert + password",
+            Box::new(|u| with_client_cert(password(u))),
+        ),
+    ];
+    for (name, cfg) in cases {
+        let (url, recording) = plain_recording_server().await;
+        let cfg = cfg(&url);
+        assert!(!cfg.tls_required, "{name}: only a TLS file says TLS");
+        let opts = client::connect_options(&cfg)
+            .await
+            .unwrap()
+            .connection_timeout(Duration::from_secs(3));
+        let result = tokio::time::timeout(Duration::from_secs(10), client::connect(&cfg, opts))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: connect neither succeeded nor failed"));
+        let sent = recording.await.unwrap();
+        let sent_text = String::from_utf8_lossy(&sent);
+        assert!(
+            !sent.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{name}: the secret went out in plaintext: {sent_text:?}"
+        );
+        assert!(
+            !sent_text.contains("CONNECT"),
+            "{name}: a plaintext CONNECT went out: {sent_text:?}"
+        );
+        let e = err_text(result);
+        assert!(
+            e.contains(&format!(
+                "connecting to nats at {url}: tls handshake failed"
+            )),
+            "{name}: {e}"
+        );
+    }
+}
