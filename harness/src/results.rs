@@ -326,6 +326,11 @@ pub struct ScenarioResult {
     pub metrics: BTreeMap<String, f64>,
     #[serde(default)]
     pub targets: Vec<TargetCheck>,
+    /// The round trip the headline latency proves: `reply` (request → reply), `notice` (event →
+    /// commit notice) or `via_bot` (platform event → bot → … → proof); the floor of the first
+    /// two is measured in the same run by the calibration's bare async-nats loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_path: Option<String>,
     /// The harness's own schedule, judged (absent for bursts and scenarios without senders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_lag: Option<HarnessLag>,

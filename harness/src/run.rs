@@ -302,6 +302,7 @@ async fn run_scenarios(
         }
         results.push(result);
     }
+    crate::scenario::add_floor_split(&mut results);
 
     if let Some(services) = services {
         match Arc::try_unwrap(services) {
@@ -351,6 +352,7 @@ fn skipped_result(
         resources: Vec::new(),
         metrics: Default::default(),
         targets: Vec::new(),
+        proof_path: None,
         harness_lag: None,
         verdict: Verdict::Skipped,
         intervals: Vec::new(),

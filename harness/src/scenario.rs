@@ -162,6 +162,7 @@ impl ScenarioContext {
             resources: Vec::new(),
             metrics: BTreeMap::new(),
             targets: Vec::new(),
+            proof_path: None,
             harness_lag: None,
             verdict: Verdict::Pass,
             intervals: Vec::new(),
@@ -336,6 +337,51 @@ pub fn fill_from_phase(
         );
     }
     Ok(())
+}
+
+/// Split every scenario's headline latency into floor + service cost: for a scenario whose proof
+/// path is `reply` or `notice`, the bare async-nats loop of that path (the calibration's
+/// `bare.<path>` histogram, measured in the same run) is the floor, and `latency − floor` at p50
+/// and p99 is what the service (and everything behind it) costs. Nothing is added when the run
+/// has no calibration result to take the floor from.
+pub fn add_floor_split(results: &mut [ScenarioResult]) {
+    let floors: Vec<(String, crate::results::LatencySummary)> = results
+        .iter()
+        .filter(|r| r.name == "calibration" && r.error.is_none())
+        .flat_map(|r| r.histograms.iter())
+        .filter_map(|h| {
+            let path = h.name.strip_prefix("bare.")?;
+            (h.summary.count > 0).then(|| (path.to_owned(), h.summary))
+        })
+        .collect();
+    for r in results.iter_mut() {
+        let (Some(path), Some(latency)) = (r.proof_path.clone(), r.latency) else {
+            continue;
+        };
+        let Some((_, floor)) = floors.iter().find(|(p, _)| *p == path) else {
+            continue;
+        };
+        if latency.count == 0 {
+            continue;
+        }
+        let ms = |ns: f64| ns / 1e6;
+        let (f50, f99) = (floor.p50_ns as f64, floor.p99_ns as f64);
+        let (l50, l99) = (latency.p50_ns as f64, latency.p99_ns as f64);
+        r.metrics.insert("floor.p50_ms".into(), ms(f50));
+        r.metrics.insert("floor.p99_ms".into(), ms(f99));
+        r.metrics
+            .insert("service_cost.p50_ms".into(), ms(l50 - f50));
+        r.metrics
+            .insert("service_cost.p99_ms".into(), ms(l99 - f99));
+        r.notes.push(format!(
+            "floor + service cost: p50 {:.3} + {:.3} ms, p99 {:.3} + {:.3} ms; the floor is the bare \
+             async-nats loop on the {path} path, measured by calibration in this run",
+            ms(f50),
+            ms(l50 - f50),
+            ms(f99),
+            ms(l99 - f99)
+        ));
+    }
 }
 
 /// The value of a target metric in a result:
@@ -619,6 +665,7 @@ pub mod tests_support {
             resources: vec![],
             metrics: BTreeMap::new(),
             targets: vec![],
+            proof_path: None,
             harness_lag: None,
             verdict: Verdict::Skipped,
             intervals: vec![],
@@ -671,6 +718,7 @@ mod tests {
             resources: vec![],
             metrics: BTreeMap::from([("error_pct".to_owned(), -3.0)]),
             targets: vec![],
+            proof_path: None,
             harness_lag: None,
             verdict: Verdict::Skipped,
             intervals: vec![],
@@ -703,6 +751,49 @@ mod tests {
             },
             encoded: String::new(),
         });
+    }
+
+    #[test]
+    fn service_results_are_split_into_floor_and_service_cost() {
+        let mut calibration = result();
+        calibration.name = "calibration".into();
+        calibration.histograms.push(NamedHistogram {
+            name: "bare.notice".into(),
+            description: String::new(),
+            summary: LatencySummary {
+                count: 1_000,
+                p50_ns: 250_000,
+                p99_ns: 600_000,
+                ..Default::default()
+            },
+            encoded: String::new(),
+        });
+        let mut single = result();
+        single.name = "single".into();
+        single.proof_path = Some("notice".into());
+        single.latency = Some(LatencySummary {
+            count: 1_000,
+            p50_ns: 1_250_000,
+            p99_ns: 2_600_000,
+            ..Default::default()
+        });
+        let mut via_bot = single.clone();
+        via_bot.proof_path = Some("via_bot".into());
+        let mut results = vec![calibration, single, via_bot];
+        add_floor_split(&mut results);
+        let m = &results[1].metrics;
+        assert!((m["floor.p50_ms"] - 0.25).abs() < 1e-9);
+        assert!((m["service_cost.p50_ms"] - 1.0).abs() < 1e-9);
+        assert!((m["service_cost.p99_ms"] - 2.0).abs() < 1e-9);
+        assert!(
+            !results[2].metrics.contains_key("floor.p50_ms"),
+            "no bare floor for a path through the bot"
+        );
+        // Without a calibration result nothing is claimed.
+        let mut alone = vec![results[1].clone()];
+        alone[0].metrics.clear();
+        add_floor_split(&mut alone);
+        assert!(alone[0].metrics.is_empty());
     }
 
     #[test]

@@ -78,9 +78,19 @@ fn delay_key(ms: f64) -> String {
     format!("{}ms", crate::report::view::trimmed(ms))
 }
 
-/// The calibration metrics from each (path, delay) error pair: per pair, the worst absolute p50
-/// and p99 error, and the overhead at delay 0.
-pub fn calibration_metrics(errors: &[(&str, f64, (f64, f64))]) -> BTreeMap<String, f64> {
+/// The harness's allowance over the bare loop at p50: 5 % of the bare p50, or 20 µs, whichever
+/// is larger.
+pub fn overhead_allowance_us(bare_p50_us: f64) -> f64 {
+    (0.05 * bare_p50_us).max(20.0)
+}
+
+/// The calibration metrics from each (path, delay) error pair and each path's bare p50 (µs):
+/// per pair, the p50 and p99 error; the worst absolute ones; at delay 0 the harness's overhead
+/// over the bare loop, its allowance and how far over the allowance it is (≤ 0: within).
+pub fn calibration_metrics(
+    errors: &[(&str, f64, (f64, f64))],
+    bare_p50_us: &[(&str, f64)],
+) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     let (mut worst50, mut worst99) = (0.0f64, 0.0f64);
     for (path, ms, (e50, e99)) in errors {
@@ -101,6 +111,23 @@ pub fn calibration_metrics(errors: &[(&str, f64, (f64, f64))]) -> BTreeMap<Strin
         if *ms == 0.0 {
             m.insert(format!("harness_overhead_p50_us.{path}"), *e50);
             m.insert(format!("harness_overhead_p99_us.{path}"), *e99);
+            if let Some((_, bare)) = bare_p50_us.iter().find(|(p, _)| p == path) {
+                let allowance = overhead_allowance_us(*bare);
+                m.insert(format!("bare_p50_us.{path}"), *bare);
+                m.insert(
+                    format!("harness_overhead_p50_pct.{path}"),
+                    e50 / bare * 100.0,
+                );
+                m.insert(format!("harness_overhead_allowance_us.{path}"), allowance);
+                m.insert(
+                    format!("harness_overhead_over_allowance_us.{path}"),
+                    if e50.is_finite() {
+                        e50 - allowance
+                    } else {
+                        f64::INFINITY
+                    },
+                );
+            }
         }
     }
     m.insert("max_abs_p50_error_us".into(), worst50);
@@ -135,6 +162,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let payload = fixed_payload(Bytes::from(filler(16)));
     let accept: load::ReplyCheck = Arc::new(|_| true);
     let mut errors = Vec::new();
+    let mut bare_p50 = Vec::new();
     let mut send_delay = crate::histogram::new_histogram();
     let mut headline: Option<Histogram<u64>> = None;
     ctx.refresh_sampled_processes().await;
@@ -174,6 +202,9 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         bar.finish_and_clear();
         floor.stop().await?;
         let bare_h = bare_h?;
+        if !bare_h.is_empty() {
+            bare_p50.push((path, bare_h.value_at_quantile(0.5) as f64 / 1e3));
+        }
         add_histogram(
             &mut result,
             &format!("bare.{path}"),
@@ -261,7 +292,9 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         "actual − intended send time over every calibration phase",
         &send_delay,
     )?;
-    result.metrics.extend(calibration_metrics(&errors));
+    result
+        .metrics
+        .extend(calibration_metrics(&errors, &bare_p50));
     if p.harness_fault_us > 0 {
         result.notes.push(format!(
             "harness_fault_us = {}: the harness added this inside every timed window on purpose",
@@ -315,6 +348,7 @@ mod tests {
 
     fn judge(in_window: Duration) -> (Verdict, BTreeMap<String, f64>) {
         let path = Duration::from_micros(150);
+        let bare = [("reply", 165.0), ("notice", 165.0)];
         let mut errors = Vec::new();
         for p in PATHS {
             for ms in [0.0, 0.5, 2.0, 10.0] {
@@ -327,7 +361,7 @@ mod tests {
             }
         }
         let mut result = crate::scenario::tests_support::empty_result();
-        result.metrics = calibration_metrics(&errors);
+        result.metrics = calibration_metrics(&errors, &bare);
         result.targets = check_targets(&targets(), &result);
         (verdict(&result), result.metrics)
     }
@@ -338,6 +372,12 @@ mod tests {
         assert_eq!(v, Verdict::Pass, "{m:?}");
         assert!(m["max_abs_p50_error_us"] < 20.0, "{m:?}");
         assert!(m["harness_overhead_p50_us.reply"].abs() < 20.0);
+        assert!(
+            m["harness_overhead_over_allowance_us.notice"] <= 0.0,
+            "{m:?}"
+        );
+        assert_eq!(overhead_allowance_us(100.0), 20.0);
+        assert_eq!(overhead_allowance_us(1000.0), 50.0);
     }
 
     #[test]
@@ -358,7 +398,7 @@ mod tests {
             &bare_floor(Duration::from_micros(100)),
             Duration::ZERO,
         );
-        let m = calibration_metrics(&[("reply", 0.5, e)]);
+        let m = calibration_metrics(&[("reply", 0.5, e)], &[]);
         assert!(m["max_abs_p50_error_us"].is_infinite());
         assert_eq!(delay_key(0.5), "0.5ms");
         assert_eq!(delay_key(10.0), "10ms");

@@ -422,6 +422,15 @@ pub async fn warm_then_measure_during<F: std::future::Future>(
         service_counters(result, &before, &after, plan, outcome.record.confirmed);
     }
     fill_from_phase(ctx, result, &outcome, latency_description)?;
+    result.proof_path = Some(
+        match plan.proof {
+            Proof::Replies(_) => "reply",
+            Proof::CommitNotices(Ids::Direct) => "notice",
+            Proof::CommitNotices(Ids::ViaBot) | Proof::Correlated { .. } => "via_bot",
+            Proof::Subscribed => "pubsub",
+        }
+        .into(),
+    );
     Ok((outcome, during))
 }
 
