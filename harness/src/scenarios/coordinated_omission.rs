@@ -35,12 +35,7 @@ struct Params {
     rate_per_s: f64,
     duration_s: f64,
     stall_ms: f64,
-    #[serde(default = "default_drain")]
     drain_timeout_s: f64,
-}
-
-fn default_drain() -> f64 {
-    5.0
 }
 
 fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {

@@ -72,30 +72,15 @@ pub struct OpenLoopParams {
     /// Measured phase.
     pub duration_s: f64,
     /// Warm-up phase before it (same rate; recorded separately and discarded).
-    #[serde(default)]
     pub warmup_s: f64,
     /// Size of the variable part of the payload (the chat message text).
-    #[serde(default = "default_payload")]
     pub payload_bytes: usize,
     /// Longest wait after the last send for outstanding confirmations.
-    #[serde(default = "default_drain")]
     pub drain_timeout_s: f64,
     /// Independent publishers, each with its own connection and schedule.
-    #[serde(default = "default_publishers")]
     pub publishers: u32,
     /// Events committed before the warm-up (request scenarios: gives queries rows to read).
-    #[serde(default)]
     pub prefill_events: u64,
-}
-
-fn default_payload() -> usize {
-    64
-}
-fn default_drain() -> f64 {
-    10.0
-}
-fn default_publishers() -> u32 {
-    1
 }
 
 /// The checks every open-loop scenario's timing parameters need.
@@ -512,6 +497,42 @@ mod tests {
                     .unwrap_or_else(|| panic!("no [scenarios.{}]", d.name));
                 let t = crate::config::ScenarioTable::from_table(table).unwrap();
                 crate::scenario::validate_targets(&t.targets).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn every_default_is_written_in_bench_toml() {
+        // Scenario parameters have no hidden defaults: each table holds every key its scenario
+        // reads, in every profile (a missing key is an error at run time, caught here first).
+        let text = include_str!("../../bench.toml");
+        for profile in crate::config::PROFILES {
+            let cfg = crate::config::BenchConfig::parse(text, profile).unwrap();
+            let table = |name: &str| {
+                crate::config::ScenarioTable::from_table(&cfg.scenarios[name]).unwrap()
+            };
+            for name in [
+                "nats_floor",
+                "single_event_latency",
+                "request_reply_latency",
+                "concurrent_event_latency",
+                "sustained_throughput",
+                "nats_cpu_cost",
+            ] {
+                let p: OpenLoopParams = table(name)
+                    .params()
+                    .unwrap_or_else(|e| panic!("{profile}/{name}: {e:#}"));
+                p.validate().unwrap();
+            }
+            for name in [
+                "mixed_event_types",
+                "pm_audit_end_to_end",
+                "memory_stability",
+            ] {
+                let p: scripted::BotLoadParams = table(name)
+                    .params()
+                    .unwrap_or_else(|e| panic!("{profile}/{name}: {e:#}"));
+                p.validate().unwrap();
             }
         }
     }

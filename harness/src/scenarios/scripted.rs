@@ -19,20 +19,10 @@ use std::time::Duration;
 pub struct BotLoadParams {
     pub rate_per_s: f64,
     pub duration_s: f64,
-    #[serde(default)]
     pub warmup_s: f64,
     /// Size of chat-message texts.
-    #[serde(default = "default_payload")]
     pub payload_bytes: usize,
-    #[serde(default = "default_drain")]
     pub drain_timeout_s: f64,
-}
-
-fn default_payload() -> usize {
-    64
-}
-fn default_drain() -> f64 {
-    10.0
 }
 
 impl BotLoadParams {

@@ -46,20 +46,10 @@ const STATS_HEADER: &str = "=== Channel Statistics ===";
 struct Params {
     rate_per_s: f64,
     duration_s: f64,
-    #[serde(default)]
     warmup_s: f64,
-    #[serde(default = "default_drain")]
     drain_timeout_s: f64,
     /// Closed-loop `channel_stats` requests straight from the harness (0: none).
-    #[serde(default = "default_direct")]
     direct_requests: u64,
-}
-
-fn default_drain() -> f64 {
-    10.0
-}
-fn default_direct() -> u64 {
-    200
 }
 
 async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {

@@ -73,24 +73,10 @@ struct BurstParams {
     /// Events in the measured burst.
     events: u64,
     /// Events in a warm-up burst before it (discarded).
-    #[serde(default)]
     warmup_events: u64,
-    #[serde(default = "default_payload")]
     payload_bytes: usize,
-    #[serde(default = "default_drain")]
     drain_timeout_s: f64,
-    #[serde(default = "default_publishers")]
     publishers: u32,
-}
-
-fn default_payload() -> usize {
-    64
-}
-fn default_drain() -> f64 {
-    30.0
-}
-fn default_publishers() -> u32 {
-    1
 }
 
 async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {

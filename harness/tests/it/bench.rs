@@ -35,6 +35,8 @@ duration_s = 1.5
 warmup_s = 0.2
 payload_bytes = 32
 drain_timeout_s = 10
+publishers = 1
+prefill_events = 0
 targets = [{ metric = "accounting.committed", op = ">=", threshold = 300.0 }]
 "#;
 
