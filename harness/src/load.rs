@@ -383,6 +383,27 @@ struct ProofState {
     done_at: Option<HashMap<u64, Instant>>,
 }
 
+impl ProofState {
+    /// Nothing proven yet: `expected[i]` proofs due for message `i` of kind `kinds[i]`.
+    fn new(expected: Vec<u8>, kinds: Vec<u8>, n_kinds: usize, taps: bool) -> ProofState {
+        ProofState {
+            seen: vec![0; expected.len()],
+            expected,
+            kinds,
+            kind_confirmed: vec![0; n_kinds],
+            kind_latency: (0..n_kinds).map(|_| histogram::new_histogram()).collect(),
+            duplicate_events: 0,
+            skipped_redeliveries: 0,
+            unexpected_events: 0,
+            extra_messages: 0,
+            rejected_examples: Vec::new(),
+            notice_times: Vec::new(),
+            last_proven: false,
+            done_at: taps.then(HashMap::new),
+        }
+    }
+}
+
 struct ProofCore {
     state: Mutex<ProofState>,
     tracker: Arc<Tracker>,
@@ -783,26 +804,12 @@ pub async fn run_phase(
     let tracker = Arc::new(Tracker::new(spec.id_prefix.clone(), capacity, start));
     let taps_on = !spec.taps.points.is_empty();
     let proof = Arc::new(ProofCore {
-        state: Mutex::new(ProofState {
-            seen: vec![0; capacity],
+        state: Mutex::new(ProofState::new(
             expected,
             kinds,
-            kind_confirmed: vec![0; spec.script.kinds.len()],
-            kind_latency: spec
-                .script
-                .kinds
-                .iter()
-                .map(|_| histogram::new_histogram())
-                .collect(),
-            duplicate_events: 0,
-            skipped_redeliveries: 0,
-            unexpected_events: 0,
-            extra_messages: 0,
-            rejected_examples: Vec::new(),
-            notice_times: Vec::new(),
-            last_proven: false,
-            done_at: taps_on.then(HashMap::new),
-        }),
+            spec.script.kinds.len(),
+            taps_on,
+        )),
         tracker: tracker.clone(),
         ids: match spec.proof {
             Proof::CommitNotices(ids) => ids,
@@ -1298,21 +1305,7 @@ mod tests {
             tracker.mark_sent();
         }
         ProofCore {
-            state: Mutex::new(ProofState {
-                seen: vec![0; n],
-                expected,
-                kinds: vec![0; n],
-                kind_confirmed: vec![0],
-                kind_latency: vec![histogram::new_histogram()],
-                duplicate_events: 0,
-                skipped_redeliveries: 0,
-                unexpected_events: 0,
-                extra_messages: 0,
-                rejected_examples: Vec::new(),
-                notice_times: Vec::new(),
-                last_proven: false,
-                done_at: taps.then(HashMap::new),
-            }),
+            state: Mutex::new(ProofState::new(expected, vec![0; n], 1, taps)),
             tracker,
             ids,
             schedule: Schedule {

@@ -177,6 +177,20 @@ impl Database {
         Ok(db)
     }
 
+    /// Open an existing database read-only (readers beside a running service: WAL lets them
+    /// read while it writes; nothing here can change a row).
+    pub fn open_read_only(path: impl Into<PathBuf>) -> DbResult<Database> {
+        let mut db = Database::with_options(
+            path,
+            OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        );
+        db.open()?;
+        Ok(db)
+    }
+
     /// The path given at construction.
     pub fn path(&self) -> &Path {
         &self.path

@@ -6,7 +6,7 @@ use async_nats::{Client, HeaderMap, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use natskit::NatsServer;
-use rosey_dbservice::db::{Database, OpenOptions};
+use rosey_dbservice::db::Database;
 use rosey_dbservice::{Config, ServiceHandle};
 use rosey_protocol::db::{CommitNotice, ServiceStats};
 use rosey_protocol::{headers, subjects};
@@ -227,13 +227,5 @@ impl Notices {
 
 /// A read-only connection to the service's database, for checking what was stored.
 pub fn open_read_only(path: &std::path::Path) -> Database {
-    let mut db = Database::with_options(
-        path,
-        OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    );
-    db.open().expect("open database read-only");
-    db
+    Database::open_read_only(path).expect("open database read-only")
 }

@@ -203,14 +203,7 @@ fn args_of(details: &str) -> Option<&str> {
 fn verify(db_path: &Path, commands: &[Command]) -> anyhow::Result<Check> {
     // The audit log through the database service's library, on a read-only connection: every
     // row, newest first, so reversed into the order they were written.
-    let mut db = rosey_dbservice::db::Database::with_options(
-        db_path,
-        rosey_dbservice::db::OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    );
-    db.open()
+    let mut db = rosey_dbservice::db::Database::open_read_only(db_path)
         .with_context(|| format!("open {} read-only", db_path.display()))?;
     let actions = db
         .get_user_actions(i64::MAX)

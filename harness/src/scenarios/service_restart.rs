@@ -303,14 +303,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
 /// Processed-event ids that start with `prefix` (durable mode records every committed event id,
 /// once), read through the database service's library on a read-only connection.
 fn processed_rows(db_path: &std::path::Path, prefix: &str) -> anyhow::Result<u64> {
-    let mut db = rosey_dbservice::db::Database::with_options(
-        db_path,
-        rosey_dbservice::db::OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    );
-    db.open()
+    let mut db = rosey_dbservice::db::Database::open_read_only(db_path)
         .with_context(|| format!("open {} read-only", db_path.display()))?;
     let n = db
         .processed_event_count_with_prefix(prefix)
