@@ -134,7 +134,9 @@ async fn notices_and_ping_name_the_process_instance_and_a_restart_gets_a_new_one
         br#"{"username": "amy", "message": "a"}"#,
     )
     .await;
-    notices.wait_for(&HashSet::from(["inst-1".to_owned()])).await;
+    notices
+        .wait_for(&HashSet::from(["inst-1".to_owned()]))
+        .await;
     assert!(notices.seen.iter().all(|n| n.instance == first));
 
     env.restart_service(|_| {}).await;
@@ -148,6 +150,8 @@ async fn notices_and_ping_name_the_process_instance_and_a_restart_gets_a_new_one
         br#"{"username": "amy", "message": "b"}"#,
     )
     .await;
-    notices.wait_for(&HashSet::from(["inst-2".to_owned()])).await;
+    notices
+        .wait_for(&HashSet::from(["inst-2".to_owned()]))
+        .await;
     assert!(notices.seen.iter().all(|n| n.instance == second));
 }
