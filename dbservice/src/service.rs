@@ -228,7 +228,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
     let requests_opts =
         nats_connect::connect_options(&config.nats, &format!("{name}-requests")).await?;
     let requests_client = nats_connect::connect(&config.nats, requests_opts).await?;
-    tracing::info!(url = %config.nats.redacted_url(), mode = config.mode.as_str(), "connected to nats");
+    tracing::info!(url = %config.nats.redacted_url(), mode = config.mode.as_str(), instance = %stats.instance, "connected to nats");
 
     // Subscribe before spawning anything, so a failure here leaves nothing running: dropped
     // subscribers unsubscribe, dropped clients disconnect, the database closes on drop.
@@ -315,6 +315,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         outcome_rx,
         events_client.clone(),
         config.commit_notices,
+        stats.instance.clone(),
     ));
 
     let (fatal_tx, fatal) = mpsc::channel(4);
@@ -793,7 +794,12 @@ async fn durable_intake(
     Ok(())
 }
 
-async fn publish_outcomes(mut rx: mpsc::Receiver<Outcome>, client: Client, notices: bool) {
+async fn publish_outcomes(
+    mut rx: mpsc::Receiver<Outcome>,
+    client: Client,
+    notices: bool,
+    instance: String,
+) {
     while let Some(o) = rx.recv().await {
         if notices && !(o.ids.is_empty() && o.duplicate_ids.is_empty()) {
             let notice = CommitNotice {
@@ -801,6 +807,7 @@ async fn publish_outcomes(mut rx: mpsc::Receiver<Outcome>, client: Client, notic
                 ids: o.ids,
                 events: o.events,
                 duplicate_ids: o.duplicate_ids,
+                instance: instance.clone(),
             };
             if let Err(e) = client
                 .publish(subjects::COMMITTED, to_seed_json(&notice).into())

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
+    /// This process's instance id: 64 random bits in hex, chosen when the counters are created
+    /// (once per start), sent with every commit notice and ping reply so that a client can tell
+    /// a restarted service from the process before it.
+    pub instance: String,
     pub received: AtomicU64,
     pub committed: AtomicU64,
     pub malformed: AtomicU64,
@@ -31,6 +35,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             started: Instant::now(),
+            instance: format!("{:016x}", rand::random::<u64>()),
             received: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
@@ -93,6 +98,7 @@ impl Stats {
             dead_letters: self.dead_letters.load(Relaxed),
             truncated_replies: self.truncated_replies.load(Relaxed),
             reply_failures: self.reply_failures.load(Relaxed),
+            instance: self.instance.clone(),
         }
     }
 }

@@ -33,6 +33,7 @@ fn codec(c: &mut Criterion) {
         ids: (0..BATCH).map(|i| format!("run-1a2b-{i:06}")).collect(),
         events: BATCH as u64,
         duplicate_ids: Vec::new(),
+        instance: "5f3a9c0e7b214d68".into(),
     };
     g.throughput(Throughput::Elements(1));
     g.bench_function("message_log/decode", |b| {

@@ -31,6 +31,7 @@ fn commit_notice() -> CommitNotice {
         ids: (0..64).map(|i| format!("run-1a2b-{i:06}")).collect(),
         events: 64,
         duplicate_ids: Vec::new(),
+        instance: "5f3a9c0e7b214d68".into(),
     }
 }
 

@@ -310,6 +310,34 @@ pub struct HopOutcome {
     pub seen: u64,
 }
 
+/// The commit notices of one service process (instance id) that carried our ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceNotices {
+    /// `CommitNotice::instance` (empty from a service that sends none).
+    pub instance: String,
+    /// Arrival of its first and its last such notice.
+    pub first: Instant,
+    pub last: Instant,
+    pub notices: u64,
+}
+
+/// Count a notice of `instance` arriving at `at`.
+fn note_instance(all: &mut Vec<InstanceNotices>, instance: &str, at: Instant) {
+    match all.iter_mut().find(|n| n.instance == instance) {
+        Some(n) => {
+            n.first = n.first.min(at);
+            n.last = n.last.max(at);
+            n.notices += 1;
+        }
+        None => all.push(InstanceNotices {
+            instance: instance.to_owned(),
+            first: at,
+            last: at,
+            notices: 1,
+        }),
+    }
+}
+
 /// What one phase measured.
 #[derive(Debug)]
 pub struct PhaseOutcome {
@@ -334,8 +362,9 @@ pub struct PhaseOutcome {
     pub extra_messages: u64,
     /// A few payloads that arrived as proof but failed its check.
     pub rejected_examples: Vec<String>,
-    /// Arrival times of the commit notices that carried at least one of our ids.
-    pub notice_times: Vec<Instant>,
+    /// The commit notices that carried at least one of our ids, per service process
+    /// (`CommitNotice::instance`), in the order of each process's first notice.
+    pub notices_by_instance: Vec<InstanceNotices>,
     /// JetStream: PubAcks received / publishes whose ack failed.
     pub pub_acks: u64,
     pub pub_ack_errors: u64,
@@ -377,7 +406,7 @@ struct ProofState {
     unexpected_events: u64,
     extra_messages: u64,
     rejected_examples: Vec<String>,
-    notice_times: Vec<Instant>,
+    notices_by_instance: Vec<InstanceNotices>,
     last_proven: bool,
     /// Proof time per message, kept only when taps need it.
     done_at: Option<HashMap<u64, Instant>>,
@@ -397,7 +426,7 @@ impl ProofState {
             unexpected_events: 0,
             extra_messages: 0,
             rejected_examples: Vec::new(),
-            notice_times: Vec::new(),
+            notices_by_instance: Vec::new(),
             last_proven: false,
             done_at: taps.then(HashMap::new),
         }
@@ -488,7 +517,7 @@ impl ProofCore {
             }
         }
         if ours {
-            s.notice_times.push(at);
+            note_instance(&mut s.notices_by_instance, &notice.instance, at);
         }
         drop(s);
         self.progress.notify_waiters();
@@ -914,7 +943,7 @@ pub async fn run_phase(
         unexpected_events: s.unexpected_events,
         extra_messages: s.extra_messages,
         rejected_examples: s.rejected_examples.clone(),
-        notice_times: s.notice_times.clone(),
+        notices_by_instance: s.notices_by_instance.clone(),
         pub_acks,
         pub_ack_errors,
         hops,
@@ -1325,6 +1354,7 @@ mod tests {
             ids: ids.iter().map(|s| s.to_string()).collect(),
             events: ids.len() as u64,
             duplicate_ids: dups.iter().map(|s| s.to_string()).collect(),
+            instance: "a".into(),
         }
     }
 
@@ -1352,7 +1382,8 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(s.kind_confirmed[0], 2);
-        assert_eq!(s.notice_times.len(), 3);
+        assert_eq!(s.notices_by_instance.len(), 1);
+        assert_eq!(s.notices_by_instance[0].notices, 3);
     }
 
     #[test]
@@ -1363,6 +1394,31 @@ mod tests {
         p.on_notice(&notice(&["p.0"], &["p.1"]), now);
         assert_eq!(p.tracker.counts(), (2, 2));
         assert_eq!(p.lock().skipped_redeliveries, 0);
+    }
+
+    #[test]
+    fn notices_are_kept_per_process_instance() {
+        let p = core(Ids::Direct, vec![1, 1, 1, 1], false);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let of = |id: &str, instance: &str| CommitNotice {
+            instance: instance.into(),
+            ..notice(&[id], &[])
+        };
+        p.on_notice(&of("p.0", "old"), t0);
+        p.on_notice(&of("p.1", "new"), t0 + ms(5));
+        // A late notice of the old process, after the new one's first.
+        p.on_notice(&of("p.2", "old"), t0 + ms(7));
+        // Not ours: not counted for any instance.
+        p.on_notice(&of("q.9", "third"), t0 + ms(8));
+        p.on_notice(&of("p.3", "new"), t0 + ms(9));
+        let s = p.lock();
+        let got: Vec<(&str, Duration, Duration, u64)> = s
+            .notices_by_instance
+            .iter()
+            .map(|n| (n.instance.as_str(), n.first - t0, n.last - t0, n.notices))
+            .collect();
+        assert_eq!(got, [("old", ms(0), ms(7), 2), ("new", ms(5), ms(9), 2)]);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! client accepted it; receivers call [`Tracker::confirm`] with the instant the proof arrived.
 //! Latency is recorded at that moment, per id, into the phase histogram and a per-second
 //! interval histogram. A confirmation of an id that was already confirmed is a duplicate; an id
-//! that was never sent is counted as unknown (and never as delivered).
+//! that was never sent is counted as unknown (and never as delivered). The finished record
+//! lists the messages never confirmed, with their intended times, for scenarios that judge
+//! *when* a loss happened (a restart's outage window).
 
 use crate::histogram::{self, Packed, PackedInterval};
 use crate::results::{Accounting, IntervalPoint};
@@ -172,6 +174,17 @@ pub struct PhaseRecord {
     pub start_wall: SystemTime,
     pub first_confirm: Option<Instant>,
     pub last_confirm: Option<Instant>,
+    /// The messages sent but never confirmed, by index, with their intended send time as an
+    /// offset from `start` (negative offsets clamp to zero); as many as [`PhaseRecord::lost`].
+    pub unconfirmed: Vec<Unconfirmed>,
+}
+
+/// A message that was sent (due by its schedule) and never confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unconfirmed {
+    pub index: u64,
+    /// Intended send time, from the start of the phase.
+    pub intended: Duration,
 }
 
 impl PhaseRecord {
@@ -395,6 +408,16 @@ impl Tracker {
             start_wall: self.start_wall,
             first_confirm: s.first_confirm,
             last_confirm: s.last_confirm,
+            unconfirmed: s
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.intended_ns != UNSENT && !slot.confirmed)
+                .map(|(i, slot)| Unconfirmed {
+                    index: i as u64,
+                    intended: Duration::from_nanos(u64::try_from(slot.intended_ns).unwrap_or(0)),
+                })
+                .collect(),
         }
     }
 }
@@ -439,6 +462,14 @@ mod tests {
         assert_eq!(r.interval_points()[1].count, 1);
         let a = r.accounting(false);
         assert_eq!((a.sent, a.committed, a.lost, a.duplicated), (3, 2, 1, 1));
+        // The one lost message, x.1, with its intended time; slot 3 was never sent.
+        assert_eq!(
+            r.unconfirmed,
+            vec![Unconfirmed {
+                index: 1,
+                intended: Duration::from_millis(10)
+            }]
+        );
     }
 
     #[test]

@@ -63,12 +63,14 @@ struct Running {
 }
 
 /// Timings of one restart of the database service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Restart {
     /// From the stop request to the process being gone.
     pub stop: Duration,
     /// From spawning the new process to its first answered ping.
     pub ready: Duration,
+    /// The new process's instance id (its first ping reply), which its commit notices carry.
+    pub instance: String,
 }
 
 /// The running services.
@@ -209,6 +211,14 @@ impl Services {
     /// Start the database service (in `mode`, or the current one) and wait until it answers a
     /// ping. Returns the time from spawn to ready.
     pub async fn start_dbservice(&mut self, mode: Option<&str>) -> anyhow::Result<Duration> {
+        Ok(self.start_dbservice_pinged(mode).await?.0)
+    }
+
+    /// [`Services::start_dbservice`], also returning the new process's first ping reply.
+    async fn start_dbservice_pinged(
+        &mut self,
+        mode: Option<&str>,
+    ) -> anyhow::Result<(Duration, ServiceStats)> {
         anyhow::ensure!(
             self.managed,
             "the database service is not managed by the harness (attached)"
@@ -235,10 +245,11 @@ impl Services {
         let deadline = spawned + self.spec.ready_timeout;
         let log = self.log_path("dbservice");
         let mut attempts = ReadyWait::new(deadline);
+        let mut first_reply = None;
         let ready = loop {
             let result = ping(&self.client, Duration::from_millis(500))
                 .await
-                .map(|_| ());
+                .map(|stats| first_reply = Some(stats));
             match attempts.after(result, &mut running, &log).await {
                 Ok(true) => break Ok(()),
                 Ok(false) => continue,
@@ -247,8 +258,9 @@ impl Services {
         };
         match ready {
             Ok(()) => {
+                let elapsed = spawned.elapsed();
                 self.dbservice = Some(running);
-                Ok(spawned.elapsed())
+                Ok((elapsed, first_reply.unwrap_or_default()))
             }
             Err(e) => {
                 let _ = stop(running, StopHow::Kill, self.spec.stop_timeout).await;
@@ -273,8 +285,12 @@ impl Services {
         mode: Option<&str>,
     ) -> anyhow::Result<Restart> {
         let stop = self.stop_dbservice(how).await?;
-        let ready = self.start_dbservice(mode).await?;
-        Ok(Restart { stop, ready })
+        let (ready, stats) = self.start_dbservice_pinged(mode).await?;
+        Ok(Restart {
+            stop,
+            ready,
+            instance: stats.instance,
+        })
     }
 
     async fn start_bot(&mut self) -> anyhow::Result<()> {

@@ -386,6 +386,10 @@ pub struct ServiceStats {
     /// Replies that could not be sent (too large even when cut, or a publish error).
     #[serde(default)]
     pub reply_failures: u64,
+    /// The process instance id this service chose at start (random, 16 hex digits), the same
+    /// value its commit notices carry: after a restart it tells the new process from the old.
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Published on `rosey.db.committed` after a write transaction commits (when enabled).
@@ -402,6 +406,10 @@ pub struct CommitNotice {
     /// client that missed the earlier notice still learns that the event is stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub duplicate_ids: Vec<String>,
+    /// The instance id of the service process that committed the transaction (random, chosen at
+    /// start, also in [`ServiceStats::instance`]). Empty in notices of services that predate it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 #[cfg(test)]
@@ -499,5 +507,31 @@ mod tests {
         let s: StatusUpdate =
             serde_json::from_str(r#"{"status_data": {"bot_name": "r", "nope": 1}}"#).unwrap();
         assert_eq!(s.status_data.unwrap().bot_name.as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn commit_notices_without_an_instance_still_parse() {
+        let old: CommitNotice =
+            serde_json::from_str(r#"{"batch": 3, "ids": ["a"], "events": 1}"#).unwrap();
+        assert_eq!(old.instance, "");
+        let new = CommitNotice {
+            batch: 4,
+            ids: vec!["b".into()],
+            events: 1,
+            duplicate_ids: Vec::new(),
+            instance: "00c0ffee00c0ffee".into(),
+        };
+        let text = to_seed_json_string(&new);
+        assert_eq!(
+            text,
+            r#"{"batch": 4, "ids": ["b"], "events": 1, "instance": "00c0ffee00c0ffee"}"#
+        );
+        assert_eq!(serde_json::from_str::<CommitNotice>(&text).unwrap(), new);
+        let ping: ServiceStats = serde_json::from_str(
+            r#"{"success": true, "mode": "core", "version": "0", "received": 0, "committed": 0,
+                "malformed": 0, "duplicates": 0, "batches": 0, "requests": 0, "uptime_ms": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(ping.instance, "");
     }
 }

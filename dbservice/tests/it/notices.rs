@@ -1,5 +1,5 @@
 //! Commit notices and accounting in core mode: a notice lists exactly the ids its transaction
-//! committed, every id once; the counters add up.
+//! committed, every id once; the counters add up; notices and pings name the process instance.
 
 use crate::support::*;
 use rosey_protocol::subjects;
@@ -118,4 +118,40 @@ async fn notices_off_publishes_nothing() {
     use futures::FutureExt as _;
     use futures::StreamExt as _;
     assert!(sub.next().now_or_never().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_and_ping_name_the_process_instance_and_a_restart_gets_a_new_one() {
+    let mut env = Env::start().await;
+    let first = env.ping().await.instance;
+    assert_eq!(first.len(), 16, "64 bits in hex: {first:?}");
+    assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+    let mut notices = env.notices().await;
+    publish_with_id(
+        &env.client,
+        subjects::MESSAGE_LOG,
+        "inst-1",
+        br#"{"username": "amy", "message": "a"}"#,
+    )
+    .await;
+    notices
+        .wait_for(&HashSet::from(["inst-1".to_owned()]))
+        .await;
+    assert!(notices.seen.iter().all(|n| n.instance == first));
+
+    env.restart_service(|_| {}).await;
+    let second = env.ping().await.instance;
+    assert_ne!(second, first, "a new process, a new instance id");
+    let mut notices = env.notices().await;
+    publish_with_id(
+        &env.client,
+        subjects::MESSAGE_LOG,
+        "inst-2",
+        br#"{"username": "amy", "message": "b"}"#,
+    )
+    .await;
+    notices
+        .wait_for(&HashSet::from(["inst-2".to_owned()]))
+        .await;
+    assert!(notices.seen.iter().all(|n| n.instance == second));
 }

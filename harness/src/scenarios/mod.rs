@@ -428,7 +428,9 @@ fn service_counters(
     plan: &Plan,
     confirmed: u64,
 ) {
-    if after.received < before.received {
+    // A new process (another instance id; services without one: counters that went down) has
+    // counters that started again.
+    if after.instance != before.instance || after.received < before.received {
         result.notes.push(
             "the database service restarted during the phase: its counters started again, so no service-counter deltas"
                 .into(),
