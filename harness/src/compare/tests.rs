@@ -550,6 +550,8 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
         source: "test".into(),
         informational: false,
         needs_events: None,
+        interval: None,
+        inconclusive: false,
     });
     let c = compare_runs(&base, &cand, &CompareOptions::default());
     assert_eq!(c.missed_targets.len(), 1);
@@ -695,6 +697,8 @@ fn missed_targets_are_listed_once_with_their_rounds() {
         source: "test".into(),
         informational: false,
         needs_events: None,
+        interval: None,
+        inconclusive: false,
     });
     let mut cand2 = cand.clone();
     cand2.results.scenarios[0].targets[0].actual = Some(9.0);
