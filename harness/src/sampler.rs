@@ -446,7 +446,11 @@ pub fn theil_sen(points: &[(f64, f64)], confidence: f64) -> Option<SlopeFit> {
         }
     } else {
         let mut rng = crate::compare::stats::SplitMix64::new(0x7E11_5E11);
-        while slopes.len() < THEIL_SEN_MAX_PAIRS {
+        // Bounded draws: points that share one x give no slopes at all.
+        for _ in 0..THEIL_SEN_MAX_PAIRS * 4 {
+            if slopes.len() == THEIL_SEN_MAX_PAIRS {
+                break;
+            }
             let (i, j) = (rng.below(n), rng.below(n));
             if i != j {
                 slopes.extend(slope_of(i.min(j), i.max(j)));
@@ -527,6 +531,12 @@ mod tests {
         );
         assert_eq!(theil_sen(&line[..2], 0.95), None);
         assert_eq!(theil_sen(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)], 0.95), None);
+        let one_x: Vec<(f64, f64)> = (0..2500).map(|i| (1.0, f64::from(i))).collect();
+        assert_eq!(
+            theil_sen(&one_x, 0.95),
+            None,
+            "subsampled, and still no pair"
+        );
         // Flat data: slope zero, interval around it.
         let flat: Vec<(f64, f64)> = (0..40)
             .map(|i| (f64::from(i), 5.0 + f64::from(i % 3)))
