@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 pub const NATS_CPU_COST: ScenarioDef = ScenarioDef {
     name: "nats_cpu_cost",
     title: "CPU cost per event: NATS path vs direct database",
-    description: "CPU-µs per committed message.log event in dbservice + nats-server (open loop, commit notices), against the same writes done directly through rosey_dbservice::db",
+    description: "CPU-µs per committed message.log event in dbservice + nats-server (open loop, commit notices included), against the same writes at the same rate done directly through rosey_dbservice::db on a copy of the service's database",
     needs_services: true,
     run: run_nats,
 };
@@ -56,7 +56,7 @@ pub const NATS_CPU_COST: ScenarioDef = ScenarioDef {
 pub const DIRECT_DB_CPU_COST: ScenarioDef = ScenarioDef {
     name: "direct_db_cpu_cost",
     title: "CPU cost per event: direct database writes",
-    description: "CPU-µs per chat line written directly through rosey_dbservice::db (user_chat_message work, batched transactions) on one harness thread, rows read back",
+    description: "CPU-µs per chat line written directly through rosey_dbservice::db (user_chat_message work, transactions paced at rate_per_s, fresh database) on one harness thread, rows read back",
     needs_services: false,
     run: run_direct,
 };
