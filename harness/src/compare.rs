@@ -53,6 +53,14 @@ pub const COMPARE_SCHEMA_VERSION: u32 = 1;
 /// Hidden marker of the PR comment, so CI updates one comment instead of adding one per push.
 pub const COMMENT_MARKER: &str = "<!-- rosey-bench -->";
 
+/// Scenario metrics (one figure per run, from `metrics`) the gate compares besides the
+/// interval statistics: key, unit, direction. Their interval is the between-run one only.
+pub const RUN_METRICS: &[(&str, &str, Direction)] = &[(
+    "cpu_ratio_nats_vs_direct",
+    "ratio",
+    Direction::LowerIsBetter,
+)];
+
 /// Processes whose resources are *not* under test.
 const NOT_UNDER_TEST: &[&str] = &["harness"];
 
@@ -760,7 +768,7 @@ fn prepare_scenario(
         vec![None; stat_list.len()]
     };
 
-    defs.iter()
+    let mut pending: Vec<Pending> = defs.iter()
         .enumerate()
         .map(|(i, (metric, stat, unit, direction))| {
             let relative = stat.relative();
@@ -817,6 +825,92 @@ fn prepare_scenario(
             let between = stats::between_runs(*stat, &column(&base_per_run), &column(&cand_per_run), paired);
             Pending { row, se, between, relative, min_effect }
         })
+        .collect();
+    pending.extend(run_metrics(
+        name,
+        &base_runs,
+        &cand_runs,
+        missing.as_deref(),
+        paired,
+        noise,
+        options,
+    ));
+    pending
+}
+
+/// The [`RUN_METRICS`] a scenario reports in either side's runs, before the family-wise
+/// interval is known. The value of a side is the geometric mean of its runs'; there is nothing
+/// within a run to resample (the bootstrap's part of the interval is zero) and no split-half
+/// noise floor, so the verdict rests on the variation between runs: one run per side decides
+/// nothing.
+fn run_metrics(
+    name: &str,
+    base_runs: &[(&RunInput, &ScenarioResult)],
+    cand_runs: &[(&RunInput, &ScenarioResult)],
+    missing: Option<&str>,
+    paired: bool,
+    noise: Option<&NoiseFloors>,
+    options: &CompareOptions,
+) -> Vec<Pending> {
+    let stat = Stat::RunValue;
+    RUN_METRICS
+        .iter()
+        .filter(|(key, _, _)| {
+            base_runs
+                .iter()
+                .chain(cand_runs)
+                .any(|(_, s)| s.metrics.contains_key(*key))
+        })
+        .map(|&(key, unit, direction)| {
+            let values = |runs: &[(&RunInput, &ScenarioResult)]| -> Vec<Option<f64>> {
+                runs.iter()
+                    .map(|(_, s)| s.metrics.get(key).copied())
+                    .collect()
+            };
+            let (vb, vc) = (values(base_runs), values(cand_runs));
+            let side_value = |v: &[Option<f64>]| -> Option<f64> {
+                let logs: Vec<f64> = v
+                    .iter()
+                    .map(|x| x.filter(|x| *x > 0.0).map(f64::ln))
+                    .collect::<Option<_>>()?;
+                (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp())
+            };
+            let (baseline, candidate) = (side_value(&vb), side_value(&vc));
+            let change = stats::change(stat, baseline, candidate);
+            let mut note = String::new();
+            let mut se = None;
+            if let Some(why) = missing {
+                note = why.to_owned();
+            } else if change.is_none() {
+                note = undefined_reason(stat, options);
+            } else {
+                se = Some(0.0);
+            }
+            let row = MetricComparison {
+                scenario: name.to_owned(),
+                metric: key.to_owned(),
+                unit: unit.to_owned(),
+                direction,
+                scale: "relative".into(),
+                baseline,
+                candidate,
+                change,
+                ci: None,
+                noise_floor: noise.and_then(|m| m.get(&(name.to_owned(), key.to_owned())).copied()),
+                threshold: 0.0,
+                verdict: ChangeVerdict::Inconclusive,
+                label: String::new(),
+                note,
+                between_runs: false,
+            };
+            Pending {
+                row,
+                se,
+                between: stats::between_runs(stat, &vb, &vc, paired),
+                relative: true,
+                min_effect: (1.0 + options.min_effect).ln(),
+            }
+        })
         .collect()
 }
 
@@ -829,6 +923,7 @@ fn undefined_reason(stat: Stat, options: &CompareOptions) -> String {
         Stat::Throughput => "no interval data".into(),
         Stat::CpuPerEvent(_) => "no CPU samples on the interval timeline".into(),
         Stat::RssSlope(_) => "no RSS samples on the interval timeline".into(),
+        Stat::RunValue => "a side has no run reporting it".into(),
     }
 }
 

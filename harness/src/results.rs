@@ -133,8 +133,9 @@ pub enum Verdict {
     /// The harness did not keep its own schedule (send delay p99 over its limit): the figures
     /// measure the load generator, not the service, and are neither a pass nor a fail.
     Invalid,
-    /// Ran with clean accounting and no missed target, but at least one percentile target was
-    /// judged on fewer events than it needs: not a pass.
+    /// Ran with clean accounting and no missed target, but at least one target could not be
+    /// judged (a percentile on fewer events than it needs, or an interval across the threshold):
+    /// not a pass.
     InsufficientData,
 }
 
@@ -238,15 +239,23 @@ pub struct ProcessResources {
     pub cpu_system_s: f64,
     /// Mean CPU over the phase in percent of one core.
     pub cpu_percent: f64,
-    /// (user + system) CPU microseconds divided by events committed in the phase.
+    /// CPU microseconds (from `cpu_source`) divided by events committed in the phase.
     #[serde(default)]
     pub cpu_us_per_event: Option<f64>,
     pub rss_start_bytes: u64,
     pub rss_end_bytes: u64,
     pub rss_max_bytes: u64,
-    /// Least-squares slope of RSS over the phase, bytes per hour.
+    /// Theil–Sen slope of RSS over the phase (`sampler::theil_sen`), bytes per hour.
     #[serde(default)]
     pub rss_slope_bytes_per_hour: Option<f64>,
+    /// Sen's 95 % interval of that slope, bytes per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_slope_ci95_bytes_per_hour: Option<[f64; 2]>,
+    /// Where the CPU figures came from: `schedstat` (nanoseconds on CPU, summed over threads)
+    /// or `stat_ticks` (`utime + stime`, 10 ms ticks, where schedstat is unavailable).
+    /// `cpu_percent` and `cpu_us_per_event` use it; `cpu_user_s`/`cpu_system_s` are always ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_source: Option<String>,
 }
 
 /// Where every event went. `lost = sent − committed − (still unaccounted)`; see the runner.
@@ -285,17 +294,29 @@ pub struct TargetCheck {
     /// a target is neither met nor missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_events: Option<u64>,
+    /// The metric's 95 % interval, when the result has one (`<metric>.ci95_low`/`_high`): the
+    /// target is judged on it instead of the point estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+    /// The interval straddles the threshold: neither met nor missed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
 }
 
 impl TargetCheck {
     /// A target that counts against the verdict and was missed.
     pub fn missed(&self) -> bool {
-        !self.passed && !self.informational && self.needs_events.is_none()
+        !self.passed && !self.informational && !self.undecided()
     }
 
-    /// A target that counts against the verdict but had too few events to be judged.
+    /// A target that counts against the verdict but could not be judged: too few events for its
+    /// percentile, or an interval that straddles its threshold.
     pub fn insufficient(&self) -> bool {
-        !self.informational && self.needs_events.is_some()
+        !self.informational && self.undecided()
+    }
+
+    fn undecided(&self) -> bool {
+        self.needs_events.is_some() || self.inconclusive
     }
 }
 

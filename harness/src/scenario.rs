@@ -13,7 +13,8 @@
 //! * lost or duplicated events, unless the scenario says loss is expected → `fail`;
 //! * any target missed (or its metric missing) → `fail`;
 //! * a percentile target judged on fewer events than it needs (p90: 100, p99: 1,000, p99.9:
-//!   10,000, p99.99: 100,000) → `insufficient data`;
+//!   10,000, p99.99: 100,000), or a target on a metric with a 95 % interval that straddles the
+//!   threshold (`<metric>.ci95_low`/`<metric>.ci95_high` beside it) → `insufficient data`;
 //! * otherwise → `pass`.
 
 use crate::config::{ScenarioTable, SelfCheckConfig, TargetSpec};
@@ -429,6 +430,18 @@ pub fn metric_value(result: &ScenarioResult, key: &str) -> Option<f64> {
     Some(ns / 1e6)
 }
 
+/// Suffixes of the metrics that hold a metric's 95 % interval: `<key>.ci95_low`, `<key>.ci95_high`.
+pub const CI95_LOW: &str = "ci95_low";
+pub const CI95_HIGH: &str = "ci95_high";
+
+/// The 95 % interval of a metric, if the result reports one beside it (`<key>.ci95_low` and
+/// `<key>.ci95_high` in `metrics`, both finite).
+pub fn metric_interval(result: &ScenarioResult, key: &str) -> Option<[f64; 2]> {
+    let low = *result.metrics.get(&format!("{key}.{CI95_LOW}"))?;
+    let high = *result.metrics.get(&format!("{key}.{CI95_HIGH}"))?;
+    (low.is_finite() && high.is_finite() && low <= high).then_some([low, high])
+}
+
 /// Unit of a metric key, from its suffix.
 pub fn unit_of(key: &str) -> &'static str {
     if key.ends_with("_ms") {
@@ -470,16 +483,33 @@ fn histogram_events(result: &ScenarioResult, metric: &str) -> Option<u64> {
 
 /// Check every target against a result. A target whose metric is missing fails (a target that
 /// cannot be checked is not met); a percentile target on too few events is marked with the
-/// events it needs (neither met nor missed).
+/// events it needs (neither met nor missed). A metric with a 95 % interval ([`metric_interval`])
+/// is judged on the interval: met when all of it is on the right side of the threshold, missed
+/// when all of it is on the wrong side, otherwise `inconclusive` (neither).
 pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<TargetCheck> {
     specs
         .iter()
         .map(|spec| {
             let actual = metric_value(result, &spec.metric).filter(|v| v.is_finite());
-            let passed = match (spec.op.as_str(), actual) {
-                ("<=", Some(v)) => v <= spec.threshold,
-                (">=", Some(v)) => v >= spec.threshold,
+            let interval = actual.and(metric_interval(result, &spec.metric));
+            let meets = |v: f64| match spec.op.as_str() {
+                "<=" => v <= spec.threshold,
+                ">=" => v >= spec.threshold,
                 _ => false,
+            };
+            // The interval's end nearest the threshold's wrong side decides a pass, the other a
+            // miss: for `<=` the high end must be below to pass, the low end above to miss.
+            let (passed, inconclusive) = match (actual, interval) {
+                (Some(_), Some([low, high])) => {
+                    let (near, far) = if spec.op == ">=" {
+                        (low, high)
+                    } else {
+                        (high, low)
+                    };
+                    (meets(near), !meets(near) && meets(far))
+                }
+                (Some(v), None) => (meets(v), false),
+                (None, _) => (false, false),
             };
             let needs_events = match (
                 events_needed(&spec.metric),
@@ -501,6 +531,8 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
                 source: spec.source.clone(),
                 informational: spec.informational,
                 needs_events,
+                interval,
+                inconclusive,
             }
         })
         .collect()
@@ -830,6 +862,60 @@ mod tests {
         r.targets = check_targets(&[spec("latency.p99_ms", "<=", 5.0)], &r);
         assert_eq!(r.targets[0].needs_events, None);
         assert_eq!(verdict(&r), Verdict::Pass);
+    }
+
+    #[test]
+    fn a_target_with_an_interval_is_judged_on_it() {
+        let mut r = result();
+        let slope = "rss_slope_mb_per_hour.bot";
+        let with = |r: &mut ScenarioResult, v: f64, low: f64, high: f64| {
+            r.metrics.insert(slope.into(), v);
+            r.metrics.insert(format!("{slope}.ci95_low"), low);
+            r.metrics.insert(format!("{slope}.ci95_high"), high);
+        };
+        let target = [spec(slope, "<=", 50.0)];
+        // The whole interval below the threshold: met.
+        with(&mut r, 10.0, -5.0, 30.0);
+        r.targets = check_targets(&target, &r);
+        assert!(
+            r.targets[0].passed && !r.targets[0].inconclusive,
+            "{:?}",
+            r.targets
+        );
+        assert_eq!(r.targets[0].interval, Some([-5.0, 30.0]));
+        assert_eq!(verdict(&r), Verdict::Pass);
+        // Straddling: the estimate passes, but the verdict is not a pass.
+        with(&mut r, 40.0, 20.0, 70.0);
+        r.targets = check_targets(&target, &r);
+        assert!(!r.targets[0].passed && r.targets[0].inconclusive);
+        assert!(r.targets[0].insufficient() && !r.targets[0].missed());
+        assert_eq!(verdict(&r), Verdict::InsufficientData);
+        // The estimate misses but the interval reaches below: still inconclusive, not a fail.
+        with(&mut r, 60.0, 45.0, 80.0);
+        r.targets = check_targets(&target, &r);
+        assert_eq!(verdict(&r), Verdict::InsufficientData);
+        // The whole interval above: missed.
+        with(&mut r, 90.0, 60.0, 120.0);
+        r.targets = check_targets(&target, &r);
+        assert!(r.targets[0].missed() && !r.targets[0].inconclusive);
+        assert_eq!(verdict(&r), Verdict::Fail);
+        // `>=` mirrors it.
+        r.targets = check_targets(&[spec(slope, ">=", 50.0)], &r);
+        assert!(r.targets[0].passed);
+        with(&mut r, 60.0, 45.0, 80.0);
+        r.targets = check_targets(&[spec(slope, ">=", 50.0)], &r);
+        assert!(r.targets[0].inconclusive);
+        // An informational target straddling is reported, never decisive.
+        let mut info = spec(slope, "<=", 50.0);
+        info.informational = true;
+        r.targets = check_targets(&[info], &r);
+        assert!(r.targets[0].inconclusive && !r.targets[0].insufficient());
+        assert_eq!(verdict(&r), Verdict::Pass);
+        // No interval (or half of one): the point estimate, as before.
+        r.metrics.remove(&format!("{slope}.ci95_high"));
+        assert_eq!(metric_interval(&r, slope), None);
+        r.targets = check_targets(&target, &r);
+        assert!(r.targets[0].missed() && r.targets[0].interval.is_none());
     }
 
     #[test]

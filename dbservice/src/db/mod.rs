@@ -495,6 +495,28 @@ impl Database {
         Ok(conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
     }
 
+    /// Writes a consistent copy of the whole database to the new file `dest` (`VACUUM INTO`: one
+    /// read snapshot, compacted), without writing to this one; works on a read-only connection,
+    /// so a running service's database can be copied beside it. Fails if `dest` exists. The
+    /// harness uses it to give its direct-write path the service's rows.
+    pub fn copy_to(&self, dest: &Path) -> DbResult<()> {
+        if self.in_transaction() {
+            return Err(DbError::InTransaction("copy"));
+        }
+        let conn = self.conn()?;
+        // `query_only` refuses VACUUM INTO although it writes only `dest`: lift it for this one
+        // statement on a read-only connection, and put it back whatever happened.
+        if self.options.read_only {
+            conn.pragma_update(None, "query_only", false)?;
+        }
+        let copied = conn.execute("VACUUM INTO ?1", [dest.to_string_lossy()]);
+        if self.options.read_only {
+            conn.pragma_update(None, "query_only", true)?;
+        }
+        copied?;
+        Ok(())
+    }
+
     /// Refreshes the planner's statistics (`ANALYZE` with a bounded sample per index).
     pub fn analyze(&self) -> DbResult<()> {
         self.conn()?

@@ -597,3 +597,48 @@ fn claimed_outbound_rows_come_back_when_the_lease_expires_or_they_fail() {
     let (rows, _) = db.claim_outbound_messages(10, 3, 60, 1 << 20).unwrap();
     assert_eq!(ids(rows), [c, d]);
 }
+
+#[test]
+fn copy_of_a_live_database_from_a_read_only_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = file_db(&dir);
+    db.user_joined("alice").unwrap();
+    for k in 0..50 {
+        db.user_chat_message("alice", &format!("line {k}")).unwrap();
+    }
+    // The writer stays open (as the service would) while a read-only connection copies.
+    let mut reader = Database::with_options(
+        db.path().to_owned(),
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    );
+    reader.open().unwrap();
+    let dest = dir.path().join("copy.db");
+    reader.copy_to(&dest).unwrap();
+    assert!(
+        reader.copy_to(&dest).is_err(),
+        "an existing file is not overwritten"
+    );
+    let query_only: bool = reader
+        .conn()
+        .unwrap()
+        .pragma_query_value(None, "query_only", |r| r.get(0))
+        .unwrap();
+    assert!(query_only, "the reader is read-only again");
+    reader.close().unwrap();
+    let copy = Database::open_path(&dest).unwrap();
+    assert_eq!(copy.recent_chat_count().unwrap(), 50);
+    assert_eq!(
+        copy.get_user_stats("alice")
+            .unwrap()
+            .unwrap()
+            .total_chat_lines,
+        50
+    );
+    // The copy is its own database: writing to it leaves the original alone.
+    copy.user_chat_message("alice", "only in the copy").unwrap();
+    assert_eq!(copy.recent_chat_count().unwrap(), 51);
+    assert_eq!(db.recent_chat_count().unwrap(), 50);
+}

@@ -124,6 +124,10 @@ pub enum Stat {
     CpuPerEvent(usize),
     /// Least-squares RSS slope of a process slot in bytes per hour (pooled within clusters).
     RssSlope(usize),
+    /// A figure each run reports once (a scenario metric such as `cpu_ratio_nats_vs_direct`):
+    /// there are no blocks to resample, so [`evaluate`] has no value for it and its interval is
+    /// the between-run one ([`between_runs`]) alone. Compared as a ratio.
+    RunValue,
 }
 
 impl Stat {
@@ -179,6 +183,7 @@ pub fn evaluate(
                 (counted_events > 0).then(|| cpu / counted_events as f64)
             }
             Stat::RssSlope(slot) => rss_slope(groups, slot),
+            Stat::RunValue => None,
         })
         .collect()
 }

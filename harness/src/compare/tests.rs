@@ -550,6 +550,8 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
         source: "test".into(),
         informational: false,
         needs_events: None,
+        interval: None,
+        inconclusive: false,
     });
     let c = compare_runs(&base, &cand, &CompareOptions::default());
     assert_eq!(c.missed_targets.len(), 1);
@@ -695,6 +697,8 @@ fn missed_targets_are_listed_once_with_their_rounds() {
         source: "test".into(),
         informational: false,
         needs_events: None,
+        interval: None,
+        inconclusive: false,
     });
     let mut cand2 = cand.clone();
     cand2.results.scenarios[0].targets[0].actual = Some(9.0);
@@ -944,4 +948,75 @@ fn interval_logs_outside_the_run_dir_are_refused() {
             "{rel}: {notes:?}"
         );
     }
+}
+
+/// `runs` with `cpu_ratio_nats_vs_direct` set in each run's scenario `s` to `ratios[k]`.
+fn runs_with_ratio(dir: &Path, label: &str, ratios: &[f64]) -> Vec<RunInput> {
+    let mut out = runs(dir, label, ratios.len(), Synth::default());
+    for (run, ratio) in out.iter_mut().zip(ratios) {
+        run.results.scenarios[0]
+            .metrics
+            .insert("cpu_ratio_nats_vs_direct".into(), *ratio);
+    }
+    out
+}
+
+#[test]
+fn the_cpu_ratio_is_gated_on_the_variation_between_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = runs_with_ratio(&dir.path().join("b"), "b", &[10.0, 10.3, 9.8, 10.1, 9.9]);
+    let ratio = |c: &Comparison| metric(c, "s", "cpu_ratio_nats_vs_direct").clone();
+
+    // 50 % more CPU on the NATS path per unit of direct work, in every candidate run: regressed.
+    let worse = runs_with_ratio(&dir.path().join("w"), "w", &[15.0, 15.2, 14.9]);
+    let c = compare_many(base.clone(), worse, &CompareOptions::default());
+    let m = ratio(&c);
+    assert_eq!(m.verdict, ChangeVerdict::Regressed, "{m:?}");
+    assert_eq!(m.unit, "ratio");
+    assert!((m.change.unwrap() - 0.5).abs() < 0.05, "{m:?}");
+    assert!(m.between_runs, "the interval is the between-run one: {m:?}");
+    assert!(c.family_size > 0 && c.exit_code() == exit::TARGET_MISSED_OR_REGRESSED);
+
+    // The same spread again: not a change (unchanged, or inconclusive when the interval,
+    // corrected for every comparison of the report, reaches past ±5 %).
+    let same = runs_with_ratio(&dir.path().join("s"), "s", &[10.2, 9.9, 10.0]);
+    let m = ratio(&compare_many(
+        base.clone(),
+        same,
+        &CompareOptions::default(),
+    ));
+    assert!(
+        matches!(
+            m.verdict,
+            ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive
+        ),
+        "{m:?}"
+    );
+    let [lo, hi] = m.ci.unwrap();
+    assert!(lo < 0.0 && hi > 0.0, "{m:?}");
+
+    // Lower is better.
+    let better = runs_with_ratio(&dir.path().join("i"), "i", &[6.0, 6.1, 5.9]);
+    let m = ratio(&compare_many(
+        base.clone(),
+        better,
+        &CompareOptions::default(),
+    ));
+    assert_eq!(m.verdict, ChangeVerdict::Improved, "{m:?}");
+
+    // One run per side: the estimate is shown, nothing is decided.
+    let one = runs_with_ratio(&dir.path().join("o"), "o", &[20.0]);
+    let c = compare_runs(&base[0], &one[0], &CompareOptions::default());
+    let m = ratio(&c);
+    assert_eq!(m.verdict, ChangeVerdict::Inconclusive, "{m:?}");
+    assert_eq!(m.note, ONE_RUN_PER_SIDE);
+    assert!((m.change.unwrap() - 1.0).abs() < 1e-9, "{m:?}");
+
+    // A scenario without the figure has no such row.
+    let plain = runs(&dir.path().join("p"), "p", 2, Synth::default());
+    let c = compare_many(plain.clone(), plain, &CompareOptions::default());
+    assert!(c
+        .metrics
+        .iter()
+        .all(|m| m.metric != "cpu_ratio_nats_vs_direct"));
 }

@@ -524,18 +524,25 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
             target: fmt_threshold(t),
             actual: t.actual.map_or_else(
                 || "not measured".into(),
-                |v| format!("{} {}", sig3(v), t.unit).trim_end().to_owned(),
+                |v| match t.interval {
+                    Some([low, high]) => {
+                        format!("{} {} [{}, {}]", sig3(v), t.unit, sig3(low), sig3(high))
+                    }
+                    None => format!("{} {}", sig3(v), t.unit).trim_end().to_owned(),
+                },
             ),
             // An informational target that is missed is shown as such, not as a failure.
             passed: !t.missed(),
             result: match (t.passed, t.informational, t.needs_events) {
                 (_, _, Some(n)) => format!("insufficient data (needs {} events)", fmt_count(n)),
+                _ if t.inconclusive => "inconclusive (interval straddles the target)".into(),
                 (true, _, None) => "met".into(),
                 (false, false, None) => "missed".into(),
                 (false, true, None) => "missed (informational)".into(),
             },
             result_md: match (t.passed, t.informational, t.needs_events) {
                 (_, _, Some(n)) => format!("❔ insufficient data (needs {} events)", fmt_count(n)),
+                _ if t.inconclusive => "❔ inconclusive (interval straddles the target)".into(),
                 (true, _, None) => "✅ met".into(),
                 (false, false, None) => "❌ missed".into(),
                 (false, true, None) => "ℹ️ missed (informational)".into(),

@@ -2,16 +2,35 @@
 //! and directly through `rosey_dbservice::db` on a thread of the harness. Their ratio is the
 //! honest version of the seed's "CPU overhead", which compared one process with itself.
 //!
-//! Both paths do the same database work: the service's writer applies each `message.log` event
-//! with `record_chat_message` inside a transaction and prunes once per transaction (what the
-//! seed's `user_chat_message` does per call); the direct path does exactly that, with the same
-//! users, message text and event count, in transactions of the mean size the service used.
+//! Like for like, in `nats_cpu_cost` (whose `cpu_ratio_nats_vs_direct` is the figure the
+//! regression gate compares):
 //!
-//! * NATS path: open-loop publishes, every event proven by a commit notice; CPU of `dbservice`
-//!   and `nats-server` from `/proc` over the measured phase. The harness publisher's CPU is
-//!   reported separately (it includes the measuring machinery, so it is not part of the ratio).
-//! * Direct path: CPU of the one thread doing the work (`/proc/thread-self/stat`), so nothing
-//!   else in the harness is counted; rows are read back to prove every write.
+//! * **Same work.** The service's writer applies each `message.log` event with
+//!   `record_chat_message` inside a transaction and prunes once per transaction (what the seed's
+//!   `user_chat_message` does per call); the direct path does exactly that, with the same users,
+//!   message text and event count (warm-up included), in transactions of the mean size the
+//!   service used.
+//! * **Same pace.** Both run at the scenario's `rate_per_s`: the NATS path open loop, the direct
+//!   path one transaction at each intended time (sleeping in between, which costs no CPU), so
+//!   neither gets the cache and batching advantages of a tight loop.
+//! * **Same database.** Just before its warm-up, the service's database is copied (`VACUUM INTO`
+//!   from a read-only connection, `Database::copy_to`) and the direct path writes into the copy:
+//!   the same rows (~200k chat lines after a full run's earlier scenarios), users and indexes.
+//!   Where the harness does not manage the service (attached), the direct path writes into a
+//!   fresh database and the result says so.
+//! * **Commit notices are part of the NATS path.** The service publishes one per transaction and
+//!   nats-server delivers it; the direct path has nothing like it. Their cost is inside
+//!   `dbservice` + `nats-server` and is not separated (`commit_notices_per_event` says how many
+//!   there were).
+//! * **CPU on a nanosecond clock.** The services' CPU is the scheduler's per-thread nanoseconds
+//!   (`sampler`, schedstat), the direct path's is its one thread's (`/proc/thread-self/schedstat`),
+//!   so nothing else in the harness is counted; a 10 ms tick is no longer the resolution of a
+//!   figure of a few seconds. The harness publisher's CPU is reported separately (it includes the
+//!   measuring machinery, so it is not part of the ratio). Rows are read back to prove every
+//!   direct write.
+//!
+//! `direct_db_cpu_cost` is the direct path alone, paced at its own `rate_per_s`, on a fresh
+//! database (optionally prefilled): a standalone figure, not the ratio's denominator.
 
 use super::{message_log_payload, OpenLoopParams};
 use crate::histogram;
@@ -29,7 +48,7 @@ use std::time::{Duration, Instant};
 pub const NATS_CPU_COST: ScenarioDef = ScenarioDef {
     name: "nats_cpu_cost",
     title: "CPU cost per event: NATS path vs direct database",
-    description: "CPU-µs per committed message.log event in dbservice + nats-server (open loop, commit notices), against the same writes done directly through rosey_dbservice::db",
+    description: "CPU-µs per committed message.log event in dbservice + nats-server (open loop, commit notices included), against the same writes at the same rate done directly through rosey_dbservice::db on a copy of the service's database",
     needs_services: true,
     run: run_nats,
 };
@@ -37,7 +56,7 @@ pub const NATS_CPU_COST: ScenarioDef = ScenarioDef {
 pub const DIRECT_DB_CPU_COST: ScenarioDef = ScenarioDef {
     name: "direct_db_cpu_cost",
     title: "CPU cost per event: direct database writes",
-    description: "CPU-µs per chat line written directly through rosey_dbservice::db (user_chat_message work, batched transactions) on one harness thread, rows read back",
+    description: "CPU-µs per chat line written directly through rosey_dbservice::db (user_chat_message work, transactions paced at rate_per_s, fresh database) on one harness thread, rows read back",
     needs_services: false,
     run: run_direct,
 };
@@ -70,6 +89,11 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         Proof::CommitNotices(Ids::Direct),
     );
     let warmup_count = plan.warmup_count;
+    // The direct path's database: a copy of the service's as it is now, before the warm-up that
+    // both paths then write.
+    let dir = scratch_dir(&ctx.run_dir, ctx.name)?;
+    let direct_db = dir.join("direct.db");
+    let copied = copy_service_database(ctx, &direct_db).await?;
     let outcome = super::warm_then_measure(
         ctx,
         &plan,
@@ -132,13 +156,19 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             0.0
         },
     );
-    let dir = scratch_dir(&ctx.run_dir, ctx.name)?;
+    if batches > 0.0 && committed > 0 {
+        result.metrics.insert(
+            "commit_notices_per_event".into(),
+            batches / service_events.max(1.0),
+        );
+    }
     let spec = DirectSpec {
-        db_path: dir.join("direct.db"),
+        db_path: direct_db,
         events: committed,
         warmup_events: warmup_count,
         batch_size,
         payload_bytes: p.payload_bytes,
+        rate_per_s: Some(p.rate_per_s),
     };
     let direct = tokio::task::spawn_blocking(move || direct_path(&spec))
         .await
@@ -148,7 +178,11 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     result
         .metrics
         .insert("cpu_us_per_event.direct".into(), direct_us);
+    result
+        .metrics
+        .insert("direct.rows_before".into(), direct.rows_before as f64);
     note_build_profile(&mut result);
+    note_cpu_sources(&mut result, direct.cpu.source);
     result
         .metrics
         .insert("direct.rows_verified".into(), direct.rows_verified as f64);
@@ -166,13 +200,75 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     } else {
         result
             .notes
-            .push("the direct path used less CPU than the clock-tick resolution; no ratio".into());
+            .push("the direct path used no measurable CPU; no ratio".into());
     }
     result.notes.push(format!(
-        "same work on both paths: {committed} chat lines, transactions of {batch_size} (the service's mean); \
-         direct path CPU is one harness thread's, unpaced"
+        "same work on both paths: {committed} chat lines (after {warmup_count} of warm-up), transactions of \
+         {batch_size} (the service's mean), both paced at {} events/s; direct path CPU is one harness thread's",
+        p.rate_per_s
     ));
+    result.notes.push(if copied {
+        format!(
+            "same database: the direct path wrote into a copy of the service's database taken before the \
+             warm-up ({} chat lines in it)",
+            direct.rows_before
+        )
+    } else {
+        "the database service is not managed by the harness, so its database could not be copied: the \
+         direct path wrote into a fresh database (fewer rows than the service's)"
+            .into()
+    });
+    result.notes.push(
+        "the NATS path's CPU includes publishing and delivering one commit notice per transaction, \
+         which the direct path does not do"
+            .into(),
+    );
     Ok(result)
+}
+
+/// Copy the service's database to `dest` for the direct path; false when the service is not the
+/// harness's own (attached: no path).
+async fn copy_service_database(ctx: &ScenarioContext, dest: &Path) -> anyhow::Result<bool> {
+    let source = ctx.services().await?.db_path().to_owned();
+    if source.as_os_str().is_empty() {
+        return Ok(false);
+    }
+    let dest = dest.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut db = Database::with_options(
+            &source,
+            rosey_dbservice::db::OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        );
+        db.open()
+            .with_context(|| format!("open {} read-only", source.display()))?;
+        db.copy_to(&dest)
+            .with_context(|| format!("copy {} to {}", source.display(), dest.display()))?;
+        db.close().context("close the service's database")?;
+        Ok(())
+    })
+    .await
+    .context("database copy thread")??;
+    Ok(true)
+}
+
+/// Say where CPU figures came from when any of them is not the nanosecond clock.
+fn note_cpu_sources(result: &mut ScenarioResult, direct_source: &str) {
+    let ticks: Vec<String> = result
+        .resources
+        .iter()
+        .filter(|r| r.cpu_source.as_deref() == Some(crate::sampler::CPU_SOURCE_TICKS))
+        .map(|r| r.process.clone())
+        .chain((direct_source == crate::sampler::CPU_SOURCE_TICKS).then(|| "direct".to_owned()))
+        .collect();
+    if !ticks.is_empty() {
+        result.notes.push(format!(
+            "schedstat was unavailable for {}: CPU there is utime + stime in 10 ms clock ticks",
+            ticks.join(", ")
+        ));
+    }
 }
 
 /// Parameters of `direct_db_cpu_cost`.
@@ -189,6 +285,12 @@ struct DirectParams {
     batch_size: usize,
     #[serde(default = "default_payload")]
     payload_bytes: usize,
+    /// Events per second, one transaction at each intended time (absent: a tight loop).
+    #[serde(default)]
+    rate_per_s: Option<f64>,
+    /// Chat lines written (unmeasured, unpaced) before the warm-up, so the database is not empty.
+    #[serde(default)]
+    prefill_rows: u64,
 }
 
 fn one() -> usize {
@@ -202,21 +304,44 @@ async fn direct(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: DirectParams = ctx.params()?;
     anyhow::ensure!(p.events > 0, "events must be positive");
     anyhow::ensure!(p.batch_size > 0, "batch_size must be positive");
+    anyhow::ensure!(
+        p.rate_per_s.is_none_or(|r| r.is_finite() && r > 0.0),
+        "rate_per_s must be positive"
+    );
     let mut result = ctx.result(LoadInfo {
-        model: "closed_loop".into(),
-        target_rate_per_s: None,
+        model: if p.rate_per_s.is_some() {
+            "paced".into()
+        } else {
+            "closed_loop".into()
+        },
+        target_rate_per_s: p.rate_per_s,
         duration_s: 0.0,
         warmup_s: 0.0,
         concurrency: Some(1),
         payload_bytes: u32::try_from(p.payload_bytes).ok(),
     });
     let dir = scratch_dir(&ctx.run_dir, ctx.name)?;
+    let db_path = dir.join("direct.db");
+    if p.prefill_rows > 0 {
+        let prefill = DirectSpec {
+            db_path: db_path.clone(),
+            events: 0,
+            warmup_events: p.prefill_rows,
+            batch_size: 1000,
+            payload_bytes: p.payload_bytes,
+            rate_per_s: None,
+        };
+        tokio::task::spawn_blocking(move || direct_path(&prefill))
+            .await
+            .context("prefill thread")??;
+    }
     let spec = DirectSpec {
-        db_path: dir.join("direct.db"),
+        db_path,
         events: p.events,
         warmup_events: p.warmup_events,
         batch_size: p.batch_size,
         payload_bytes: p.payload_bytes,
+        rate_per_s: p.rate_per_s,
     };
     let out = tokio::task::spawn_blocking(move || direct_path(&spec))
         .await
@@ -233,26 +358,44 @@ async fn direct(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     result
         .metrics
         .insert("batch_size".into(), p.batch_size as f64);
+    result
+        .metrics
+        .insert("direct.rows_before".into(), out.rows_before as f64);
     note_build_profile(&mut result);
+    note_cpu_sources(&mut result, out.cpu.source);
     add_histogram(
         &mut result,
         "service_time",
-        "closed loop: one transaction of batch_size chat lines, begin → commit (CPU probe, not open-loop latency)",
+        "one transaction of batch_size chat lines, begin → commit (CPU probe, not open-loop latency)",
         &out.batch_time,
     )?;
     let secs = out.wall.as_secs_f64();
     result.resources.push(ProcessResources {
         process: "direct (harness thread)".into(),
-        cpu_user_s: out.cpu_user.as_secs_f64(),
-        cpu_system_s: out.cpu_system.as_secs_f64(),
+        cpu_user_s: out.cpu.user.as_secs_f64(),
+        cpu_system_s: out.cpu.system.as_secs_f64(),
         cpu_percent: if secs > 0.0 {
-            (out.cpu_user + out.cpu_system).as_secs_f64() / secs * 100.0
+            out.cpu.total.as_secs_f64() / secs * 100.0
         } else {
             0.0
         },
         cpu_us_per_event: Some(out.cpu_us_per_event()),
+        cpu_source: Some(out.cpu.source.to_owned()),
         ..Default::default()
     });
+    result.notes.push(match p.rate_per_s {
+        Some(rate) => format!("paced at {rate} events/s, one transaction at each intended time"),
+        None => "unpaced: a tight loop of transactions".into(),
+    });
+    result.notes.push(format!(
+        "a fresh database{}; the like-for-like direct figure, on a copy of the service's database, \
+         is nats_cpu_cost's cpu_us_per_event.direct",
+        if p.prefill_rows > 0 {
+            format!(" prefilled with {} chat lines", p.prefill_rows)
+        } else {
+            String::new()
+        }
+    ));
     result.notes.push("rows are read back from recent_chat to prove every write; CPU is the writing thread's only".into());
     Ok(result)
 }
@@ -290,14 +433,19 @@ struct DirectSpec {
     warmup_events: u64,
     batch_size: usize,
     payload_bytes: usize,
+    /// Events per second (warm-up and measurement), a transaction at each intended time; `None`:
+    /// as fast as it goes.
+    rate_per_s: Option<f64>,
 }
 
 /// What the direct path measured.
 #[derive(Debug)]
 struct DirectOutcome {
-    cpu_user: Duration,
-    cpu_system: Duration,
+    /// The writing thread's CPU over the measured events.
+    cpu: crate::sampler::ThreadCpu,
     wall: Duration,
+    /// Rows in `recent_chat` before the measured events (what the database already held).
+    rows_before: u64,
     /// Rows the measured phase added to `recent_chat`, counted after it.
     rows_verified: u64,
     events: u64,
@@ -306,13 +454,15 @@ struct DirectOutcome {
 
 impl DirectOutcome {
     fn cpu_us_per_event(&self) -> f64 {
-        (self.cpu_user + self.cpu_system).as_secs_f64() * 1e6 / self.events.max(1) as f64
+        self.cpu.total.as_secs_f64() * 1e6 / self.events.max(1) as f64
     }
 }
 
 /// Write `events` chat lines (the users and text of [`message_log_payload`]) in transactions of
-/// `batch_size`, exactly as the service's writer applies `message.log` events. Runs on the
-/// calling thread and measures that thread's CPU.
+/// `batch_size`, exactly as the service's writer applies `message.log` events, into the database
+/// at `db_path` (created if missing, else added to). With a rate, the transaction holding event
+/// `i` starts at its intended time `start + i / rate` (the thread sleeps until then: no CPU).
+/// Runs on the calling thread and measures that thread's CPU.
 fn direct_path(spec: &DirectSpec) -> anyhow::Result<DirectOutcome> {
     let mut db = Database::new(&spec.db_path);
     db.open().context("open the direct-path database")?;
@@ -323,9 +473,14 @@ fn direct_path(spec: &DirectSpec) -> anyhow::Result<DirectOutcome> {
                  batch_time: Option<&mut Histogram<u64>>|
      -> anyhow::Result<()> {
         let mut times = batch_time;
+        let start = Instant::now();
         let mut i = from;
         while i < to {
             let end = (i + spec.batch_size as u64).min(to);
+            if let Some(rate) = spec.rate_per_s {
+                let due = start + crate::load::intended_offset(i - from, rate);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
             let t0 = Instant::now();
             db.begin()?;
             let mut inserted = false;
@@ -365,9 +520,18 @@ fn direct_path(spec: &DirectSpec) -> anyhow::Result<DirectOutcome> {
     let rows_verified = count_rows(&db)?.saturating_sub(before);
     db.close().context("close the direct-path database")?;
     Ok(DirectOutcome {
-        cpu_user: cpu1.0.saturating_sub(cpu0.0),
-        cpu_system: cpu1.1.saturating_sub(cpu0.1),
+        cpu: crate::sampler::ThreadCpu {
+            total: cpu1.total.saturating_sub(cpu0.total),
+            user: cpu1.user.saturating_sub(cpu0.user),
+            system: cpu1.system.saturating_sub(cpu0.system),
+            source: if cpu0.source == cpu1.source {
+                cpu1.source
+            } else {
+                crate::sampler::CPU_SOURCE_TICKS
+            },
+        },
         wall,
+        rows_before: before,
         rows_verified,
         events: spec.events,
         batch_time,
@@ -387,10 +551,45 @@ mod tests {
             warmup_events: 20,
             batch_size: 7,
             payload_bytes: 32,
+            rate_per_s: None,
         };
         let out = direct_path(&spec).unwrap();
         assert_eq!(out.rows_verified, 250);
+        assert_eq!(out.rows_before, 20, "the warm-up's rows");
         assert_eq!(out.batch_time.len(), 36, "ceil(250 / 7) transactions");
-        assert!(out.cpu_us_per_event() >= 0.0);
+        assert!(
+            out.cpu.total > Duration::ZERO,
+            "nanosecond CPU sees the writes"
+        );
+        assert_eq!(out.cpu.source, crate::sampler::CPU_SOURCE_SCHEDSTAT);
+        // Again into the same file: it adds to what is there, as on a copy of the service's.
+        let again = direct_path(&spec).unwrap();
+        assert_eq!(again.rows_before, 290);
+        assert_eq!(again.rows_verified, 250);
+    }
+
+    #[test]
+    fn a_paced_direct_path_keeps_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DirectSpec {
+            db_path: dir.path().join("d.db"),
+            events: 100,
+            warmup_events: 0,
+            batch_size: 2,
+            payload_bytes: 32,
+            rate_per_s: Some(500.0),
+        };
+        let out = direct_path(&spec).unwrap();
+        assert_eq!(out.rows_verified, 100);
+        // The last transaction starts at event 98, intended 196 ms after the first.
+        assert!(out.wall >= Duration::from_millis(190), "{:?}", out.wall);
+        assert!(out.wall < Duration::from_secs(5), "{:?}", out.wall);
+        // Sleeping between transactions costs no CPU: far less than the wall time.
+        assert!(
+            out.cpu.total < out.wall / 2,
+            "{:?} of {:?}",
+            out.cpu.total,
+            out.wall
+        );
     }
 }
