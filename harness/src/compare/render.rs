@@ -74,7 +74,7 @@ fn icon(v: ChangeVerdict) -> &'static str {
 
 /// Markdown-safe text for an untrusted string: the report's one escaping function.
 fn cell(s: &str) -> String {
-    crate::report::markdown::cell(s)
+    crate::report::escape::cell(s)
 }
 
 fn short(rev: &str) -> &str {

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod charts;
+pub mod escape;
 pub mod html;
 pub mod index;
 pub mod markdown;
