@@ -50,8 +50,9 @@ pub struct Config {
     pub commit_notices: bool,
     /// Most events applied in one write transaction.
     pub batch_max_events: usize,
-    /// How long a transaction stays open waiting for more events after its first one (zero:
-    /// commit as soon as no event is waiting). Under load, batches fill up regardless.
+    /// Longest a write transaction stays open taking events that are already queued (zero: one
+    /// event per transaction). The writer never waits for more: an idle service commits each
+    /// event at once, a busy one batches what arrived while the previous commit ran.
     pub batch_max_wait: Duration,
     /// Capacity of the queue between the NATS intake and the writer thread (back-pressure).
     pub channel_capacity: usize,

@@ -96,8 +96,9 @@ struct Args {
     /// Group commit: most events per write transaction [default: 1000].
     #[arg(long, value_name = "N")]
     batch_max_events: Option<usize>,
-    /// Group commit: how long a transaction waits for more events after its first one, in
-    /// microseconds; 0 commits as soon as the queue is empty [default: 500].
+    /// Group commit: longest a transaction stays open taking events already queued, in
+    /// microseconds; the writer never waits for more; 0 means one event per transaction
+    /// [default: 500].
     #[arg(long, value_name = "MICROS")]
     batch_max_wait_us: Option<u64>,
     /// Capacity of the queue in front of the writer thread [default: 16384].

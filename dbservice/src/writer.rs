@@ -2,8 +2,10 @@
 //! many per transaction (group commit).
 //!
 //! It takes the first message from its bounded queue, opens a transaction, applies that message
-//! and whatever else arrives until the batch holds `max_events` or `max_wait` has passed since the
-//! first one, prunes `recent_chat` once, and commits. Only then does anything learn of the result:
+//! and whatever else is already queued, until the queue is empty, the batch holds `max_events` or
+//! `max_wait` has passed since the first one, prunes `recent_chat` once, and commits. It never
+//! waits for more (adaptive group commit): an idle service commits each event at once, a busy one
+//! batches what arrived while the previous transaction ran. Only then does anything learn of the result:
 //! write requests get their reply, and an [`Outcome`] (event ids for the commit notice, JetStream
 //! acks) goes to the async side.
 //!
@@ -111,6 +113,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
     pub max_events: usize,
+    /// Longest a transaction stays open taking already-queued events (0: one event per
+    /// transaction). The writer never waits for events that have not arrived.
     pub max_wait: Duration,
     /// Record and check `processed_events` (durable mode).
     pub dedupe: bool,
@@ -281,25 +285,17 @@ impl Writer {
             b.dead = Some(format!("cannot begin transaction: {e}"));
         }
         self.push(&mut b, first);
+        // Adaptive group commit: take what is already queued, never wait for more. An event that
+        // arrives at an idle service commits at once; under load, events pile up while the
+        // previous transaction commits and the next one takes them all. `max_wait` only bounds
+        // how long a transaction stays open taking queued events, so the first event of a batch
+        // is not held behind an endless stream.
         let deadline = Instant::now() + self.cfg.max_wait;
         let mut deferred = None;
-        while b.items.len() < self.cfg.max_events {
+        while b.items.len() < self.cfg.max_events && Instant::now() < deadline {
             let msg = match self.rx.try_recv() {
                 Ok(m) => m,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    // Sleep out the rest of the window, then take what arrived meanwhile. A
-                    // tokio timer would round the wait up to its 1 ms tick: a 500 µs window
-                    // became 1–2 ms depending on where in the tick a run's events fell, which
-                    // showed as single-event p50 settling at ~2.1 or ~3.2 ms per run. A thread
-                    // sleep is good to tens of microseconds; this is the writer's own thread.
-                    std::thread::sleep(deadline - now);
-                    continue;
-                }
+                Err(_) => break,
             };
             if let WriterMsg::Maintenance(_) = msg {
                 deferred = Some(msg);
@@ -622,7 +618,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let cfg = WriterConfig {
             max_events: 100,
-            max_wait: Duration::from_millis(1),
+            max_wait: Duration::from_secs(10),
             dedupe,
             max_deliver: 0,
         };
@@ -636,6 +632,67 @@ mod tests {
             outcomes.push(o);
         }
         (outcomes, stats, dir)
+    }
+
+    /// A writer whose queue stays open, with the given window; returns the queue, the outcomes
+    /// and the thread.
+    #[allow(clippy::type_complexity)]
+    fn open_writer(
+        max_wait: Duration,
+    ) -> (
+        mpsc::Sender<WriterMsg>,
+        mpsc::Receiver<Outcome>,
+        std::thread::JoinHandle<Result<(), DbError>>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Database::new(dir.path().join("w.db"));
+        db.open().unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let cfg = WriterConfig {
+            max_events: 100,
+            max_wait,
+            dedupe: false,
+            max_deliver: 0,
+        };
+        let writer = Writer::new(db, rx, out_tx, Arc::new(Stats::default()), cfg);
+        (tx, out_rx, std::thread::spawn(move || writer.run()), dir)
+    }
+
+    #[test]
+    fn an_event_at_an_idle_writer_commits_without_waiting_out_the_window() {
+        // A 60 s window with the queue still open: a writer that waited for more events before
+        // committing would hold this one for a minute.
+        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::from_secs(60));
+        tx.blocking_send(event(chat("alone"), "alone")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let o = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), out_rx.recv()).await })
+            .expect("committed long before the 60 s window ran out")
+            .unwrap();
+        assert_eq!(o.ids, ["alone"]);
+        drop(tx);
+        handle.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_window_bounds_a_batch_of_queued_events() {
+        // A zero window: every transaction closes after its first event, however many wait.
+        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::ZERO);
+        for i in 0..5 {
+            tx.try_send(event(chat("q"), &format!("q{i}"))).unwrap();
+        }
+        drop(tx);
+        handle.join().unwrap().unwrap();
+        let mut sizes = Vec::new();
+        while let Ok(o) = out_rx.try_recv() {
+            sizes.push(o.ids.len());
+        }
+        assert_eq!(sizes, [1, 1, 1, 1, 1]);
     }
 
     #[test]
@@ -708,7 +765,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let cfg = WriterConfig {
             max_events: 100,
-            max_wait: Duration::from_millis(1),
+            max_wait: Duration::from_secs(10),
             dedupe: true,
             max_deliver: 0,
         };
@@ -749,7 +806,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let cfg = WriterConfig {
             max_events: 100,
-            max_wait: Duration::from_millis(10),
+            max_wait: Duration::from_secs(10),
             dedupe: false,
             max_deliver: 0,
         };
