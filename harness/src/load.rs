@@ -267,11 +267,11 @@ pub struct PhaseSpec {
     /// `None`: burst, everything intended at once.
     pub rate_per_s: Option<f64>,
     pub count: u64,
-    /// Messages intended at the same instant (1: evenly spaced). With as many senders as the
-    /// burst size, every sender sends one member of each burst.
+    /// Messages intended at the same instant (1: evenly spaced). With as many connections as the
+    /// burst size, every connection carries one member of each burst.
     pub burst_size: u64,
-    /// One paced sender per client; sender `k` sends every `k`-th message (its own fixed-rate
-    /// schedule, phase-shifted). A script whose order matters uses one.
+    /// The publishers' connections: message `i` goes out on connection `i % n`, all from one
+    /// paced sender thread, in schedule order.
     pub senders: Vec<Client>,
     pub script: Script,
     pub via: SendVia,
@@ -820,9 +820,9 @@ pub async fn run_phase(
         ensure_subscribed(c).await?;
     }
 
-    // The schedule starts a little in the future so every sender thread is up before its first
+    // The schedule starts a little in the future so the sender thread is up before its first
     // intended time; otherwise thread start-up would show as send delay.
-    let lead = Duration::from_millis(20 + 2 * spec.senders.len() as u64);
+    let lead = Duration::from_millis(20);
     let start = Instant::now() + lead;
     let schedule = Schedule {
         start,
@@ -1016,16 +1016,16 @@ async fn drain(
 /// JetStream publishes awaiting their PubAck.
 type Acks = Vec<tokio::task::JoinHandle<bool>>;
 
-#[allow(clippy::too_many_arguments)]
-/// One paced sender thread: indices `first, first + stride, ...` below the schedule's count.
+/// The paced sender: one OS thread walks the whole schedule, message `i` going out on connection
+/// `i % n`. Several connections give the service several publishers at once; one thread keeps a
+/// burst's members back to back (each publish only hands the message to its connection's
+/// writer task), where a thread per connection would have them contend for the cores at the
+/// very instant they are due.
 fn run_sender(
     spec: &PhaseSpec,
-    client: &Client,
     inbox: Option<&str>,
     tracker: &Tracker,
     schedule: Schedule,
-    first: u64,
-    stride: u64,
     progress: &indicatif::ProgressBar,
     handle: &tokio::runtime::Handle,
 ) -> (SendStats, Acks) {
@@ -1033,9 +1033,18 @@ fn run_sender(
     let _runtime = handle.enter();
     let mut stats = SendStats::new();
     let mut acks = Vec::new();
-    let js = (spec.via == SendVia::JetStream).then(|| async_nats::jetstream::new(client.clone()));
-    let mut i = first;
-    while i < schedule.count {
+    let clients = &spec.senders;
+    let js: Vec<_> = if spec.via == SendVia::JetStream {
+        clients
+            .iter()
+            .map(|c| async_nats::jetstream::new(c.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for i in 0..schedule.count {
+        let conn = (i % clients.len() as u64) as usize;
+        let client = &clients[conn];
         let intended = schedule.intended(i);
         // Built before the wait: outside every message's measured interval.
         let m = (spec.script.message)(&spec.id_prefix, i);
@@ -1058,7 +1067,7 @@ fn run_sender(
             // is lost, not forgotten).
             tracker.mark_sent();
         }
-        let ok = match (&js, inbox) {
+        let ok = match (js.get(conn), inbox) {
             (Some(js), _) => {
                 match handle.block_on(js.publish_with_headers(m.subject, h, m.payload)) {
                     Ok(ack) => {
@@ -1084,14 +1093,15 @@ fn run_sender(
             stats.errors += 1;
         }
         progress.inc(1);
-        i += stride;
     }
     // Hand everything buffered to the server before the drain deadline starts counting.
-    let _ = handle.block_on(client.flush());
+    for client in clients {
+        let _ = handle.block_on(client.flush());
+    }
     (stats, acks)
 }
 
-/// Run one paced sender thread per client over the schedule and wait for all of them.
+/// Run the paced sender thread over the schedule and wait for it.
 async fn send_paced(
     spec: &Arc<PhaseSpec>,
     inbox: Option<String>,
@@ -1100,49 +1110,24 @@ async fn send_paced(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<(SendStats, Acks)> {
     let handle = tokio::runtime::Handle::current();
-    let stride = spec.senders.len() as u64;
-    let mut threads = Vec::with_capacity(spec.senders.len());
-    for k in 0..spec.senders.len() {
-        let (spec, inbox, tracker, progress, handle) = (
-            spec.clone(),
-            inbox.clone(),
-            tracker.clone(),
-            progress.clone(),
-            handle.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name(format!("bench-sender-{k}"))
-            .spawn(move || {
-                run_sender(
-                    &spec,
-                    &spec.senders[k],
-                    inbox.as_deref(),
-                    &tracker,
-                    schedule,
-                    k as u64,
-                    stride,
-                    &progress,
-                    &handle,
-                )
-            })
-            .context("spawn sender thread")?;
-        threads.push(thread);
-    }
-    let mut total = SendStats::new();
-    let mut acks = Vec::new();
-    for thread in threads {
-        let (stats, a) = tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .context("join sender thread")?
-            .map_err(|_| anyhow::anyhow!("a sender thread panicked"))?;
-        total
-            .send_delay
-            .add(&stats.send_delay)
-            .context("merge send-delay histograms")?;
-        total.errors += stats.errors;
-        acks.extend(a);
-    }
-    Ok((total, acks))
+    let (spec, tracker, progress) = (spec.clone(), tracker.clone(), progress.clone());
+    let thread = std::thread::Builder::new()
+        .name("bench-sender".to_owned())
+        .spawn(move || {
+            run_sender(
+                &spec,
+                inbox.as_deref(),
+                &tracker,
+                schedule,
+                &progress,
+                &handle,
+            )
+        })
+        .context("spawn sender thread")?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("join sender thread")?
+        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))
 }
 
 /// Connect a client named `name`.
@@ -1288,30 +1273,6 @@ mod tests {
         assert_eq!(s.intended(5) - start, Duration::from_millis(50));
         assert_eq!(s.intended(9) - start, Duration::from_millis(50));
         assert_eq!(s.intended(10) - start, Duration::from_millis(100));
-    }
-
-    #[test]
-    fn interleaved_senders_cover_the_schedule_once() {
-        // Sender k of n sends k, k+n, ...: together they send every index exactly once, and each
-        // sender's own times are a fixed-rate schedule at rate/n.
-        let n = 7u64;
-        let count = 100u64;
-        let mut seen = vec![0u32; count as usize];
-        for k in 0..n {
-            let mut i = k;
-            let mut prev: Option<Duration> = None;
-            while i < count {
-                seen[i as usize] += 1;
-                let t = intended_offset(i, 700.0);
-                if let Some(p) = prev {
-                    let gap = (t - p).as_nanos() as i128;
-                    assert!((gap - 10_000_000).abs() <= 1, "gap {gap}");
-                }
-                prev = Some(t);
-                i += n;
-            }
-        }
-        assert!(seen.iter().all(|&c| c == 1));
     }
 
     #[test]
