@@ -20,7 +20,7 @@
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -114,6 +114,9 @@ impl Default for ServicesConfig {
 pub struct SelfCheckConfig {
     pub send_delay_p99_max_us: f64,
     pub send_delay_target_fraction: f64,
+    /// Round trips of each bare floor measured after the scenarios (one per path and rate the
+    /// service scenarios used), for their `floor + service cost`.
+    pub floor_events: u64,
 }
 
 impl Default for SelfCheckConfig {
@@ -121,6 +124,7 @@ impl Default for SelfCheckConfig {
         SelfCheckConfig {
             send_delay_p99_max_us: 500.0,
             send_delay_target_fraction: 0.1,
+            floor_events: 1_000,
         }
     }
 }
@@ -134,6 +138,10 @@ impl SelfCheckConfig {
         anyhow::ensure!(
             self.send_delay_target_fraction.is_finite() && self.send_delay_target_fraction > 0.0,
             "[self_check] send_delay_target_fraction must be positive"
+        );
+        anyhow::ensure!(
+            self.floor_events >= 100,
+            "[self_check] floor_events must be at least 100 (a floor's p99 needs events beyond it)"
         );
         Ok(())
     }
@@ -288,12 +296,63 @@ impl ScenarioTable {
         })
     }
 
-    /// The scenario's parameters as its own (strict) struct.
-    pub fn params<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
-        toml::Value::Table(self.params.clone())
+    /// The scenario's parameters as its own struct, strictly: a key the struct does not know is
+    /// an error, and so is a parameter the table leaves out (no hidden defaults; only an
+    /// optional parameter may be absent). Then the struct's own checks.
+    pub fn params<T: ScenarioParams>(&self) -> anyhow::Result<T> {
+        let p: T = toml::Value::Table(self.params.clone())
             .try_into()
-            .context("scenario parameters")
+            .context("scenario parameters")?;
+        // Serialized back, the struct names every key it reads (flattened structs included),
+        // with `null` for an absent optional one.
+        let serde_json::Value::Object(known) =
+            serde_json::to_value(&p).context("scenario parameters")?
+        else {
+            bail!("scenario parameters must be a table of keys");
+        };
+        let unknown: Vec<&str> = self
+            .params
+            .keys()
+            .filter(|k| !known.contains_key(k.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "unknown parameter(s) {}; this scenario reads: {}",
+                unknown.join(", "),
+                known.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let missing: Vec<&str> = known
+            .iter()
+            .filter(|(k, v)| !v.is_null() && !self.params.contains_key(k.as_str()))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "parameter(s) {} not written: every parameter is set in the configuration, \
+                 none has a hidden default",
+                missing.join(", ")
+            );
+        }
+        p.validate()?;
+        Ok(p)
     }
+}
+
+/// A scenario's parameter struct: read strictly from its table by [`ScenarioTable::params`]
+/// (`Serialize` lets that check name every key the struct reads), then checked.
+pub trait ScenarioParams: DeserializeOwned + Serialize {
+    /// The parameters' own consistency checks (positive rates, …).
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Read and check a scenario's parameters of type `T`; the `check` of a `ScenarioDef`, so a
+/// whole configuration is checked before anything starts.
+pub fn check_params<T: ScenarioParams>(table: &ScenarioTable) -> anyhow::Result<()> {
+    table.params::<T>().map(|_| ())
 }
 
 /// Deep merge: tables merge key by key; any other value (including arrays) replaces.
@@ -311,6 +370,57 @@ fn merge(base: &mut toml::Table, over: &toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Inner {
+        rate_per_s: f64,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Outer {
+        #[serde(flatten)]
+        inner: Inner,
+        n: u64,
+        #[serde(default)]
+        optional: Option<u64>,
+    }
+
+    impl ScenarioParams for Outer {
+        fn validate(&self) -> anyhow::Result<()> {
+            anyhow::ensure!(self.n > 0, "n must be positive");
+            Ok(())
+        }
+    }
+
+    fn table(text: &str) -> ScenarioTable {
+        ScenarioTable::from_table(&text.parse::<toml::Table>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn parameters_are_read_strictly_through_flattened_structs() {
+        let p: Outer = table("rate_per_s = 5\nn = 1").params().unwrap();
+        assert_eq!((p.inner.rate_per_s, p.n, p.optional), (5.0, 1, None));
+        let p: Outer = table("rate_per_s = 5\nn = 1\noptional = 3")
+            .params()
+            .unwrap();
+        assert_eq!(p.optional, Some(3));
+        let unknown = table("rate_per_s = 5\nn = 1\nrate = 3")
+            .params::<Outer>()
+            .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown parameter(s) rate"),
+            "{unknown:#}"
+        );
+        let missing = table("n = 1").params::<Outer>().unwrap_err();
+        assert!(format!("{missing:#}").contains("rate_per_s"), "{missing:#}");
+        let invalid = table("rate_per_s = 5\nn = 0")
+            .params::<Outer>()
+            .unwrap_err();
+        assert!(
+            invalid.to_string().contains("n must be positive"),
+            "{invalid:#}"
+        );
+    }
 
     const TEXT: &str = r#"
 [services]
@@ -352,14 +462,14 @@ sample_interval_ms = 1000
         assert!(!b.enabled);
 
         assert_eq!(default.self_check, SelfCheckConfig::default());
-        let own = "[self_check]\nsend_delay_p99_max_us = 200\nsend_delay_target_fraction = 0.05\n[scenarios.a]\nsend_delay_p99_max_us = 50\n";
+        let own = "[self_check]\nsend_delay_p99_max_us = 200\nsend_delay_target_fraction = 0.05\nfloor_events = 500\n[scenarios.a]\nsend_delay_p99_max_us = 50\n";
         let c = BenchConfig::parse(own, "default").unwrap();
         assert_eq!(c.self_check.send_delay_p99_max_us, 200.0);
         let a = ScenarioTable::from_table(&c.scenarios["a"]).unwrap();
         assert_eq!(a.send_delay_p99_max_us, Some(50.0));
         assert!(a.params.is_empty(), "a framework key, not a parameter");
         assert!(BenchConfig::parse(
-            "[self_check]\nsend_delay_p99_max_us = 0\nsend_delay_target_fraction = 0.1\n",
+            "[self_check]\nsend_delay_p99_max_us = 0\nsend_delay_target_fraction = 0.1\nfloor_events = 500\n",
             "quick"
         )
         .is_err());

@@ -90,6 +90,7 @@ pub fn select(
         }
     }
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for def in all {
         if !requested.is_empty() && !requested.iter().any(|r| r == def.name) {
             continue;
@@ -100,11 +101,21 @@ pub fn select(
                 def.name
             )
         })?;
-        out.push((
-            *def,
-            ScenarioTable::from_table(table)
-                .with_context(|| format!("[scenarios.{}]", def.name))?,
-        ));
+        let table = ScenarioTable::from_table(table)
+            .with_context(|| format!("[scenarios.{}]", def.name))?;
+        // Every parameter is checked before anything starts, not minutes into the run.
+        if table.enabled {
+            if let Err(e) = (def.check)(&table) {
+                bad.push(format!("[scenarios.{}]: {e:#}", def.name));
+            }
+        }
+        out.push((*def, table));
+    }
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "the bench configuration is not usable:\n  {}",
+            bad.join("\n  ")
+        );
     }
     Ok(out)
 }
@@ -302,7 +313,15 @@ async fn run_scenarios(
         }
         results.push(result);
     }
-    crate::scenario::add_floor_split(&mut results);
+    let floors = measure_floors(
+        nats_url,
+        &crate::scenario::floors_needed(&results),
+        config.self_check.floor_events,
+        opts,
+        &progress,
+    )
+    .await;
+    crate::scenario::add_floor_split(&mut results, &floors);
 
     if let Some(services) = services {
         match Arc::try_unwrap(services) {
@@ -364,6 +383,61 @@ fn skipped_result(
 }
 
 /// A status line: above the progress bars when they are drawn, else to the caller's `status`.
+/// The bare floor at each (path, rate) the service scenarios used, `events` round trips each,
+/// for their `floor + service cost`. A failure is kept per floor (the scenarios say it).
+async fn measure_floors(
+    nats_url: &str,
+    needs: &[crate::scenario::FloorNeed],
+    events: u64,
+    opts: &BenchOptions,
+    progress: &indicatif::MultiProgress,
+) -> Vec<(
+    crate::scenario::FloorNeed,
+    Result<crate::results::NamedHistogram, String>,
+)> {
+    let mut floors = Vec::new();
+    for need in needs {
+        say(
+            progress,
+            opts,
+            format!(
+                "bench: floor of the {} path at {}/s ({events} round trips, about {:.0} s) …",
+                need.path,
+                crate::report::view::trimmed(need.rate_per_s),
+                events as f64 / need.rate_per_s
+            ),
+        );
+        let subject = format!("bench.floor.{}.{}.{}", opts.seed, need.path, floors.len());
+        let measured = crate::scenarios::calibration::bare_floor(
+            nats_url,
+            &subject,
+            &need.path,
+            need.rate_per_s,
+            events,
+            Duration::from_secs(5),
+        )
+        .await
+        .and_then(|h| {
+            crate::histogram::named(
+                "floor",
+                &format!(
+                    "bare async-nats loop, {} path at {}/s through a stand-in that answers at once: \
+                     the floor without the harness or the service",
+                    need.path,
+                    crate::report::view::trimmed(need.rate_per_s)
+                ),
+                &h,
+            )
+        })
+        .map_err(|e| format!("{e:#}"));
+        if let Err(e) = &measured {
+            say(progress, opts, format!("bench:   floor not measured: {e}"));
+        }
+        floors.push((need.clone(), measured));
+    }
+    floors
+}
+
 fn say(progress: &indicatif::MultiProgress, opts: &BenchOptions, line: String) {
     if opts.progress && progress.println(&line).is_ok() {
         return;
@@ -590,5 +664,21 @@ mod tests {
         assert_eq!(names, ["nats_floor", "burst_throughput"]);
         assert_eq!(select(&all, &config, &[]).unwrap().len(), all.len());
         assert!(select(&all, &config, &["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn a_bad_parameter_is_refused_before_the_run_starts() {
+        let text = include_str!("../bench.toml").replace(
+            "[scenarios.single_event_latency]\n",
+            "[scenarios.single_event_latency]\nrate_per_sec = 5\n",
+        );
+        let config = BenchConfig::parse(&text, "default").unwrap();
+        let e = select(&crate::scenarios::all(), &config, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[scenarios.single_event_latency]") && e.contains("rate_per_sec"),
+            "{e}"
+        );
     }
 }

@@ -26,7 +26,6 @@ use crate::services::Services;
 use anyhow::Context;
 use async_nats::Client;
 use hdrhistogram::Histogram;
-use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -48,6 +47,9 @@ pub struct ScenarioDef {
     pub description: &'static str,
     /// Needs the services under test (false for the NATS-only self checks).
     pub needs_services: bool,
+    /// Reads and checks the scenario's parameters (`config::check_params::<its Params>`), so a
+    /// run refuses a bad configuration before it starts anything.
+    pub check: fn(&crate::config::ScenarioTable) -> anyhow::Result<()>,
     pub run: RunFn,
 }
 
@@ -85,8 +87,8 @@ pub struct ScenarioContext {
 }
 
 impl ScenarioContext {
-    /// The scenario's own parameters (strict: unknown keys are errors).
-    pub fn params<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+    /// The scenario's own parameters, read strictly and checked ([`crate::config::ScenarioTable::params`]).
+    pub fn params<T: crate::config::ScenarioParams>(&self) -> anyhow::Result<T> {
         self.table
             .params()
             .with_context(|| format!("[scenarios.{}]", self.name))
@@ -340,33 +342,76 @@ pub fn fill_from_phase(
     Ok(())
 }
 
-/// Split every scenario's headline latency into floor + service cost: for a scenario whose proof
-/// path is `reply` or `notice`, the bare async-nats loop of that path (the calibration's
-/// `bare.<path>` histogram, measured in the same run) is the floor, and `latency − floor` at p50
-/// and p99 is what the service (and everything behind it) costs. Nothing is added when the run
-/// has no calibration result to take the floor from.
-pub fn add_floor_split(results: &mut [ScenarioResult]) {
-    let floors: Vec<(String, crate::results::LatencySummary)> = results
-        .iter()
-        .filter(|r| r.name == "calibration" && r.error.is_none())
-        .flat_map(|r| r.histograms.iter())
-        .filter_map(|h| {
-            let path = h.name.strip_prefix("bare.")?;
-            (h.summary.count > 0).then(|| (path.to_owned(), h.summary))
-        })
-        .collect();
-    for r in results.iter_mut() {
-        let (Some(path), Some(latency)) = (r.proof_path.clone(), r.latency) else {
-            continue;
-        };
-        let Some((_, floor)) = floors.iter().find(|(p, _)| *p == path) else {
-            continue;
-        };
-        if latency.count == 0 {
-            continue;
+/// A floor a run's results need: the bare async-nats loop on `path` (`reply` or `notice`) at
+/// `rate_per_s`, the rate the scenario offered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorNeed {
+    pub path: String,
+    pub rate_per_s: f64,
+}
+
+/// The floors to measure after the scenarios, each once: one per (path, rate) of the results
+/// that measured an open-loop, single-publisher latency on the `reply` or `notice` path. Bursts
+/// and paths through the bot have no bare equivalent.
+pub fn floors_needed(results: &[ScenarioResult]) -> Vec<FloorNeed> {
+    let mut needs: Vec<FloorNeed> = Vec::new();
+    for r in results {
+        if let Some(n) = floor_need(r) {
+            if !needs.contains(&n) {
+                needs.push(n);
+            }
         }
+    }
+    needs
+}
+
+fn floor_need(r: &ScenarioResult) -> Option<FloorNeed> {
+    let path = r.proof_path.as_deref()?;
+    let rate_per_s = r.load.target_rate_per_s?;
+    (r.error.is_none()
+        && r.latency.is_some_and(|l| l.count > 0)
+        && r.load.model == "open_loop"
+        && r.load.concurrency.unwrap_or(1) == 1
+        && matches!(path, "reply" | "notice"))
+    .then(|| FloorNeed {
+        path: path.to_owned(),
+        rate_per_s,
+    })
+}
+
+/// Split every scenario's headline latency into floor + service cost: the floor is the bare
+/// async-nats loop on the scenario's proof path at the scenario's own rate, measured in the same
+/// run (`floors`, from [`floors_needed`]); `latency − floor` at p50 and p99 is what the service,
+/// and everything behind it, costs. The floor's histogram is added to the result as `floor`. A
+/// floor that could not be measured is said in a note, never guessed.
+pub fn add_floor_split(
+    results: &mut [ScenarioResult],
+    floors: &[(FloorNeed, Result<crate::results::NamedHistogram, String>)],
+) {
+    for r in results.iter_mut() {
+        let Some(need) = floor_need(r) else {
+            continue;
+        };
+        let Some((_, floor)) = floors.iter().find(|(n, _)| *n == need) else {
+            continue;
+        };
+        let floor = match floor {
+            Ok(f) if f.summary.count > 0 => f,
+            Ok(_) => {
+                r.notes
+                    .push("no floor + service cost: the bare loop recorded nothing".into());
+                continue;
+            }
+            Err(e) => {
+                r.notes.push(format!(
+                    "no floor + service cost: measuring the floor failed: {e}"
+                ));
+                continue;
+            }
+        };
+        let Some(latency) = r.latency else { continue };
         let ms = |ns: f64| ns / 1e6;
-        let (f50, f99) = (floor.p50_ns as f64, floor.p99_ns as f64);
+        let (f50, f99) = (floor.summary.p50_ns as f64, floor.summary.p99_ns as f64);
         let (l50, l99) = (latency.p50_ns as f64, latency.p99_ns as f64);
         r.metrics.insert("floor.p50_ms".into(), ms(f50));
         r.metrics.insert("floor.p99_ms".into(), ms(f99));
@@ -375,13 +420,20 @@ pub fn add_floor_split(results: &mut [ScenarioResult]) {
         r.metrics
             .insert("service_cost.p99_ms".into(), ms(l99 - f99));
         r.notes.push(format!(
-            "floor + service cost: p50 {:.3} + {:.3} ms, p99 {:.3} + {:.3} ms; the floor is the bare \
-             async-nats loop on the {path} path, measured by calibration in this run",
+            "floor + service cost: p50 {:.3} + {:.3} ms, p99 {:.3} + {:.3} ms; the floor is a bare \
+             async-nats loop on the {} path at {}/s ({} round trips through an in-harness stand-in \
+             that answers at once), measured after the scenarios in this run",
             ms(f50),
             ms(l50 - f50),
             ms(f99),
-            ms(l99 - f99)
+            ms(l99 - f99),
+            need.path,
+            crate::report::view::trimmed(need.rate_per_s),
+            floor.summary.count
         ));
+        let mut h = floor.clone();
+        h.name = "floor".into();
+        r.histograms.push(h);
     }
 }
 
@@ -787,10 +839,43 @@ mod tests {
 
     #[test]
     fn service_results_are_split_into_floor_and_service_cost() {
-        let mut calibration = result();
-        calibration.name = "calibration".into();
-        calibration.histograms.push(NamedHistogram {
-            name: "bare.notice".into(),
+        let mut single = result();
+        single.name = "single".into();
+        single.proof_path = Some("notice".into());
+        single.load.model = "open_loop".into();
+        single.load.target_rate_per_s = Some(200.0);
+        single.latency = Some(LatencySummary {
+            count: 1_000,
+            p50_ns: 1_250_000,
+            p99_ns: 2_600_000,
+            ..Default::default()
+        });
+        let mut same_rate = single.clone();
+        same_rate.name = "same".into();
+        let mut other_rate = single.clone();
+        other_rate.load.target_rate_per_s = Some(100.0);
+        let mut via_bot = single.clone();
+        via_bot.proof_path = Some("via_bot".into());
+        let mut bursts = single.clone();
+        bursts.load.concurrency = Some(50);
+        let mut results = vec![single, same_rate, other_rate, via_bot, bursts];
+        let needs = floors_needed(&results);
+        assert_eq!(
+            needs,
+            [
+                FloorNeed {
+                    path: "notice".into(),
+                    rate_per_s: 200.0
+                },
+                FloorNeed {
+                    path: "notice".into(),
+                    rate_per_s: 100.0
+                }
+            ],
+            "one floor per path and rate; none through the bot or for bursts"
+        );
+        let floor = NamedHistogram {
+            name: "whatever".into(),
             description: String::new(),
             summary: LatencySummary {
                 count: 1_000,
@@ -799,33 +884,25 @@ mod tests {
                 ..Default::default()
             },
             encoded: String::new(),
-        });
-        let mut single = result();
-        single.name = "single".into();
-        single.proof_path = Some("notice".into());
-        single.latency = Some(LatencySummary {
-            count: 1_000,
-            p50_ns: 1_250_000,
-            p99_ns: 2_600_000,
-            ..Default::default()
-        });
-        let mut via_bot = single.clone();
-        via_bot.proof_path = Some("via_bot".into());
-        let mut results = vec![calibration, single, via_bot];
-        add_floor_split(&mut results);
-        let m = &results[1].metrics;
-        assert!((m["floor.p50_ms"] - 0.25).abs() < 1e-9);
-        assert!((m["service_cost.p50_ms"] - 1.0).abs() < 1e-9);
-        assert!((m["service_cost.p99_ms"] - 2.0).abs() < 1e-9);
-        assert!(
-            !results[2].metrics.contains_key("floor.p50_ms"),
-            "no bare floor for a path through the bot"
-        );
-        // Without a calibration result nothing is claimed.
-        let mut alone = vec![results[1].clone()];
-        alone[0].metrics.clear();
-        add_floor_split(&mut alone);
-        assert!(alone[0].metrics.is_empty());
+        };
+        let floors = vec![
+            (needs[0].clone(), Ok(floor)),
+            (needs[1].clone(), Err("no answer".to_owned())),
+        ];
+        add_floor_split(&mut results, &floors);
+        for r in &results[..2] {
+            let m = &r.metrics;
+            assert!((m["floor.p50_ms"] - 0.25).abs() < 1e-9);
+            assert!((m["service_cost.p50_ms"] - 1.0).abs() < 1e-9);
+            assert!((m["service_cost.p99_ms"] - 2.0).abs() < 1e-9);
+            assert!(r.histograms.iter().any(|h| h.name == "floor"));
+        }
+        // The floor at another rate is never borrowed; its failure is said.
+        assert!(!results[2].metrics.contains_key("floor.p50_ms"));
+        assert!(results[2].notes.iter().any(|n| n.contains("no answer")));
+        for r in &results[3..] {
+            assert!(!r.metrics.contains_key("floor.p50_ms"), "{}", r.name);
+        }
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub struct ServicesSpec {
     pub log_filter: String,
 }
 
-/// How to stop a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How to stop a process (`graceful` or `kill` in a configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StopHow {
     /// SIGTERM, wait up to the stop timeout, then SIGKILL.
     Graceful,

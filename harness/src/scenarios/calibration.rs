@@ -13,13 +13,13 @@
 use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
 use crate::bare::{self, BarePath};
-use crate::load::{self, message_count, DrainUntil, Ids, PhaseSpec, Proof, Script, SendVia, Taps};
-use crate::results::{LoadInfo, ScenarioResult};
+use crate::load::{self, DrainUntil, Ids, PhaseSpec, Proof, Script, SendVia, Taps};
+use crate::results::ScenarioResult;
 use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,25 +29,32 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "Calibration against known delays",
     description: "reply and commit-notice paths against in-harness stand-ins with known delays, p50 and p99 minus the delay and the bare async-nats floor, in µs",
     needs_services: false,
+    check: crate::config::check_params::<Params>,
     run,
 };
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Params {
     /// The known delays, in ms (0: the harness's overhead over the bare loop).
     delays_ms: Vec<f64>,
-    /// Messages per second of every measurement.
-    rate_per_s: f64,
-    /// Measured seconds per path and delay.
-    duration_s: f64,
-    warmup_s: f64,
+    /// Rate, measured seconds and warm-up of every (path, delay) measurement.
+    #[serde(flatten)]
+    timing: super::Timing,
     /// Spin this long at the end of each wait (stand-in delay and sender pacing) for precision.
     spin_us: u64,
-    drain_timeout_s: f64,
     /// For the calibration's own test only: µs the harness adds inside every timed window.
     #[serde(default)]
-    harness_fault_us: u64,
+    harness_fault_us: Option<u64>,
+}
+
+impl crate::config::ScenarioParams for Params {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.delays_ms.is_empty() && self.delays_ms.iter().all(|d| d.is_finite() && *d >= 0.0),
+            "delays_ms must list delays ≥ 0"
+        );
+        self.timing.validate()
+    }
 }
 
 fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
@@ -135,29 +142,62 @@ pub fn calibration_metrics(
     m
 }
 
+/// The floor of a path without the harness: a bare async-nats loop (`bare.rs`), `count` round
+/// trips at `rate_per_s`, through an in-harness stand-in on `subject` that answers at once
+/// (`path`: `reply` or `notice`). Calibration compares the harness with it; after the scenarios,
+/// the run measures it at each rate a service scenario used (`floor + service cost`).
+pub async fn bare_floor(
+    nats_url: &str,
+    subject: &str,
+    path: &str,
+    rate_per_s: f64,
+    count: u64,
+    timeout: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let (answer, bare_path) = match path {
+        "reply" => (
+            Answer::Reply,
+            BarePath::Request {
+                subject: subject.to_owned(),
+            },
+        ),
+        "notice" => (
+            Answer::CommitNotice {
+                subject: rosey_protocol::subjects::COMMITTED.into(),
+            },
+            BarePath::CommitNotice {
+                subject: subject.to_owned(),
+            },
+        ),
+        other => anyhow::bail!("no bare floor for the {other} path"),
+    };
+    let stand_in = Responder::start(
+        nats_url,
+        ResponderSpec {
+            subject: subject.to_owned(),
+            answer,
+            delay: Duration::ZERO,
+            spin: Duration::ZERO,
+            stall: None,
+        },
+    )
+    .await?;
+    let h = bare::measure(nats_url, bare_path, rate_per_s, count, timeout)
+        .await
+        .with_context(|| format!("bare async-nats loop on the {path} path at {rate_per_s}/s"));
+    stand_in.stop().await?;
+    h
+}
+
 async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
-    anyhow::ensure!(
-        !p.delays_ms.is_empty() && p.delays_ms.iter().all(|d| d.is_finite() && *d >= 0.0),
-        "delays_ms must list delays ≥ 0"
-    );
-    super::validate_open_loop(p.rate_per_s, p.duration_s, p.warmup_s, p.drain_timeout_s)?;
+    let t = p.timing;
+    let fault_us = p.harness_fault_us.unwrap_or(0);
     let spin = Duration::from_micros(p.spin_us);
-    let mut result = ctx.result(LoadInfo {
-        model: "open_loop".into(),
-        target_rate_per_s: Some(p.rate_per_s),
-        duration_s: p.duration_s,
-        warmup_s: p.warmup_s,
-        concurrency: Some(1),
-        payload_bytes: Some(16),
-    });
-    let count = message_count(p.rate_per_s, p.duration_s);
-    let warm = if p.warmup_s > 0.0 {
-        message_count(p.rate_per_s, p.warmup_s)
-    } else {
-        0
-    };
-    let drain = Duration::from_secs_f64(p.drain_timeout_s);
+    let mut result = ctx.result(t.load_info(1, Some(16)));
+    let count = t.count();
+    let warm = t.warmup_count();
+    let drain = t.drain_timeout();
     let sender = connect_publishers(ctx, 1).await?;
     let payload = fixed_payload(Bytes::from(filler(16)));
     let accept: load::ReplyCheck = Arc::new(|_| true);
@@ -169,9 +209,6 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let sampling = ctx.sampler.begin_phase();
     let mut confirmed = 0;
     for path in PATHS {
-        // The floor of this path without the harness: a bare loop through a stand-in that
-        // answers at once.
-        let floor_subject = format!("bench.calibration.{}.{path}.bare", ctx.seed);
         let answer = |path: &str| match path {
             "reply" => Answer::Reply,
             _ => Answer::CommitNotice {
@@ -185,22 +222,18 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             spin,
             stall: None,
         };
-        let floor =
-            Responder::start(&ctx.nats_url, stand_in(&floor_subject, Duration::ZERO)).await?;
-        let bare_path = match path {
-            "reply" => BarePath::Request {
-                subject: floor_subject.clone(),
-            },
-            _ => BarePath::CommitNotice {
-                subject: floor_subject.clone(),
-            },
-        };
+        // The floor of this path without the harness.
         let bar = ctx.progress_bar(&format!("bare {path}"), count);
-        let bare_h = bare::measure(&ctx.nats_url, bare_path, p.rate_per_s, count, drain)
-            .await
-            .with_context(|| format!("bare async-nats loop on the {path} path"));
+        let bare_h = bare_floor(
+            &ctx.nats_url,
+            &format!("bench.calibration.{}.{path}.bare", ctx.seed),
+            path,
+            t.rate_per_s,
+            count,
+            drain,
+        )
+        .await;
         bar.finish_and_clear();
-        floor.stop().await?;
         let bare_h = bare_h?;
         if !bare_h.is_empty() {
             bare_p50.push((path, bare_h.value_at_quantile(0.5) as f64 / 1e3));
@@ -217,7 +250,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             let responder = Responder::start(&ctx.nats_url, stand_in(&subject, delay)).await?;
             let phase = |tag: &str, n: u64| PhaseSpec {
                 id_prefix: ctx.id_prefix(tag),
-                rate_per_s: Some(p.rate_per_s),
+                rate_per_s: Some(t.rate_per_s),
                 count: n,
                 burst_size: 1,
                 senders: sender.clone(),
@@ -231,7 +264,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 drain_timeout: drain,
                 drain_until: DrainUntil::All,
                 spin,
-                harness_fault: Duration::from_micros(p.harness_fault_us),
+                harness_fault: Duration::from_micros(fault_us),
             };
             let key = delay_key(ms);
             let outcome = async {
@@ -295,10 +328,9 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     result
         .metrics
         .extend(calibration_metrics(&errors, &bare_p50));
-    if p.harness_fault_us > 0 {
+    if fault_us > 0 {
         result.notes.push(format!(
-            "harness_fault_us = {}: the harness added this inside every timed window on purpose",
-            p.harness_fault_us
+            "harness_fault_us = {fault_us}: the harness added this inside every timed window on purpose"
         ));
     }
     Ok(result)

@@ -16,7 +16,7 @@ use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{add_histogram, fill_from_phase, BoxFuture, ScenarioContext, ScenarioDef};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,16 +26,27 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "Coordinated omission check",
     description: "open-loop vs naive closed-loop latency against a responder that stalls once for a known time",
     needs_services: false,
+    check: crate::config::check_params::<Params>,
     run,
 };
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// No warm-up: the stall is what is measured, not a service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Params {
     rate_per_s: f64,
     duration_s: f64,
     stall_ms: f64,
     drain_timeout_s: f64,
+}
+
+impl crate::config::ScenarioParams for Params {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.rate_per_s > 0.0 && self.duration_s > 0.0 && self.stall_ms > 0.0,
+            "rate_per_s, duration_s and stall_ms must be positive"
+        );
+        Ok(())
+    }
 }
 
 fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
@@ -97,10 +108,6 @@ pub fn co_metrics(
 
 async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
-    anyhow::ensure!(
-        p.rate_per_s > 0.0 && p.duration_s > 0.0 && p.stall_ms > 0.0,
-        "rate_per_s, duration_s and stall_ms must be positive"
-    );
     let count = message_count(p.rate_per_s, p.duration_s);
     anyhow::ensure!(
         count >= 200,

@@ -41,7 +41,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rosey_dbservice::db::Database;
 use rosey_protocol::subjects;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ pub const NATS_CPU_COST: ScenarioDef = ScenarioDef {
     title: "CPU cost per event: NATS path vs direct database",
     description: "CPU-µs per committed message.log event in dbservice + nats-server (open loop, commit notices included), against the same writes at the same rate done directly through rosey_dbservice::db on a copy of the service's database",
     needs_services: true,
+    check: crate::config::check_params::<OpenLoopParams>,
     run: run_nats,
 };
 
@@ -58,6 +59,7 @@ pub const DIRECT_DB_CPU_COST: ScenarioDef = ScenarioDef {
     title: "CPU cost per event: direct database writes",
     description: "CPU-µs per chat line written directly through rosey_dbservice::db (user_chat_message work, transactions paced at rate_per_s, fresh database) on one harness thread, rows read back",
     needs_services: false,
+    check: crate::config::check_params::<DirectParams>,
     run: run_direct,
 };
 
@@ -79,7 +81,6 @@ fn us_per_event(resources: &[ProcessResources], process: &str) -> Option<f64> {
 
 async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: OpenLoopParams = ctx.params()?;
-    p.validate()?;
     let mut result = ctx.result(p.load_info());
     let senders = super::connect_publishers(ctx, p.publishers).await?;
     let plan = super::Plan::open_loop(
@@ -168,7 +169,7 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         warmup_events: warmup_count,
         batch_size,
         payload_bytes: p.payload_bytes,
-        rate_per_s: Some(p.rate_per_s),
+        rate_per_s: Some(p.timing.rate_per_s),
     };
     let direct = tokio::task::spawn_blocking(move || direct_path(&spec))
         .await
@@ -205,7 +206,7 @@ async fn nats(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     result.notes.push(format!(
         "same work on both paths: {committed} chat lines (after {warmup_count} of warm-up), transactions of \
          {batch_size} (the service's mean), both paced at {} events/s; direct path CPU is one harness thread's",
-        p.rate_per_s
+        p.timing.rate_per_s
     ));
     result.notes.push(if copied {
         format!(
@@ -272,42 +273,36 @@ fn note_cpu_sources(result: &mut ScenarioResult, direct_source: &str) {
 }
 
 /// Parameters of `direct_db_cpu_cost`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct DirectParams {
     /// Chat lines written in the measured phase.
     events: u64,
     /// Written before the measurement and not counted.
-    #[serde(default)]
     warmup_events: u64,
     /// Events per transaction (1: a commit per event, like the seed's direct calls).
-    #[serde(default = "one")]
     batch_size: usize,
-    #[serde(default = "default_payload")]
     payload_bytes: usize,
     /// Events per second, one transaction at each intended time (absent: a tight loop).
     #[serde(default)]
     rate_per_s: Option<f64>,
     /// Chat lines written (unmeasured, unpaced) before the warm-up, so the database is not empty.
-    #[serde(default)]
     prefill_rows: u64,
 }
 
-fn one() -> usize {
-    1
-}
-fn default_payload() -> usize {
-    64
+impl crate::config::ScenarioParams for DirectParams {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.events > 0, "events must be positive");
+        anyhow::ensure!(self.batch_size > 0, "batch_size must be positive");
+        anyhow::ensure!(
+            self.rate_per_s.is_none_or(|r| r.is_finite() && r > 0.0),
+            "rate_per_s must be positive"
+        );
+        Ok(())
+    }
 }
 
 async fn direct(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: DirectParams = ctx.params()?;
-    anyhow::ensure!(p.events > 0, "events must be positive");
-    anyhow::ensure!(p.batch_size > 0, "batch_size must be positive");
-    anyhow::ensure!(
-        p.rate_per_s.is_none_or(|r| r.is_finite() && r > 0.0),
-        "rate_per_s must be positive"
-    );
     let mut result = ctx.result(LoadInfo {
         model: if p.rate_per_s.is_some() {
             "paced".into()

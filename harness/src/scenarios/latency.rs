@@ -27,6 +27,7 @@ pub const SINGLE_EVENT: ScenarioDef = ScenarioDef {
     title: "Single event → committed",
     description: "message.log event from its intended send time to the service's commit notice, one publisher, open loop",
     needs_services: true,
+    check: crate::config::check_params::<OpenLoopParams>,
     run: run_single,
 };
 
@@ -35,6 +36,7 @@ pub const REQUEST_REPLY: ScenarioDef = ScenarioDef {
     title: "Request → reply (channel stats)",
     description: "rosey.db.query.channel_stats from its intended send time to a successful reply from the service, open loop",
     needs_services: true,
+    check: crate::config::check_params::<OpenLoopParams>,
     run: run_request_reply,
 };
 
@@ -43,6 +45,7 @@ pub const CONCURRENT_EVENTS: ScenarioDef = ScenarioDef {
     title: "Concurrent publishers → committed",
     description: "bursts of message.log events, one per publisher released at the same intended instant, to the commit notice, open loop",
     needs_services: true,
+    check: crate::config::check_params::<OpenLoopParams>,
     run: run_concurrent,
 };
 
@@ -60,7 +63,6 @@ fn run_request_reply(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<Scen
 
 async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<ScenarioResult> {
     let p: OpenLoopParams = ctx.params()?;
-    p.validate()?;
     if concurrent {
         anyhow::ensure!(
             p.publishers >= 2,
@@ -70,7 +72,7 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
-    prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
+    prefill(ctx, &senders[0], p.prefill_events, p.timing.drain_timeout()).await?;
     let mut plan = Plan::open_loop(
         &p,
         senders,
@@ -93,7 +95,7 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
         .insert("publishers".into(), f64::from(p.publishers));
     result.metrics.insert(
         "per_publisher_rate_per_s".into(),
-        p.rate_per_s / f64::from(p.publishers),
+        p.timing.rate_per_s / f64::from(p.publishers),
     );
     if concurrent {
         result
@@ -103,7 +105,7 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
             "{} publishers release one event each at the same intended instant, {} bursts per second; \
              `send_delay` is how far each member's actual release was from that instant",
             p.publishers,
-            crate::report::view::trimmed(p.rate_per_s / f64::from(p.publishers))
+            crate::report::view::trimmed(p.timing.rate_per_s / f64::from(p.publishers))
         ));
     }
     Ok(result)
@@ -129,11 +131,10 @@ pub fn reads_prefilled_rows(payload: &[u8]) -> bool {
 
 async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: OpenLoopParams = ctx.params()?;
-    p.validate()?;
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
-    prefill(ctx, &senders[0], p.prefill_events, p.drain_timeout()).await?;
+    prefill(ctx, &senders[0], p.prefill_events, p.timing.drain_timeout()).await?;
     // With a prefill, a reply counts only if it read the prefilled rows.
     let check: load::ReplyCheck = if p.prefill_events > 0 {
         Arc::new(reads_prefilled_rows)

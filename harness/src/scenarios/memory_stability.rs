@@ -27,6 +27,7 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "Memory stability",
     description: "RSS slope (MB/hour) of dbservice, bot and nats-server under steady open-loop chat through the bot, every line committed",
     needs_services: true,
+    check: crate::config::check_params::<BotLoadParams>,
     run: run_def,
 };
 
@@ -39,7 +40,6 @@ const USERS: u64 = 16;
 
 async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: BotLoadParams = ctx.params()?;
-    p.validate()?;
     let channel = scripted::bot_channel(ctx).await?;
     let mut result = ctx.result(p.load_info());
     let users = (0..USERS)
@@ -97,7 +97,7 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         "RSS slope is the Theil–Sen slope (median of pairwise slopes) over the {} s measured phase \
          (after {} s of warm-up), extrapolated to an hour, with Sen's 95 % interval; a slope target \
          is met only when the whole interval is below it",
-        p.duration_s, p.warmup_s
+        p.timing.duration_s, p.timing.warmup_s
     ));
     Ok(result)
 }

@@ -24,6 +24,7 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "Mixed event types through the bot",
     description: "chat, joins, leaves, viewer counts and moderator PMs on the bot's platform subjects, open loop; every resulting database event committed, per-type counts and latency",
     needs_services: true,
+    check: crate::config::check_params::<BotLoadParams>,
     run: run_def,
 };
 
@@ -109,7 +110,6 @@ pub fn mixed(channel: &str, prefix: &str, text: &str, i: u64) -> Message {
 
 async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: BotLoadParams = ctx.params()?;
-    p.validate()?;
     let channel = scripted::bot_channel(ctx).await?;
     let mut result = ctx.result(p.load_info());
     scripted::join_users(

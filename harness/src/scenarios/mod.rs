@@ -31,7 +31,7 @@ use rosey_protocol::{
     db::{HighWater, MessageLog, UserEvent},
     to_seed_json,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,61 +63,39 @@ pub fn find(name: &str) -> Option<ScenarioDef> {
     all().into_iter().find(|d| d.name == name)
 }
 
-/// Parameters of an open-loop scenario.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenLoopParams {
+/// The timing every open-loop scenario shares, flattened into its table: `rate_per_s`,
+/// `duration_s`, `warmup_s`, `drain_timeout_s`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Timing {
     /// Intended messages per second (all publishers together).
     pub rate_per_s: f64,
-    /// Measured phase.
+    /// Measured phase, in seconds.
     pub duration_s: f64,
-    /// Warm-up phase before it (same rate; recorded separately and discarded).
+    /// Warm-up phase before it (same rate; recorded separately and discarded), in seconds.
     pub warmup_s: f64,
-    /// Size of the variable part of the payload (the chat message text).
-    pub payload_bytes: usize,
-    /// Longest wait after the last send for outstanding confirmations.
+    /// Longest wait after the last send for outstanding proofs, in seconds.
     pub drain_timeout_s: f64,
-    /// Independent publishers, each with its own connection and schedule.
-    pub publishers: u32,
-    /// Events committed before the warm-up (request scenarios: gives queries rows to read).
-    pub prefill_events: u64,
 }
 
-/// The checks every open-loop scenario's timing parameters need.
-pub fn validate_open_loop(
-    rate_per_s: f64,
-    duration_s: f64,
-    warmup_s: f64,
-    drain_timeout_s: f64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        rate_per_s.is_finite() && rate_per_s > 0.0,
-        "rate_per_s must be positive"
-    );
-    anyhow::ensure!(
-        duration_s.is_finite() && duration_s > 0.0,
-        "duration_s must be positive"
-    );
-    anyhow::ensure!(
-        warmup_s.is_finite() && warmup_s >= 0.0,
-        "warmup_s must not be negative"
-    );
-    anyhow::ensure!(
-        drain_timeout_s.is_finite() && drain_timeout_s > 0.0,
-        "drain_timeout_s must be positive"
-    );
-    Ok(())
-}
-
-impl OpenLoopParams {
+impl Timing {
+    /// The checks every open-loop timing needs.
     pub fn validate(&self) -> anyhow::Result<()> {
-        validate_open_loop(
-            self.rate_per_s,
-            self.duration_s,
-            self.warmup_s,
-            self.drain_timeout_s,
-        )?;
-        anyhow::ensure!(self.publishers >= 1, "publishers must be at least 1");
+        anyhow::ensure!(
+            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
+            "rate_per_s must be positive"
+        );
+        anyhow::ensure!(
+            self.duration_s.is_finite() && self.duration_s > 0.0,
+            "duration_s must be positive"
+        );
+        anyhow::ensure!(
+            self.warmup_s.is_finite() && self.warmup_s >= 0.0,
+            "warmup_s must not be negative"
+        );
+        anyhow::ensure!(
+            self.drain_timeout_s.is_finite() && self.drain_timeout_s > 0.0,
+            "drain_timeout_s must be positive"
+        );
         Ok(())
     }
 
@@ -139,15 +117,44 @@ impl OpenLoopParams {
         Duration::from_secs_f64(self.drain_timeout_s)
     }
 
-    pub fn load_info(&self) -> LoadInfo {
+    /// The results' description of this load.
+    pub fn load_info(&self, concurrency: u32, payload_bytes: Option<usize>) -> LoadInfo {
         LoadInfo {
             model: "open_loop".into(),
             target_rate_per_s: Some(self.rate_per_s),
             duration_s: self.duration_s,
             warmup_s: self.warmup_s,
-            concurrency: Some(self.publishers),
-            payload_bytes: u32::try_from(self.payload_bytes).ok(),
+            concurrency: Some(concurrency),
+            payload_bytes: payload_bytes.and_then(|b| u32::try_from(b).ok()),
         }
+    }
+}
+
+/// Parameters of an open-loop scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenLoopParams {
+    #[serde(flatten)]
+    pub timing: Timing,
+    /// Size of the variable part of the payload (the chat message text).
+    pub payload_bytes: usize,
+    /// Publishers: connections, each carrying every `publishers`-th message.
+    pub publishers: u32,
+    /// Events committed before the warm-up (request scenarios: gives queries rows to read).
+    pub prefill_events: u64,
+}
+
+impl crate::config::ScenarioParams for OpenLoopParams {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.timing.validate()?;
+        anyhow::ensure!(self.publishers >= 1, "publishers must be at least 1");
+        Ok(())
+    }
+}
+
+impl OpenLoopParams {
+    pub fn load_info(&self) -> LoadInfo {
+        self.timing
+            .load_info(self.publishers, Some(self.payload_bytes))
     }
 }
 
@@ -295,16 +302,16 @@ impl Plan {
         proof: Proof,
     ) -> Plan {
         Plan {
-            rate_per_s: Some(p.rate_per_s),
-            warmup_count: p.warmup_count(),
-            count: p.count(),
+            rate_per_s: Some(p.timing.rate_per_s),
+            warmup_count: p.timing.warmup_count(),
+            count: p.timing.count(),
             burst_size: 1,
             senders,
             script,
             via: SendVia::Core,
             proof,
             taps: Taps::none(),
-            drain_timeout: p.drain_timeout(),
+            drain_timeout: p.timing.drain_timeout(),
             drain_until: DrainUntil::All,
             spin: Duration::ZERO,
         }
@@ -506,35 +513,19 @@ mod tests {
     #[test]
     fn every_default_is_written_in_bench_toml() {
         // Scenario parameters have no hidden defaults: each table holds every key its scenario
-        // reads, in every profile (a missing key is an error at run time, caught here first).
+        // reads, in every profile, and passes the scenario's own checks (what a run checks
+        // before it starts anything).
         let text = include_str!("../../bench.toml");
         for profile in crate::config::PROFILES {
             let cfg = crate::config::BenchConfig::parse(text, profile).unwrap();
-            let table = |name: &str| {
-                crate::config::ScenarioTable::from_table(&cfg.scenarios[name]).unwrap()
-            };
-            for name in [
-                "nats_floor",
-                "single_event_latency",
-                "request_reply_latency",
-                "concurrent_event_latency",
-                "sustained_throughput",
-                "nats_cpu_cost",
-            ] {
-                let p: OpenLoopParams = table(name)
-                    .params()
-                    .unwrap_or_else(|e| panic!("{profile}/{name}: {e:#}"));
-                p.validate().unwrap();
-            }
-            for name in [
-                "mixed_event_types",
-                "pm_audit_end_to_end",
-                "memory_stability",
-            ] {
-                let p: scripted::BotLoadParams = table(name)
-                    .params()
-                    .unwrap_or_else(|e| panic!("{profile}/{name}: {e:#}"));
-                p.validate().unwrap();
+            for def in all() {
+                let table = crate::config::ScenarioTable::from_table(
+                    cfg.scenarios
+                        .get(def.name)
+                        .unwrap_or_else(|| panic!("no [scenarios.{}]", def.name)),
+                )
+                .unwrap();
+                (def.check)(&table).unwrap_or_else(|e| panic!("{profile}/{}: {e:#}", def.name));
             }
         }
     }

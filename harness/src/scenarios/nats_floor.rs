@@ -18,6 +18,7 @@ pub const DEF: ScenarioDef = ScenarioDef {
     description:
         "raw NATS publish→subscribe and request→reply latency, open loop, no service in between",
     needs_services: false,
+    check: crate::config::check_params::<OpenLoopParams>,
     run,
 };
 
@@ -27,7 +28,6 @@ fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
 
 async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: OpenLoopParams = ctx.params()?;
-    p.validate()?;
     let mut result = ctx.result(p.load_info());
     let payload = fixed_payload(Bytes::from(filler(p.payload_bytes)));
     let senders = connect_publishers(ctx, p.publishers).await?;

@@ -26,6 +26,7 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "PM command audit end to end",
     description: "moderator and refused PM commands through the bot, open loop; every audit row (pending, final, denied) verified in the SQLite file after commit notices prove the writes",
     needs_services: true,
+    check: crate::config::check_params::<BotLoadParams>,
     run: run_def,
 };
 
@@ -96,7 +97,6 @@ fn command(i: u64, tag: &str) -> Command {
 
 async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: BotLoadParams = ctx.params()?;
-    p.validate()?;
     let channel = scripted::bot_channel(ctx).await?;
     let db_path = ctx.services().await?.db_path().to_owned();
     let mut result = ctx.result(p.load_info());

@@ -9,64 +9,46 @@ use crate::scenario::ScenarioContext;
 use anyhow::Context;
 use async_nats::Client;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Parameters of an open-loop phase through the bot (one publisher: the script's order matters).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BotLoadParams {
-    pub rate_per_s: f64,
-    pub duration_s: f64,
-    pub warmup_s: f64,
+    #[serde(flatten)]
+    pub timing: super::Timing,
     /// Size of chat-message texts.
     pub payload_bytes: usize,
-    pub drain_timeout_s: f64,
+}
+
+impl crate::config::ScenarioParams for BotLoadParams {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.timing.validate()
+    }
 }
 
 impl BotLoadParams {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        super::validate_open_loop(
-            self.rate_per_s,
-            self.duration_s,
-            self.warmup_s,
-            self.drain_timeout_s,
-        )?;
-        Ok(())
-    }
-
     pub fn load_info(&self) -> crate::results::LoadInfo {
-        crate::results::LoadInfo {
-            model: "open_loop".into(),
-            target_rate_per_s: Some(self.rate_per_s),
-            duration_s: self.duration_s,
-            warmup_s: self.warmup_s,
-            concurrency: Some(1),
-            payload_bytes: u32::try_from(self.payload_bytes).ok(),
-        }
+        self.timing.load_info(1, Some(self.payload_bytes))
     }
 
     /// This load through the bot: one publisher (the script's order matters: a join before the
     /// leave that follows it), proven by the commit notices of the database events the bot
     /// derives, with the bot's and the database service's hops timed by a tap.
     pub async fn plan(&self, ctx: &ScenarioContext, script: Script) -> anyhow::Result<Plan> {
-        let warmup_count = if self.warmup_s > 0.0 {
-            load::message_count(self.rate_per_s, self.warmup_s)
-        } else {
-            0
-        };
+        let t = &self.timing;
         Ok(Plan {
-            rate_per_s: Some(self.rate_per_s),
-            warmup_count,
-            count: load::message_count(self.rate_per_s, self.duration_s),
+            rate_per_s: Some(t.rate_per_s),
+            warmup_count: t.warmup_count(),
+            count: t.count(),
             burst_size: 1,
             senders: vec![sender_connection(ctx).await?],
             script,
             via: SendVia::Core,
             proof: Proof::CommitNotices(Ids::ViaBot),
             taps: bot_taps(ctx).await?,
-            drain_timeout: Duration::from_secs_f64(self.drain_timeout_s),
+            drain_timeout: t.drain_timeout(),
             drain_until: DrainUntil::All,
             spin: Duration::ZERO,
         })

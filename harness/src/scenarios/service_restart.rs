@@ -21,12 +21,12 @@
 
 use super::{OpenLoopParams, Plan};
 use crate::load::{DrainUntil, Ids, InstanceNotices, Proof, Script, SendVia};
-use crate::results::{LoadInfo, ScenarioResult};
+use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use crate::services::StopHow;
 use anyhow::Context;
 use rosey_protocol::subjects;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 pub const CORE: ScenarioDef = ScenarioDef {
@@ -34,6 +34,7 @@ pub const CORE: ScenarioDef = ScenarioDef {
     title: "Service restart (core mode)",
     description: "dbservice stopped and restarted mid-stream under open-loop message.log load on core NATS: recovery time to first commit, loss reported",
     needs_services: true,
+    check: crate::config::check_params::<Params>,
     run: run_core,
 };
 
@@ -42,6 +43,7 @@ pub const DURABLE: ScenarioDef = ScenarioDef {
     title: "Service restart (durable mode)",
     description: "dbservice killed and restarted mid-stream while events go into JetStream: recovery time to first commit, nothing lost or committed twice",
     needs_services: true,
+    check: crate::config::check_params::<Params>,
     run: run_durable,
 };
 
@@ -68,80 +70,50 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Params {
-    rate_per_s: f64,
-    /// Measured phase, including the restart.
-    duration_s: f64,
-    #[serde(default)]
-    warmup_s: f64,
+    /// The measured phase includes the restart.
+    #[serde(flatten)]
+    timing: super::Timing,
     /// When, into the measured phase, the service is stopped.
     restart_at_s: f64,
     /// `graceful` (SIGTERM: the service drains and commits what it has) or `kill` (SIGKILL: a
     /// crash).
-    stop: String,
-    #[serde(default = "default_payload")]
+    stop: StopHow,
     payload_bytes: usize,
-    #[serde(default = "default_drain")]
-    drain_timeout_s: f64,
     /// How far the outage window reaches beyond its ends (before the stop request, after the
     /// new process's first commit): events in flight at either end may be lost with the outage.
-    #[serde(default = "default_outage_margin")]
     outage_margin_ms: f64,
 }
 
-fn default_payload() -> usize {
-    64
-}
-fn default_outage_margin() -> f64 {
-    100.0
-}
-fn default_drain() -> f64 {
-    15.0
-}
-
-impl Params {
-    fn validate(&self) -> anyhow::Result<StopHow> {
+impl crate::config::ScenarioParams for Params {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.timing.validate()?;
         anyhow::ensure!(
-            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
-            "rate_per_s must be positive"
-        );
-        anyhow::ensure!(
-            self.duration_s.is_finite() && self.duration_s > 0.0,
-            "duration_s must be positive"
-        );
-        anyhow::ensure!(
-            self.restart_at_s >= 0.0 && self.restart_at_s < self.duration_s,
+            self.restart_at_s >= 0.0 && self.restart_at_s < self.timing.duration_s,
             "restart_at_s must fall inside the measured phase"
-        );
-        anyhow::ensure!(
-            self.warmup_s >= 0.0 && self.drain_timeout_s > 0.0,
-            "warmup_s/drain_timeout_s out of range"
         );
         anyhow::ensure!(
             self.outage_margin_ms.is_finite() && self.outage_margin_ms >= 0.0,
             "outage_margin_ms must not be negative"
         );
-        match self.stop.as_str() {
-            "graceful" => Ok(StopHow::Graceful),
-            "kill" => Ok(StopHow::Kill),
-            other => anyhow::bail!("stop must be `graceful` or `kill`, got {other:?}"),
+        Ok(())
+    }
+}
+
+impl StopHow {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopHow::Graceful => "graceful",
+            StopHow::Kill => "kill",
         }
     }
 }
 
 async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
-    let how = p.validate()?;
-    let mut result = ctx.result(LoadInfo {
-        model: "open_loop".into(),
-        target_rate_per_s: Some(p.rate_per_s),
-        duration_s: p.duration_s,
-        warmup_s: p.warmup_s,
-        concurrency: Some(1),
-        payload_bytes: u32::try_from(p.payload_bytes).ok(),
-    });
+    let how = p.stop;
+    let mut result = ctx.result(p.timing.load_info(1, Some(p.payload_bytes)));
     let original_mode = ctx.services().await?.mode().to_owned();
     if original_mode != mode.as_str() {
         ctx.services()
@@ -154,11 +126,8 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
     let sender = crate::load::connect(&ctx.nats_url, &format!("bench-{}", ctx.name)).await?;
     let mut plan = Plan::open_loop(
         &OpenLoopParams {
-            rate_per_s: p.rate_per_s,
-            duration_s: p.duration_s,
-            warmup_s: p.warmup_s,
+            timing: p.timing,
             payload_bytes: p.payload_bytes,
-            drain_timeout_s: p.drain_timeout_s,
             publishers: 1,
             prefill_events: 0,
         },
@@ -304,7 +273,8 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             result.notes.push(format!(
                 "core mode: {} of {sent} events were lost inside the outage window ({} stop); \
                  reported, not failed (a loss outside it fails `lost_outside_outage`)",
-                split.inside, p.stop
+                split.inside,
+                p.stop.as_str()
             ));
         }
         Mode::Durable => {
@@ -338,7 +308,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                 result.notes.push(format!(
                     "{lost} events were stored by JetStream (PubAck) but not committed before the drain deadline \
                      ({} s); a delivery the stopped service held returns only after the consumer's ack wait",
-                    p.drain_timeout_s
+                    p.timing.drain_timeout_s
                 ));
             }
             let slowest = outcome.record.latency.max() as f64 / 1e9;
@@ -350,7 +320,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             }
             result.notes.push(format!(
                 "durable mode, {} stop: published to JetStream with Nats-Msg-Id; {} PubAcks (storage, not delivery)",
-                p.stop, outcome.pub_acks
+                p.stop.as_str(), outcome.pub_acks
             ));
         }
     }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rosey_protocol::platform::{self, PlatformUser, PmAction, PrivateMessage};
 use rosey_protocol::{subjects, to_seed_json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ pub const DEF: ScenarioDef = ScenarioDef {
     title: "Stats command end to end",
     description: "moderator PM `stats` → bot → channel_stats request → dbservice → bot → PM reply, open loop; total and per-hop latency by correlation id",
     needs_services: true,
+    check: crate::config::check_params::<Params>,
     run: run_def,
 };
 
@@ -41,27 +42,26 @@ const MODERATOR: &str = "stats-mod";
 /// The first line of a successful `stats` reply.
 const STATS_HEADER: &str = "=== Channel Statistics ===";
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Params {
-    rate_per_s: f64,
-    duration_s: f64,
-    warmup_s: f64,
-    drain_timeout_s: f64,
+    #[serde(flatten)]
+    timing: super::Timing,
     /// Closed-loop `channel_stats` requests straight from the harness (0: none).
     direct_requests: u64,
+}
+
+impl crate::config::ScenarioParams for Params {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.timing.validate()
+    }
 }
 
 async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
     let load_params = BotLoadParams {
-        rate_per_s: p.rate_per_s,
-        duration_s: p.duration_s,
-        warmup_s: p.warmup_s,
+        timing: p.timing,
         payload_bytes: 0,
-        drain_timeout_s: p.drain_timeout_s,
     };
-    load_params.validate()?;
     let channel = scripted::bot_channel(ctx).await?;
     let mut result = ctx.result(load_params.load_info());
     result.load.payload_bytes = None;

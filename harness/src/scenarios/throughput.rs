@@ -10,7 +10,7 @@ use crate::load::{DrainUntil, Ids, Proof, Script, SendVia, Taps};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use rosey_protocol::subjects;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub const SUSTAINED: ScenarioDef = ScenarioDef {
@@ -18,6 +18,7 @@ pub const SUSTAINED: ScenarioDef = ScenarioDef {
     title: "Sustained throughput",
     description: "message.log events open loop at a high target rate; committed rate achieved and every event committed",
     needs_services: true,
+    check: crate::config::check_params::<OpenLoopParams>,
     run: run_sustained,
 };
 
@@ -27,6 +28,7 @@ pub const BURST: ScenarioDef = ScenarioDef {
     description:
         "N message.log events as fast as the client takes them; time until the last is committed",
     needs_services: true,
+    check: crate::config::check_params::<BurstParams>,
     run: run_burst,
 };
 
@@ -40,7 +42,6 @@ fn run_burst(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResu
 
 async fn sustained(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: OpenLoopParams = ctx.params()?;
-    p.validate()?;
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
@@ -60,15 +61,15 @@ async fn sustained(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let achieved = result.throughput_per_s.unwrap_or(0.0);
     result
         .metrics
-        .insert("target_rate_per_s".into(), p.rate_per_s);
-    result
-        .metrics
-        .insert("achieved_rate_pct".into(), achieved / p.rate_per_s * 100.0);
+        .insert("target_rate_per_s".into(), p.timing.rate_per_s);
+    result.metrics.insert(
+        "achieved_rate_pct".into(),
+        achieved / p.timing.rate_per_s * 100.0,
+    );
     Ok(result)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct BurstParams {
     /// Events in the measured burst.
     events: u64,
@@ -79,12 +80,18 @@ struct BurstParams {
     publishers: u32,
 }
 
+impl crate::config::ScenarioParams for BurstParams {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.events > 0 && self.publishers > 0,
+            "events and publishers must be positive"
+        );
+        Ok(())
+    }
+}
+
 async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let p: BurstParams = ctx.params()?;
-    anyhow::ensure!(
-        p.events > 0 && p.publishers > 0,
-        "events and publishers must be positive"
-    );
     ctx.require_services()?;
     let mut result = ctx.result(LoadInfo {
         model: "burst".into(),
