@@ -46,7 +46,7 @@ pub struct BenchConfig {
 pub struct ServicesConfig {
     /// `core` (plain subscriptions, the seed's behaviour) or `durable` (JetStream).
     #[serde(default = "default_mode")]
-    pub dbservice_mode: String,
+    pub dbservice_mode: DbServiceMode,
     /// Start `rosey-bot` as well (scenarios that go through the bot need it).
     #[serde(default = "default_true")]
     pub start_bot: bool,
@@ -70,8 +70,27 @@ pub struct ServicesConfig {
     pub bot_args: Vec<String>,
 }
 
-fn default_mode() -> String {
-    "core".to_owned()
+/// How `rosey-dbservice` takes events: `core` (plain subscriptions, the seed's behaviour) or
+/// `durable` (a JetStream consumer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbServiceMode {
+    Core,
+    Durable,
+}
+
+impl DbServiceMode {
+    /// The name `rosey-dbservice --mode` takes and its stats report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbServiceMode::Core => "core",
+            DbServiceMode::Durable => "durable",
+        }
+    }
+}
+
+fn default_mode() -> DbServiceMode {
+    DbServiceMode::Core
 }
 fn default_true() -> bool {
     true
@@ -147,6 +166,32 @@ impl SelfCheckConfig {
     }
 }
 
+/// A target's comparison: `<=` (at most the threshold) or `>=` (at least).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = "<=")]
+    AtMost,
+    #[serde(rename = ">=")]
+    AtLeast,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::AtMost => "<=",
+            Op::AtLeast => ">=",
+        }
+    }
+
+    /// Does `value` meet `threshold` under this comparison?
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::AtMost => value <= threshold,
+            Op::AtLeast => value >= threshold,
+        }
+    }
+}
+
 /// One absolute target as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,7 +199,7 @@ pub struct TargetSpec {
     /// Metric key, see [`crate::scenario::metric_value`].
     pub metric: String,
     /// `<=` or `>=`.
-    pub op: String,
+    pub op: Op,
     pub threshold: f64,
     /// Defaults to what the metric's suffix says (`_ms` → ms, `_per_s` → /s, `_pct` → %).
     #[serde(default)]
@@ -457,7 +502,7 @@ sample_interval_ms = 1000
         let a = ScenarioTable::from_table(&default.scenarios["a"]).unwrap();
         assert_eq!(a.params["duration_s"].as_integer(), Some(10));
         assert_eq!(a.targets.len(), 1);
-        assert_eq!(a.targets[0].op, "<=");
+        assert_eq!(a.targets[0].op, Op::AtMost);
         let b = ScenarioTable::from_table(&default.scenarios["b"]).unwrap();
         assert!(!b.enabled);
 

@@ -222,7 +222,7 @@ async fn run_scenarios(
                         nats_url: nats_url.to_owned(),
                         run_dir: run_dir.to_owned(),
                         db_path: run_dir.join("db").join("rosey-bench.db"),
-                        mode: s.dbservice_mode.clone(),
+                        mode: s.dbservice_mode.as_str().to_owned(),
                         start_bot: s.start_bot,
                         bot_channel: s.bot_channel.clone(),
                         ready_timeout: Duration::from_secs_f64(s.ready_timeout_s),

@@ -17,7 +17,7 @@
 //!   threshold (`<metric>.ci95_low`/`<metric>.ci95_high` beside it) → `insufficient data`;
 //! * otherwise → `pass`.
 
-use crate::config::{ScenarioTable, SelfCheckConfig, TargetSpec};
+use crate::config::{Op, ScenarioTable, SelfCheckConfig, TargetSpec};
 use crate::histogram;
 use crate::load::PhaseOutcome;
 use crate::results::{HarnessLag, LoadInfo, ScenarioResult, TargetCheck, Verdict};
@@ -544,16 +544,12 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
         .map(|spec| {
             let actual = metric_value(result, &spec.metric).filter(|v| v.is_finite());
             let interval = actual.and(metric_interval(result, &spec.metric));
-            let meets = |v: f64| match spec.op.as_str() {
-                "<=" => v <= spec.threshold,
-                ">=" => v >= spec.threshold,
-                _ => false,
-            };
+            let meets = |v: f64| spec.op.holds(v, spec.threshold);
             // The interval's end nearest the threshold's wrong side decides a pass, the other a
             // miss: for `<=` the high end must be below to pass, the low end above to miss.
             let (passed, inconclusive) = match (actual, interval) {
                 (Some(_), Some([low, high])) => {
-                    let (near, far) = if spec.op == ">=" {
+                    let (near, far) = if spec.op == Op::AtLeast {
                         (low, high)
                     } else {
                         (high, low)
@@ -572,7 +568,7 @@ pub fn check_targets(specs: &[TargetSpec], result: &ScenarioResult) -> Vec<Targe
             };
             TargetCheck {
                 metric: spec.metric.clone(),
-                op: spec.op.clone(),
+                op: spec.op.as_str().to_owned(),
                 threshold: spec.threshold,
                 unit: spec
                     .unit
@@ -605,7 +601,7 @@ pub fn lag_limit_us(
         .iter()
         .filter(|t| {
             !t.informational
-                && t.op == "<="
+                && t.op == Op::AtMost
                 && t.metric.ends_with("_ms")
                 && t.metric.contains('.')
                 && t.threshold > 0.0
@@ -667,15 +663,10 @@ pub fn verdict(result: &ScenarioResult) -> Verdict {
     Verdict::Pass
 }
 
-/// Validate target specs up front (operator), so a typo is a configuration error, not a fail.
+/// Validate target specs up front (the operator is checked when the configuration is read), so
+/// a typo is a configuration error, not a fail.
 pub fn validate_targets(specs: &[TargetSpec]) -> anyhow::Result<()> {
     for t in specs {
-        anyhow::ensure!(
-            t.op == "<=" || t.op == ">=",
-            "target {}: op must be `<=` or `>=`, got {:?}",
-            t.metric,
-            t.op
-        );
         anyhow::ensure!(
             t.threshold.is_finite(),
             "target {}: threshold must be finite",
@@ -816,7 +807,10 @@ mod tests {
     fn spec(metric: &str, op: &str, threshold: f64) -> TargetSpec {
         TargetSpec {
             metric: metric.into(),
-            op: op.into(),
+            op: match op {
+                "<=" => Op::AtMost,
+                _ => Op::AtLeast,
+            },
             threshold,
             unit: None,
             source: String::new(),
@@ -1066,7 +1060,11 @@ mod tests {
         assert_eq!(checks[0].unit, "ms");
         assert_eq!(checks[2].unit, "/s");
         assert_eq!(checks[4].actual, None);
-        assert!(validate_targets(&[spec("a", "<", 1.0)]).is_err());
+        // A typo in the operator is refused when the configuration is read.
+        let typo: toml::Table = "targets = [{ metric = \"a\", op = \"<\", threshold = 1.0 }]"
+            .parse()
+            .unwrap();
+        assert!(ScenarioTable::from_table(&typo).is_err());
         assert!(validate_targets(&[spec("a", ">=", f64::NAN)]).is_err());
     }
 

@@ -20,6 +20,7 @@
 //! wait schedules the fault and is not part of any message's measurement.
 
 use super::{OpenLoopParams, Plan};
+use crate::config::DbServiceMode as Mode;
 use crate::load::{DrainUntil, Ids, InstanceNotices, Proof, Script, SendVia};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
@@ -53,21 +54,6 @@ fn run_core(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResul
 
 fn run_durable(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
     Box::pin(restart(ctx, Mode::Durable))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Core,
-    Durable,
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Core => "core",
-            Mode::Durable => "durable",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
