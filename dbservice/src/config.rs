@@ -54,6 +54,10 @@ pub struct Config {
     /// event per transaction). The writer never waits for more: an idle service commits each
     /// event at once, a busy one batches what arrived while the previous commit ran.
     pub batch_max_wait: Duration,
+    /// Opt-in: when the queue runs empty, wait up to this long after a transaction's first event
+    /// for more before committing (zero, the default: never wait). Fewer, larger transactions
+    /// under moderate load, for up to this much latency per event.
+    pub batch_linger: Duration,
     /// Capacity of the queue between the NATS intake and the writer thread (back-pressure).
     pub channel_capacity: usize,
     /// Messages the NATS client buffers per subscription before it drops them as a slow
@@ -95,6 +99,7 @@ impl Config {
             commit_notices: false,
             batch_max_events: 1000,
             batch_max_wait: Duration::from_micros(500),
+            batch_linger: Duration::ZERO,
             channel_capacity: 16_384,
             subscription_capacity: 262_144,
             max_payload_bytes: 64 * 1024,
@@ -168,6 +173,7 @@ impl Config {
 /// log_level = "info"
 /// batch_max_events = 1000
 /// batch_max_wait_us = 500
+/// batch_linger_us = 0
 /// [nats]
 /// url = "tls://nats.example:4222"
 /// user = "dbservice"
@@ -184,6 +190,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub batch_max_events: Option<usize>,
     pub batch_max_wait_us: Option<u64>,
+    pub batch_linger_us: Option<u64>,
     pub channel_capacity: Option<usize>,
     pub subscription_capacity: Option<usize>,
     pub max_payload_bytes: Option<usize>,
@@ -231,6 +238,9 @@ impl FileConfig {
         }
         if let Some(v) = self.batch_max_wait_us {
             config.batch_max_wait = Duration::from_micros(v);
+        }
+        if let Some(v) = self.batch_linger_us {
+            config.batch_linger = Duration::from_micros(v);
         }
         if let Some(v) = self.channel_capacity {
             config.channel_capacity = v;
@@ -283,6 +293,7 @@ mod tests {
             mode = "durable"
             commit_notices = true
             batch_max_wait_us = 0
+            batch_linger_us = 300
             fault_stats_delay_ms = 25
             [nats]
             url = "nats://h:1"
@@ -297,6 +308,7 @@ mod tests {
         assert_eq!(c.mode, Mode::Durable);
         assert!(c.commit_notices);
         assert_eq!(c.batch_max_wait, Duration::ZERO);
+        assert_eq!(c.batch_linger, Duration::from_micros(300));
         assert_eq!(c.fault_stats_delay, Some(Duration::from_millis(25)));
         assert_eq!(c.nats.url, "nats://h:1");
         assert_eq!(c.nats.password.as_deref(), Some("p"));

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "rosey-dbservice", version, about, long_about)]
 struct Args {
     /// TOML config file. Keys: db_path, mode, commit_notices, log_level, batch_max_events,
-    /// batch_max_wait_us, channel_capacity, subscription_capacity, max_payload_bytes,
+    /// batch_max_wait_us, batch_linger_us, channel_capacity, subscription_capacity, max_payload_bytes,
     /// fault_stats_delay_ms, read_connections, ack_wait_ms, max_ack_pending, synchronous_full,
     /// maintenance_interval_secs, shutdown_timeout_ms, max_buffered_bytes, max_deliver, and a
     /// [nats] table with url, user,
@@ -101,6 +101,11 @@ struct Args {
     /// [default: 500].
     #[arg(long, value_name = "MICROS")]
     batch_max_wait_us: Option<u64>,
+    /// Group commit, opt-in: when the queue runs empty, wait up to this long (microseconds,
+    /// from a transaction's first event) for more events before committing: fewer, larger
+    /// transactions under moderate load for up to this much latency [default: 0, never wait].
+    #[arg(long, value_name = "MICROS")]
+    batch_linger_us: Option<u64>,
     /// Capacity of the queue in front of the writer thread [default: 16384].
     #[arg(long, value_name = "N")]
     channel_capacity: Option<usize>,
@@ -190,6 +195,10 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
     set!(
         config.batch_max_wait,
         args.batch_max_wait_us.map(Duration::from_micros)
+    );
+    set!(
+        config.batch_linger,
+        args.batch_linger_us.map(Duration::from_micros)
     );
     set!(config.channel_capacity, args.channel_capacity);
     set!(config.subscription_capacity, args.subscription_capacity);

@@ -293,6 +293,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         WriterConfig {
             max_events: config.batch_max_events,
             max_wait: config.batch_max_wait,
+            linger: config.batch_linger,
             dedupe: config.mode == Mode::Durable,
             max_deliver: match config.mode {
                 Mode::Durable => config.max_deliver,

@@ -116,6 +116,9 @@ pub struct WriterConfig {
     /// Longest a transaction stays open taking already-queued events (0: one event per
     /// transaction). The writer never waits for events that have not arrived.
     pub max_wait: Duration,
+    /// Opt-in: when the queue runs empty, wait up to this long after the batch's first event for
+    /// more (capped by `max_wait`); zero never waits.
+    pub linger: Duration,
     /// Record and check `processed_events` (durable mode).
     pub dedupe: bool,
     /// Durable mode: the consumer's `max_deliver` (0: unlimited). A retryable failure on that
@@ -290,12 +293,24 @@ impl Writer {
         // previous transaction commits and the next one takes them all. `max_wait` only bounds
         // how long a transaction stays open taking queued events, so the first event of a batch
         // is not held behind an endless stream.
-        let deadline = Instant::now() + self.cfg.max_wait;
+        let opened = Instant::now();
+        let deadline = opened + self.cfg.max_wait;
+        let linger_until = opened + self.cfg.linger.min(self.cfg.max_wait);
         let mut deferred = None;
         while b.items.len() < self.cfg.max_events && Instant::now() < deadline {
             let msg = match self.rx.try_recv() {
                 Ok(m) => m,
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= linger_until {
+                        break;
+                    }
+                    // Only with an opt-in linger. A thread sleep, not a tokio timer: a tokio
+                    // timer rounds up to its 1 ms tick. This is the writer's own thread.
+                    std::thread::sleep(linger_until - now);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             if let WriterMsg::Maintenance(_) = msg {
                 deferred = Some(msg);
@@ -619,6 +634,7 @@ mod tests {
         let cfg = WriterConfig {
             max_events: 100,
             max_wait: Duration::from_secs(10),
+            linger: Duration::ZERO,
             dedupe,
             max_deliver: 0,
         };
@@ -639,6 +655,7 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn open_writer(
         max_wait: Duration,
+        linger: Duration,
     ) -> (
         mpsc::Sender<WriterMsg>,
         mpsc::Receiver<Outcome>,
@@ -653,6 +670,7 @@ mod tests {
         let cfg = WriterConfig {
             max_events: 100,
             max_wait,
+            linger,
             dedupe: false,
             max_deliver: 0,
         };
@@ -664,7 +682,7 @@ mod tests {
     fn an_event_at_an_idle_writer_commits_without_waiting_out_the_window() {
         // A 60 s window with the queue still open: a writer that waited for more events before
         // committing would hold this one for a minute.
-        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::from_secs(60));
+        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::from_secs(60), Duration::ZERO);
         tx.blocking_send(event(chat("alone"), "alone")).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -680,9 +698,25 @@ mod tests {
     }
 
     #[test]
+    fn an_opt_in_linger_gathers_events_that_arrive_meanwhile() {
+        // A 2 s linger: the first event's transaction waits for the second, which arrives
+        // 50 ms later, and both commit together (without a linger they would not: see the
+        // idle-writer test).
+        let (tx, mut out_rx, handle, _dir) =
+            open_writer(Duration::from_secs(60), Duration::from_secs(2));
+        tx.blocking_send(event(chat("first"), "first")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        tx.blocking_send(event(chat("second"), "second")).unwrap();
+        drop(tx);
+        handle.join().unwrap().unwrap();
+        let o = out_rx.try_recv().unwrap();
+        assert_eq!(o.ids, ["first", "second"]);
+    }
+
+    #[test]
     fn the_window_bounds_a_batch_of_queued_events() {
         // A zero window: every transaction closes after its first event, however many wait.
-        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::ZERO);
+        let (tx, mut out_rx, handle, _dir) = open_writer(Duration::ZERO, Duration::ZERO);
         for i in 0..5 {
             tx.try_send(event(chat("q"), &format!("q{i}"))).unwrap();
         }
@@ -766,6 +800,7 @@ mod tests {
         let cfg = WriterConfig {
             max_events: 100,
             max_wait: Duration::from_secs(10),
+            linger: Duration::ZERO,
             dedupe: true,
             max_deliver: 0,
         };
@@ -807,6 +842,7 @@ mod tests {
         let cfg = WriterConfig {
             max_events: 100,
             max_wait: Duration::from_secs(10),
+            linger: Duration::ZERO,
             dedupe: false,
             max_deliver: 0,
         };

@@ -14,6 +14,7 @@ const CONFIG: &str = r#"
 [self_check]
 send_delay_p99_max_us = 1000000.0
 send_delay_target_fraction = 1.0
+floor_events = 100
 
 [services]
 start_bot = false
@@ -131,6 +132,21 @@ fn two_scenarios_end_to_end_write_an_honest_run_directory() {
     // The headline histogram decodes and matches its summary.
     let h = harness::histogram::decode(&single.histograms[0].encoded).unwrap();
     assert_eq!(h.len(), 300);
+    // Its floor was measured after the scenarios, on its path at its rate, and split off.
+    let floor = single
+        .histograms
+        .iter()
+        .find(|h| h.name == "floor")
+        .unwrap();
+    assert_eq!(floor.summary.count, 100, "floor_events round trips");
+    assert!(
+        floor.description.contains("notice path at 200/s"),
+        "{}",
+        floor.description
+    );
+    let split = single.metrics["floor.p50_ms"] + single.metrics["service_cost.p50_ms"];
+    let p50_ms = single.latency.unwrap().p50_ns as f64 / 1e6;
+    assert!((split - p50_ms).abs() < 1e-9, "{split} vs {p50_ms}");
 
     // The known delay is never under-reported; latency includes it.
     let cal = results.scenario("calibration").unwrap();
