@@ -164,6 +164,25 @@ pub struct HarnessLag {
     pub within: bool,
 }
 
+/// One step of a rate sweep: what a scenario measured at one offered rate, steady state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub offered_per_s: f64,
+    /// Committed events per second over the step's measured phase.
+    pub achieved_per_s: f64,
+    pub sent: u64,
+    pub committed: u64,
+    pub lost: u64,
+    /// From the intended send time to the proof.
+    pub latency: LatencySummary,
+    /// The harness's own schedule in this step: a point where it fell behind measures the load
+    /// generator, not the service, and is marked so.
+    pub harness_lag: HarnessLag,
+    /// rosey-dbservice's CPU per committed event in this step, if it was sampled.
+    #[serde(default)]
+    pub cpu_us_per_event: Option<f64>,
+}
+
 /// How load was offered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadInfo {
@@ -349,12 +368,15 @@ pub struct ScenarioResult {
     pub targets: Vec<TargetCheck>,
     /// The round trip the headline latency proves: `reply` (request → reply), `notice` (event →
     /// commit notice) or `via_bot` (platform event → bot → … → proof); the floor of the first
-    /// two is measured in the same run by the calibration's bare async-nats loops.
+    /// two is measured in the same run, after the scenarios, by bare async-nats loops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_path: Option<String>,
     /// The harness's own schedule, judged (absent for bursts and scenarios without senders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness_lag: Option<HarnessLag>,
+    /// A rate sweep's steps, in offered-rate order (empty for single-rate scenarios).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<CurvePoint>,
     pub verdict: Verdict,
     #[serde(default)]
     pub intervals: Vec<IntervalPoint>,

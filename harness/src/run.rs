@@ -372,6 +372,7 @@ fn skipped_result(
         metrics: Default::default(),
         targets: Vec::new(),
         proof_path: None,
+        curve: Vec::new(),
         harness_lag: None,
         verdict: Verdict::Skipped,
         intervals: Vec::new(),

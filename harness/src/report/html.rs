@@ -91,7 +91,10 @@ pub fn render(
             let (timeline, timeline_note) = timeline_charts(s, run_dir);
             ScenarioPage {
                 view: sv,
-                spectrum: spectrum_chart(s, base, overlay).into_iter().collect(),
+                spectrum: spectrum_chart(s, base, overlay)
+                    .into_iter()
+                    .chain(curve_chart(s))
+                    .collect(),
                 timeline,
                 timeline_note,
             }
@@ -228,6 +231,67 @@ fn spectrum_chart(
         width: SPECTRUM.0,
         height: SPECTRUM.1,
         x,
+        y: Axis::fit("latency (ms)", ys, Scale::Linear),
+        series,
+    };
+    Some(ChartView::from_spec(&spec))
+}
+
+/// A rate sweep's curve: p50 and p99 against the offered rate (log scale), a dot per step, a
+/// tooltip with the achieved rate, loss, CPU per event and whether the harness kept its schedule.
+fn curve_chart(s: &ScenarioResult) -> Option<ChartView> {
+    if s.curve.is_empty() {
+        return None;
+    }
+    let tips: Vec<String> = s
+        .curve
+        .iter()
+        .map(|c| {
+            format!(
+                "offered {}/s, achieved {:.0}/s, lost {}{}{}",
+                super::view::trimmed(c.offered_per_s),
+                c.achieved_per_s,
+                c.lost,
+                c.cpu_us_per_event
+                    .map(|cpu| format!(", dbservice {cpu:.1} CPU-µs/event"))
+                    .unwrap_or_default(),
+                if c.harness_lag.within {
+                    String::new()
+                } else {
+                    format!(
+                        "; harness behind schedule (send delay p99 {:.0} µs): measures the load generator",
+                        c.harness_lag.send_delay_p99_us
+                    )
+                }
+            )
+        })
+        .collect();
+    let line = |label: &str, color: usize, f: &dyn Fn(&crate::results::CurvePoint) -> u64| Series {
+        dots: true,
+        tips: tips.clone(),
+        ..Series::line(
+            label,
+            color,
+            s.curve
+                .iter()
+                .map(|c| (c.offered_per_s, f(c) as f64 / 1e6))
+                .collect(),
+        )
+    };
+    let series = vec![
+        line("p50", 0, &|c| c.latency.p50_ns),
+        line("p99", 1, &|c| c.latency.p99_ns),
+    ];
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let spec = ChartSpec {
+        title: "Latency against offered rate".into(),
+        width: SPECTRUM.0,
+        height: SPECTRUM.1,
+        x: Axis::fit(
+            "offered rate (events/s)",
+            s.curve.iter().map(|c| c.offered_per_s),
+            Scale::Log,
+        ),
         y: Axis::fit("latency (ms)", ys, Scale::Linear),
         series,
     };
@@ -428,6 +492,44 @@ mod tests {
         assert!(mean.iter().all(|p| p.1 < 2.0));
         let few = vec![(0.0, 1.0), (1.0, 2.0)];
         assert_eq!(decimate(few.clone(), Bucket::Mean), few);
+    }
+
+    #[test]
+    fn a_rate_sweep_is_drawn_and_tabled_with_its_lagging_step_marked() {
+        let lag = |p99: f64| {
+            serde_json::json!({
+                "send_delay_p99_us": p99, "limit_us": 500.0, "limit_source": "x", "within": p99 <= 500.0
+            })
+        };
+        let point = |rate: f64, p50: u64, p99: u64, send_p99: f64| {
+            serde_json::json!({
+                "offered_per_s": rate, "achieved_per_s": rate, "sent": 10, "committed": 10, "lost": 0,
+                "latency": crate::results::LatencySummary { count: 10, p50_ns: p50, p99_ns: p99, ..Default::default() },
+                "harness_lag": lag(send_p99), "cpu_us_per_event": 50.0
+            })
+        };
+        let s: ScenarioResult = serde_json::from_value(serde_json::json!({
+            "name": "commit_latency_curve", "title": "T", "description": "",
+            "load": { "model": "open_loop", "duration_s": 1.0, "warmup_s": 0.0 },
+            "accounting": { "sent": 20, "committed": 20, "lost": 0, "duplicated": 0 },
+            "verdict": "pass",
+            "curve": [point(200.0, 500_000, 1_000_000, 100.0), point(10_000.0, 450_000, 4_000_000, 900.0)]
+        }))
+        .unwrap();
+        let chart = curve_chart(&s).expect("a sweep has a curve chart");
+        assert_eq!(chart.error, None);
+        assert_eq!(chart.title, "Latency against offered rate");
+        let view = super::super::view::scenario_view(&s);
+        assert_eq!(view.curve.len(), 2);
+        assert_eq!(view.curve[0].offered, "200/s");
+        assert!(view.curve[0].harness.starts_with("kept"));
+        assert!(view.curve[1]
+            .harness
+            .contains("measures the load generator"));
+        // A single-rate scenario has no curve chart.
+        let mut single = s.clone();
+        single.curve.clear();
+        assert!(curve_chart(&single).is_none());
     }
 
     #[test]

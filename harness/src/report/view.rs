@@ -98,6 +98,20 @@ pub struct HistogramRow {
     pub max: String,
 }
 
+/// One step of a rate sweep, formatted.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurveRow {
+    pub offered: String,
+    pub achieved: String,
+    pub lost: String,
+    pub p50: String,
+    pub p99: String,
+    pub cpu_us_per_event: String,
+    /// "kept" or "behind (send delay p99 … µs)": a point where the harness lagged measures the
+    /// load generator.
+    pub harness: String,
+}
+
 /// Everything the report says about one scenario, besides charts.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioView {
@@ -111,6 +125,8 @@ pub struct ScenarioView {
     pub targets: Vec<TargetRow>,
     pub resources: Vec<ResourceRow>,
     pub histograms: Vec<HistogramRow>,
+    /// A rate sweep's steps (empty for single-rate scenarios).
+    pub curve: Vec<CurveRow>,
     pub metrics: Vec<KeyValue>,
     pub notes: Vec<String>,
     pub error: Option<String>,
@@ -467,7 +483,7 @@ pub fn build(
     }
 }
 
-fn scenario_view(s: &ScenarioResult) -> ScenarioView {
+pub(crate) fn scenario_view(s: &ScenarioResult) -> ScenarioView {
     let (verdict_md, verdict) = verdict_label(s.verdict);
     let load = &s.load;
     let mut parts = vec![load.model.replace('_', " ")];
@@ -587,6 +603,26 @@ fn scenario_view(s: &ScenarioResult) -> ScenarioView {
         targets,
         resources,
         histograms,
+        curve: s
+            .curve
+            .iter()
+            .map(|c| CurveRow {
+                offered: format!("{}/s", trimmed(c.offered_per_s)),
+                achieved: format!("{}/s", sig3(c.achieved_per_s)),
+                lost: fmt_count(c.lost),
+                p50: fmt_ns(c.latency.p50_ns),
+                p99: fmt_ns(c.latency.p99_ns),
+                cpu_us_per_event: fmt_opt(c.cpu_us_per_event, " µs"),
+                harness: if c.harness_lag.within {
+                    "kept its schedule".into()
+                } else {
+                    format!(
+                        "behind (send delay p99 {} µs): measures the load generator",
+                        sig3(c.harness_lag.send_delay_p99_us)
+                    )
+                },
+            })
+            .collect(),
         metrics: s.metrics.iter().map(|(k, v)| kv(k, trimmed(*v))).collect(),
         notes: s.notes.clone(),
         error: s.error.clone(),

@@ -6,6 +6,7 @@
 //! [`all`], and give it a `[scenarios.<name>]` table (with targets) in `harness/bench.toml`.
 
 pub mod calibration;
+pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
 pub mod latency;
@@ -45,6 +46,7 @@ pub fn all() -> Vec<ScenarioDef> {
         latency::SINGLE_EVENT,
         latency::REQUEST_REPLY,
         latency::CONCURRENT_EVENTS,
+        commit_curve::DEF,
         throughput::SUSTAINED,
         throughput::BURST,
         cpu_cost::DIRECT_DB_CPU_COST,
@@ -390,7 +392,21 @@ pub async fn warm_then_measure_during<F: std::future::Future>(
     latency_description: &str,
     during: F,
 ) -> anyhow::Result<(PhaseOutcome, F::Output)> {
-    warm_up(ctx, plan, "m", &mut result.notes).await?;
+    measure_step(ctx, plan, "m", result, latency_description, during).await
+}
+
+/// The one warm-then-measure: [`warm_then_measure_during`] with the phase's id tag (`m` unless
+/// a scenario measures several steps, each with its own ids so no late proof of one step is
+/// credited to the next).
+pub async fn measure_step<F: std::future::Future>(
+    ctx: &ScenarioContext,
+    plan: &Plan,
+    tag: &str,
+    result: &mut crate::results::ScenarioResult,
+    latency_description: &str,
+    during: F,
+) -> anyhow::Result<(PhaseOutcome, F::Output)> {
+    warm_up(ctx, plan, tag, &mut result.notes).await?;
     let before = match &ctx.services {
         Some(_) => Some(ctx.services().await?.ping().await?),
         None => None,
@@ -399,7 +415,7 @@ pub async fn warm_then_measure_during<F: std::future::Future>(
     let bar = ctx.progress_bar("measure", plan.count);
     let sampling = ctx.sampler.begin_phase();
     let (outcome, during) = tokio::join!(
-        load::run_phase(&ctx.client, plan.spec(ctx.id_prefix("m"), plan.count), &bar),
+        load::run_phase(&ctx.client, plan.spec(ctx.id_prefix(tag), plan.count), &bar),
         during
     );
     let outcome = outcome.context("measured phase")?;
