@@ -152,41 +152,36 @@ fn read_threads_ns(pid: u32) -> Option<BTreeMap<u32, u64>> {
 /// CPU time the calling thread has used so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ThreadCpu {
-    /// On CPU: schedstat's nanoseconds, or `user + system` when `source` is the ticks.
+    /// On CPU, in nanoseconds: the scheduler's runtime counter of this thread.
     pub total: Duration,
     /// From the ticks of `/proc/thread-self/stat` (10 ms resolution).
     pub user: Duration,
     pub system: Duration,
-    /// [`CPU_SOURCE_SCHEDSTAT`] or [`CPU_SOURCE_TICKS`].
+    /// [`CPU_SOURCE_SCHEDSTAT`]: the scheduler's nanosecond counter.
     pub source: &'static str,
 }
 
-/// CPU time of the calling thread, from `/proc/thread-self/schedstat` (nanoseconds) and
-/// `/proc/thread-self/stat` (user/system ticks); `None` where `stat` is unavailable. For work done
-/// on a dedicated thread of this process, whose CPU must not be mixed with the rest of the
-/// harness.
+/// CPU time of the calling thread: the scheduler's nanosecond runtime from
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` (the counter schedstat shows for other threads, but
+/// brought up to date: the kernel updates a running thread's schedstat only at a tick or a
+/// context switch, so a short stretch of work that neither blocks nor crosses a tick read as zero
+/// there), and the user/system split from `/proc/thread-self/stat` ticks; `None` where `stat` is
+/// unavailable. For work done on a dedicated thread of this process, whose CPU must not be mixed
+/// with the rest of the harness.
 pub fn thread_cpu_time() -> Option<ThreadCpu> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
     let (user, system) = parse_stat_times(&stat)?;
     let tps = ticks_per_second();
-    let user = Duration::from_secs_f64(user as f64 / tps);
-    let system = Duration::from_secs_f64(system as f64 / tps);
-    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
-    Some(match ns {
-        Some(ns) => ThreadCpu {
-            total: Duration::from_nanos(ns),
-            user,
-            system,
-            source: CPU_SOURCE_SCHEDSTAT,
-        },
-        None => ThreadCpu {
-            total: user + system,
-            user,
-            system,
-            source: CPU_SOURCE_TICKS,
-        },
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let total = Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    );
+    Some(ThreadCpu {
+        total,
+        user: Duration::from_secs_f64(user as f64 / tps),
+        system: Duration::from_secs_f64(system as f64 / tps),
+        source: CPU_SOURCE_SCHEDSTAT,
     })
 }
 
