@@ -383,7 +383,6 @@ fn skipped_result(
     }
 }
 
-/// A status line: above the progress bars when they are drawn, else to the caller's `status`.
 /// The bare floor at each (path, rate) the service scenarios used, `events` round trips each,
 /// for their `floor + service cost`. A failure is kept per floor (the scenarios say it).
 async fn measure_floors(
@@ -439,6 +438,7 @@ async fn measure_floors(
     floors
 }
 
+/// A status line: above the progress bars when they are drawn, else to the caller's `status`.
 fn say(progress: &indicatif::MultiProgress, opts: &BenchOptions, line: String) {
     if opts.progress && progress.println(&line).is_ok() {
         return;
