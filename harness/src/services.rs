@@ -56,6 +56,16 @@ pub enum StopHow {
     Kill,
 }
 
+impl StopHow {
+    /// The name a configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopHow::Graceful => "graceful",
+            StopHow::Kill => "kill",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Running {
     name: &'static str,

@@ -142,6 +142,18 @@ pub fn calibration_metrics(
     m
 }
 
+/// What a stand-in on `path` answers with: a reply (`reply`), or a commit notice listing the
+/// event's id (`notice`), as the database service would.
+fn stand_in_answer(path: &str) -> anyhow::Result<Answer> {
+    match path {
+        "reply" => Ok(Answer::Reply),
+        "notice" => Ok(Answer::CommitNotice {
+            subject: rosey_protocol::subjects::COMMITTED.into(),
+        }),
+        other => anyhow::bail!("no stand-in for the {other} path"),
+    }
+}
+
 /// The floor of a path without the harness: a bare async-nats loop (`bare.rs`), `count` round
 /// trips at `rate_per_s`, through an in-harness stand-in on `subject` that answers at once
 /// (`path`: `reply` or `notice`). Calibration compares the harness with it; after the scenarios,
@@ -154,22 +166,14 @@ pub async fn bare_floor(
     count: u64,
     timeout: Duration,
 ) -> anyhow::Result<Histogram<u64>> {
-    let (answer, bare_path) = match path {
-        "reply" => (
-            Answer::Reply,
-            BarePath::Request {
-                subject: subject.to_owned(),
-            },
-        ),
-        "notice" => (
-            Answer::CommitNotice {
-                subject: rosey_protocol::subjects::COMMITTED.into(),
-            },
-            BarePath::CommitNotice {
-                subject: subject.to_owned(),
-            },
-        ),
-        other => anyhow::bail!("no bare floor for the {other} path"),
+    let answer = stand_in_answer(path)?;
+    let bare_path = match answer {
+        Answer::Reply => BarePath::Request {
+            subject: subject.to_owned(),
+        },
+        Answer::CommitNotice { .. } => BarePath::CommitNotice {
+            subject: subject.to_owned(),
+        },
     };
     let stand_in = Responder::start(
         nats_url,
@@ -209,15 +213,10 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let sampling = ctx.sampler.begin_phase();
     let mut confirmed = 0;
     for path in PATHS {
-        let answer = |path: &str| match path {
-            "reply" => Answer::Reply,
-            _ => Answer::CommitNotice {
-                subject: rosey_protocol::subjects::COMMITTED.into(),
-            },
-        };
+        let answer = stand_in_answer(path)?;
         let stand_in = |subject: &str, delay: Duration| ResponderSpec {
             subject: subject.to_owned(),
-            answer: answer(path),
+            answer: answer.clone(),
             delay,
             spin,
             stall: None,

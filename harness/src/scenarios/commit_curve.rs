@@ -145,16 +145,12 @@ fn point(
         lost: step.accounting.lost,
         latency: step.latency.unwrap_or_default(),
         harness_lag,
-        cpu_us_per_event: step
-            .resources
-            .iter()
-            .find(|r| r.process == "dbservice")
-            .and_then(|r| r.cpu_us_per_event),
+        cpu_us_per_event: super::cpu_cost::us_per_event(&step.resources, "dbservice"),
     })
 }
 
 /// Add one step to the sweep's result: its accounting, its latency histogram as `<key>`, its
-/// figures as `<key>.*` metrics, and a note when the harness lagged in it.
+/// figures as `<key>.*` metrics, a note when the harness lagged in it, and its own notes.
 fn fold_step(result: &mut ScenarioResult, step: &ScenarioResult, point: &CurvePoint, key: &str) {
     let a = &mut result.accounting;
     a.sent += step.accounting.sent;
@@ -191,13 +187,13 @@ fn fold_step(result: &mut ScenarioResult, step: &ScenarioResult, point: &CurvePo
             point.harness_lag.limit_us
         ));
     }
+    // Every note of the step (warm-up loss, drain, the service's own counters), so nothing a
+    // step had to say is dropped.
     for n in &step.notes {
-        if n.starts_with("warm-up:") {
-            result.notes.push(format!(
-                "{}/s {n}",
-                crate::report::view::trimmed(point.offered_per_s)
-            ));
-        }
+        result.notes.push(format!(
+            "at {}/s: {n}",
+            crate::report::view::trimmed(point.offered_per_s)
+        ));
     }
 }
 

@@ -72,7 +72,7 @@ fn run_direct(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioRes
 }
 
 /// CPU-µs per event of one process in a phase's resources.
-fn us_per_event(resources: &[ProcessResources], process: &str) -> Option<f64> {
+pub(super) fn us_per_event(resources: &[ProcessResources], process: &str) -> Option<f64> {
     resources
         .iter()
         .find(|r| r.process == process)
@@ -519,11 +519,7 @@ fn direct_path(spec: &DirectSpec) -> anyhow::Result<DirectOutcome> {
             total: cpu1.total.saturating_sub(cpu0.total),
             user: cpu1.user.saturating_sub(cpu0.user),
             system: cpu1.system.saturating_sub(cpu0.system),
-            source: if cpu0.source == cpu1.source {
-                cpu1.source
-            } else {
-                crate::sampler::CPU_SOURCE_TICKS
-            },
+            source: cpu1.source,
         },
         wall,
         rows_before: before,

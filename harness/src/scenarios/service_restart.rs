@@ -87,15 +87,6 @@ impl crate::config::ScenarioParams for Params {
     }
 }
 
-impl StopHow {
-    fn as_str(self) -> &'static str {
-        match self {
-            StopHow::Graceful => "graceful",
-            StopHow::Kill => "kill",
-        }
-    }
-}
-
 async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
     let how = p.stop;
