@@ -61,6 +61,7 @@ fn options(url: &str, dir: &Path, scenarios: &[&str]) -> BenchOptions {
 
 #[test]
 fn two_scenarios_end_to_end_write_an_honest_run_directory() {
+    let _alone = crate::alone();
     let nats = natskit::NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The service under test runs in its own runtime; run_bench builds another for the harness.
@@ -166,6 +167,7 @@ fn two_scenarios_end_to_end_write_an_honest_run_directory() {
 
 #[test]
 fn calibration_catches_300_microseconds_inside_the_harness_path() {
+    let _alone = crate::alone();
     let nats = natskit::NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = options(nats.url(), dir.path(), &["calibration"]);
@@ -195,6 +197,7 @@ fn calibration_catches_300_microseconds_inside_the_harness_path() {
 
 #[test]
 fn no_service_means_a_harness_error_not_a_pass() {
+    let _alone = crate::alone();
     let nats = natskit::NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(nats.url(), dir.path(), &["single_event_latency"]);
@@ -219,6 +222,7 @@ fn no_service_means_a_harness_error_not_a_pass() {
 
 #[test]
 fn unknown_scenarios_are_rejected_before_anything_starts() {
+    let _alone = crate::alone();
     let dir = tempfile::tempdir().unwrap();
     let opts = options("nats://127.0.0.1:1", dir.path(), &["no_such_scenario"]);
     let err = run_bench(opts).unwrap_err();

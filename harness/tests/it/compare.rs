@@ -56,6 +56,7 @@ fn write_run(dir: &Path, run_id: &str, base_ns: u64) {
 
 #[test]
 fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
+    let _alone = crate::alone();
     let tmp = tempfile::tempdir().unwrap();
     // Three runs of main in a history directory, a little apart from each other (as runs are).
     let history = tmp.path().join("history");
@@ -95,6 +96,7 @@ fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
 
 #[test]
 fn exports_are_written_in_both_formats() {
+    let _alone = crate::alone();
     let tmp = tempfile::tempdir().unwrap();
     write_run(&tmp.path().join("run"), "cccc", 1_000_000);
     let run = RunInput::load(&tmp.path().join("run")).unwrap();

@@ -36,7 +36,11 @@ fn is_running(pid: u32) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only orders whole tests (each has its own runtime); nothing in this test's runtime
+// takes it, so holding it across awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
 async fn local_provisioning_keeps_the_log() {
+    let _alone = crate::alone();
     let run_dir = tempfile::tempdir().unwrap();
     let nats = provision(&NatsChoice::Local, run_dir.path()).unwrap();
     assert_eq!(nats.info.kind, "local");
@@ -49,7 +53,11 @@ async fn local_provisioning_keeps_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only orders whole tests (each has its own runtime); nothing in this test's runtime
+// takes it, so holding it across awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
 async fn external_provisioning_reads_the_server_version() {
+    let _alone = crate::alone();
     let server = natskit::NatsServer::start().unwrap();
     let run_dir = tempfile::tempdir().unwrap();
     let nats = provision(
@@ -69,7 +77,11 @@ fn docker_tests_skipped() -> bool {
 
 /// The container path: official image if available, else built locally `FROM scratch`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only orders whole tests (each has its own runtime); nothing in this test's runtime
+// takes it, so holding it across awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
 async fn container_provisioning_round_trip() {
+    let _alone = crate::alone();
     if docker_tests_skipped() {
         eprintln!("ROSEY_SKIP_DOCKER_TESTS=1: skipping the container provisioning test");
         return;
@@ -99,6 +111,7 @@ async fn container_provisioning_round_trip() {
 /// Burns CPU in this process while the sampler watches it.
 #[test]
 fn sampler_sees_this_process_burn_cpu() {
+    let _alone = crate::alone();
     let pid = std::process::id();
     let sampler = Sampler::spawn(vec![("harness".into(), pid)], Duration::from_millis(100));
     let phase = sampler.begin_phase();
@@ -152,6 +165,7 @@ fn sampler_sees_this_process_burn_cpu() {
 #[test]
 #[ignore = "runs real benchmark scenarios; for manual use"]
 fn run_selected_scenarios() {
+    let _alone = crate::alone();
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let scenarios: Vec<String> = var("ROSEY_BENCH_SCENARIOS")
         .map(|s| s.split(',').map(str::to_owned).collect())

@@ -299,6 +299,7 @@ fn temp_run(v: &Variant) -> (tempfile::TempDir, RunResults) {
 
 #[test]
 fn markdown_snapshot() {
+    let _alone = crate::alone();
     let (_cur_dir, current) = temp_run(&CURRENT);
     let (_base_dir, baseline) = temp_run(&BASELINE);
     let text = report::render_markdown(
@@ -312,6 +313,7 @@ fn markdown_snapshot() {
 
 #[test]
 fn without_baseline_and_with_an_incomparable_one() {
+    let _alone = crate::alone();
     let (cur_dir, current) = temp_run(&CURRENT);
     let none = report::render_markdown(&current, None, None).unwrap();
     assert!(none.contains("Baseline: none"), "{none}");
@@ -354,6 +356,7 @@ fn without_baseline_and_with_an_incomparable_one() {
 /// Twenty scenarios with long notes still fit a pull-request comment (65 536 characters).
 #[test]
 fn markdown_fits_a_pull_request_comment() {
+    let _alone = crate::alone();
     let (_dir, mut current) = temp_run(&CURRENT);
     let template = current.scenarios[0].clone();
     current.scenarios = (0..20)
@@ -388,6 +391,7 @@ fn markdown_fits_a_pull_request_comment() {
 
 #[test]
 fn untrusted_strings_are_escaped_everywhere() {
+    let _alone = crate::alone();
     let evil = "<script>alert(1)</script>";
     let variant = Variant {
         branch: evil,
@@ -461,6 +465,7 @@ fn fixture_dir() -> tempfile::TempDir {
 /// The whole path the bench engine takes: history, reports, index; then both pages in a browser.
 #[test]
 fn render_run_and_check_in_a_browser() {
+    let _alone = crate::alone();
     let fixture = fixture_dir();
     let root = fixture.path();
     let history_dir = root.join("history");
@@ -602,6 +607,7 @@ fn render_run_and_check_in_a_browser() {
 /// A lost interval log costs the full histograms, not the timeline.
 #[test]
 fn missing_interval_log_falls_back_to_summaries() {
+    let _alone = crate::alone();
     let (dir, run) = temp_run(&CURRENT);
     let log = run.scenarios[0].interval_log.clone().unwrap();
     std::fs::remove_file(dir.path().join(&log)).unwrap();
@@ -616,6 +622,7 @@ fn missing_interval_log_falls_back_to_summaries() {
 /// falls back to the summaries as for a lost log, and says why.
 #[test]
 fn interval_log_outside_the_run_dir_is_not_read() {
+    let _alone = crate::alone();
     let (other_dir, other) = temp_run(&CURRENT);
     let outside = other_dir
         .path()
@@ -643,6 +650,7 @@ fn interval_log_outside_the_run_dir_is_not_read() {
 /// old file open reads all of the old file, and no temporary file is left behind.
 #[test]
 fn outputs_are_replaced_whole_never_rewritten_in_place() {
+    let _alone = crate::alone();
     use harness::compare::{self, CompareOptions, RunInput};
     use harness::export::{self, Format};
     use std::io::Read as _;
