@@ -44,6 +44,7 @@ pub async fn measure(
     let thread = std::thread::Builder::new()
         .name("bench-bare-loop".into())
         .spawn(move || -> anyhow::Result<Histogram<u64>> {
+            crate::load::precise_timers();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

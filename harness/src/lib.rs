@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod history;
 pub mod load;
 pub mod provision;
+pub mod publishers;
 pub mod record;
 pub mod report;
 pub mod results;

@@ -28,6 +28,7 @@
 //! notice was missed, and is otherwise counted as a skipped redelivery.
 
 use crate::histogram;
+use crate::publishers::Publishers;
 use crate::record::{PhaseRecord, Tracker};
 use anyhow::Context;
 use async_nats::{Client, HeaderMap, Subscriber};
@@ -80,6 +81,13 @@ impl Schedule {
             None => self.start,
         }
     }
+}
+
+/// Make this thread's timed sleeps end when asked: the kernel's default timer slack (50 µs) lets
+/// a sleep overrun by that much, which a sender would add to every message's send delay. Every
+/// thread that waits with [`wait_until`] calls this first; failure only costs precision.
+pub fn precise_timers() {
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
 }
 
 /// Block the calling (non-async) thread until `deadline`: sleep until `spin` before it, then
@@ -270,9 +278,9 @@ pub struct PhaseSpec {
     /// Messages intended at the same instant (1: evenly spaced). With as many connections as the
     /// burst size, every connection carries one member of each burst.
     pub burst_size: u64,
-    /// The publishers' connections: message `i` goes out on connection `i % n`, all from one
-    /// paced sender thread, in schedule order.
-    pub senders: Vec<Client>,
+    /// The publishers' connections: message `i` goes out on connection `i % n`, all from their
+    /// one thread, in schedule order.
+    pub senders: Publishers,
     pub script: Script,
     pub via: SendVia,
     pub proof: Proof,
@@ -1016,24 +1024,21 @@ async fn drain(
 /// JetStream publishes awaiting their PubAck.
 type Acks = Vec<tokio::task::JoinHandle<bool>>;
 
-/// The paced sender: one OS thread walks the whole schedule, message `i` going out on connection
-/// `i % n`. Several connections give the service several publishers at once; one thread keeps a
-/// burst's members back to back (each publish only hands the message to its connection's
-/// writer task), where a thread per connection would have them contend for the cores at the
-/// very instant they are due.
-fn run_sender(
+/// The paced sender: the publishers' own thread (see [`crate::publishers`]) walks the whole
+/// schedule, message `i` going out on connection `i % n`. Several connections give the service
+/// several publishers at once; one thread keeps a burst's members back to back (each publish
+/// only hands the message to its connection's writer task on the same thread), where a thread
+/// per connection would have them contend for the cores at the very instant they are due.
+async fn run_sender(
     spec: &PhaseSpec,
     inbox: Option<&str>,
     tracker: &Tracker,
     schedule: Schedule,
     progress: &indicatif::ProgressBar,
-    handle: &tokio::runtime::Handle,
+    clients: &[Client],
 ) -> (SendStats, Acks) {
-    // JetStream's context and PubAck tasks need the runtime's context on this thread.
-    let _runtime = handle.enter();
     let mut stats = SendStats::new();
     let mut acks = Vec::new();
-    let clients = &spec.senders;
     let js: Vec<_> = if spec.via == SendVia::JetStream {
         clients
             .iter()
@@ -1061,63 +1066,63 @@ fn run_sender(
                 (i, m, h)
             })
             .collect();
-        // The group's clock starts at `intended`.
+        // The group's clock starts at `intended`. A blocking wait: nothing else on this thread
+        // has anything to do until then.
         wait_until(intended, spec.spin);
-        handle.block_on(async {
-            for (i, m, h) in batch {
-                let conn = (i % clients.len() as u64) as usize;
-                let actual = Instant::now();
-                histogram::record_duration(
-                    &mut stats.send_delay,
-                    actual.saturating_duration_since(intended),
-                );
-                if !spec.harness_fault.is_zero() {
-                    wait_until(Instant::now() + spec.harness_fault, spec.harness_fault);
-                }
-                if m.expected_events > 0 {
-                    tracker.mark_sending(i, intended, actual);
-                    // Due by the schedule: sent, whether or not the client takes it (a refused
-                    // publish is lost, not forgotten).
-                    tracker.mark_sent();
-                }
-                let ok = match (js.get(conn), inbox) {
-                    (Some(js), _) => match js.publish_with_headers(m.subject, h, m.payload).await {
-                        Ok(ack) => {
-                            acks.push(handle.spawn(async move { ack.await.is_ok() }));
-                            true
-                        }
-                        Err(_) => false,
-                    },
-                    (None, Some(inbox)) => clients[conn]
-                        .publish_with_reply_and_headers(
-                            m.subject,
-                            format!("{inbox}.{i}"),
-                            h,
-                            m.payload,
-                        )
-                        .await
-                        .is_ok(),
-                    (None, None) => clients[conn]
-                        .publish_with_headers(m.subject, h, m.payload)
-                        .await
-                        .is_ok(),
-                };
-                if !ok {
-                    stats.errors += 1;
-                }
+        for (i, m, h) in batch {
+            let conn = (i % clients.len() as u64) as usize;
+            let actual = Instant::now();
+            histogram::record_duration(
+                &mut stats.send_delay,
+                actual.saturating_duration_since(intended),
+            );
+            if !spec.harness_fault.is_zero() {
+                wait_until(Instant::now() + spec.harness_fault, spec.harness_fault);
             }
-        });
+            if m.expected_events > 0 {
+                tracker.mark_sending(i, intended, actual);
+                // Due by the schedule: sent, whether or not the client takes it (a refused
+                // publish is lost, not forgotten).
+                tracker.mark_sent();
+            }
+            let ok = match (js.get(conn), inbox) {
+                (Some(js), _) => match js.publish_with_headers(m.subject, h, m.payload).await {
+                    Ok(ack) => {
+                        acks.push(tokio::spawn(async move { ack.await.is_ok() }));
+                        true
+                    }
+                    Err(_) => false,
+                },
+                (None, Some(inbox)) => clients[conn]
+                    .publish_with_reply_and_headers(m.subject, format!("{inbox}.{i}"), h, m.payload)
+                    .await
+                    .is_ok(),
+                (None, None) => clients[conn]
+                    .publish_with_headers(m.subject, h, m.payload)
+                    .await
+                    .is_ok(),
+            };
+            if !ok {
+                stats.errors += 1;
+            }
+        }
+        // The writer tasks put the group on the wire now, before this thread waits again.
+        tokio::task::yield_now().await;
         progress.inc(end - first);
         first = end;
     }
     // Hand everything buffered to the server before the drain deadline starts counting.
     for client in clients {
-        let _ = handle.block_on(client.flush());
+        let _ = client.flush().await;
     }
     (stats, acks)
 }
 
-/// Run the paced sender thread over the schedule and wait for it.
+/// Run the sender over the schedule and wait for it. A paced schedule runs on the publishers'
+/// own thread, so each publish reaches the wire without waking another thread. A whole-phase
+/// burst (everything intended at once) is about getting every message out fast, not about the
+/// instant of each: it runs on a thread of its own and hands the messages to the publishers'
+/// thread, which writes them meanwhile, two cores at work.
 async fn send_paced(
     spec: &Arc<PhaseSpec>,
     inbox: Option<String>,
@@ -1125,25 +1130,38 @@ async fn send_paced(
     schedule: Schedule,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<(SendStats, Acks)> {
+    let (job_spec, tracker, progress) = (spec.clone(), tracker.clone(), progress.clone());
+    let job = move |clients: Vec<Client>| async move {
+        run_sender(
+            &job_spec,
+            inbox.as_deref(),
+            &tracker,
+            schedule,
+            &progress,
+            &clients,
+        )
+        .await
+    };
+    if schedule.rate_per_s.is_some() {
+        return spec
+            .senders
+            .run(move |clients| Box::pin(job(clients)))
+            .await
+            .context("the paced sender");
+    }
     let handle = tokio::runtime::Handle::current();
-    let (spec, tracker, progress) = (spec.clone(), tracker.clone(), progress.clone());
+    let clients = spec.senders.clients().to_vec();
     let thread = std::thread::Builder::new()
-        .name("bench-sender".to_owned())
+        .name("bench-burst-sender".to_owned())
         .spawn(move || {
-            run_sender(
-                &spec,
-                inbox.as_deref(),
-                &tracker,
-                schedule,
-                &progress,
-                &handle,
-            )
+            precise_timers();
+            handle.block_on(job(clients))
         })
-        .context("spawn sender thread")?;
+        .context("spawn the burst sender thread")?;
     tokio::task::spawn_blocking(move || thread.join())
         .await
-        .context("join sender thread")?
-        .map_err(|_| anyhow::anyhow!("the sender thread panicked"))
+        .context("join the burst sender thread")?
+        .map_err(|_| anyhow::anyhow!("the burst sender thread panicked"))
 }
 
 /// Connect a client named `name`.
@@ -1200,6 +1218,7 @@ pub async fn run_closed_loop(
     let thread = std::thread::Builder::new()
         .name("bench-closed-loop".into())
         .spawn(move || {
+            precise_timers();
             let mut stats = SendStats {
                 send_delay: crate::histogram::new_histogram(),
                 errors: 0,

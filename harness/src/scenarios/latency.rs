@@ -72,7 +72,7 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
-    prefill(ctx, &senders[0], p.prefill_events, p.timing.drain_timeout()).await?;
+    prefill(ctx, &senders, p.prefill_events, p.timing.drain_timeout()).await?;
     let mut plan = Plan::open_loop(
         &p,
         senders,
@@ -134,7 +134,7 @@ async fn request_reply(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> 
     ctx.require_services()?;
     let mut result = ctx.result(p.load_info());
     let senders = connect_publishers(ctx, p.publishers).await?;
-    prefill(ctx, &senders[0], p.prefill_events, p.timing.drain_timeout()).await?;
+    prefill(ctx, &senders, p.prefill_events, p.timing.drain_timeout()).await?;
     // With a prefill, a reply counts only if it read the prefilled rows.
     let check: load::ReplyCheck = if p.prefill_events > 0 {
         Arc::new(reads_prefilled_rows)

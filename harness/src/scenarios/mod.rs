@@ -24,6 +24,7 @@ use crate::load::{
     self, DrainUntil, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia,
     Taps,
 };
+use crate::publishers::Publishers;
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -184,16 +185,10 @@ pub fn fixed_payload(bytes: Bytes) -> PayloadFn {
     Arc::new(move |_| bytes.clone())
 }
 
-/// `n` fresh connections named after the scenario.
-pub async fn connect_publishers(
-    ctx: &ScenarioContext,
-    n: u32,
-) -> anyhow::Result<Vec<async_nats::Client>> {
-    let mut clients = Vec::with_capacity(n as usize);
-    for k in 0..n {
-        clients.push(load::connect(&ctx.nats_url, &format!("bench-{}-{k}", ctx.name)).await?);
-    }
-    Ok(clients)
+/// `n` fresh publisher connections named after the scenario, on their own thread
+/// ([`Publishers`]).
+pub async fn connect_publishers(ctx: &ScenarioContext, n: u32) -> anyhow::Result<Publishers> {
+    Publishers::connect(&ctx.nats_url, &format!("bench-{}", ctx.name), n).await
 }
 
 /// Users the prefill makes known (`bench-user-0` … `bench-user-63`, as every chat payload of
@@ -207,7 +202,7 @@ pub const PREFILL_USERS: u64 = 64;
 /// can overtake its user's join.
 pub async fn prefill(
     ctx: &ScenarioContext,
-    sender: &async_nats::Client,
+    senders: &Publishers,
     n: u64,
     deadline: Duration,
 ) -> anyhow::Result<()> {
@@ -219,7 +214,7 @@ pub async fn prefill(
         warmup_count: 0,
         count,
         burst_size: 1,
-        senders: vec![sender.clone()],
+        senders: senders.clone(),
         script,
         via: SendVia::Core,
         proof: Proof::CommitNotices(Ids::Direct),
@@ -285,7 +280,7 @@ pub struct Plan {
     pub burst_size: u64,
     pub warmup_count: u64,
     pub count: u64,
-    pub senders: Vec<async_nats::Client>,
+    pub senders: Publishers,
     pub script: Script,
     pub via: SendVia,
     pub proof: Proof,
@@ -299,7 +294,7 @@ impl Plan {
     /// The open-loop plan of `p` with one proof per message on a uniform script.
     pub fn open_loop(
         p: &OpenLoopParams,
-        senders: Vec<async_nats::Client>,
+        senders: Publishers,
         script: Script,
         proof: Proof,
     ) -> Plan {

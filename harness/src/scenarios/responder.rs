@@ -114,10 +114,7 @@ async fn serve(
         anyhow::Ok((client, sub))
     };
     let (client, mut sub) = match setup.await {
-        Ok(x) => {
-            let _ = ready.send(Ok(()));
-            x
-        }
+        Ok(x) => x,
         Err(e) => {
             let _ = ready.send(Err(e));
             anyhow::bail!("responder set-up failed");
@@ -125,50 +122,23 @@ async fn serve(
     };
     let mut stats = ResponderStats::default();
     // The answering thread: in arrival order, each at its due time.
-    let (tx, rx) = std::sync::mpsc::channel::<(Instant, async_nats::Message)>();
-    let handle = tokio::runtime::Handle::current();
-    let answerer =
-        {
-            let (client, answer, spin) = (client.clone(), spec.answer.clone(), spec.spin);
-            std::thread::Builder::new()
-            .name(format!("bench-answer-{}", spec.subject))
-            .spawn(move || -> anyhow::Result<()> {
-                let mut batch = 0u64;
-                while let Ok((due, msg)) = rx.recv() {
-                    wait_until(due, spin);
-                    match &answer {
-                        Answer::Reply => {
-                            if let Some(reply) = msg.reply {
-                                handle
-                                    .block_on(client.publish(reply, Bytes::from_static(b"ok")))
-                                    .context("responder reply")?;
-                            }
-                        }
-                        Answer::CommitNotice { subject } => {
-                            let id = msg
-                                .headers
-                                .as_ref()
-                                .and_then(|h| h.get(rosey_protocol::headers::EVENT_ID))
-                                .map(|v| v.as_str().to_owned());
-                            if let Some(id) = id {
-                                batch += 1;
-                                let notice = serde_json::json!({
-                                    "batch": batch, "ids": [id], "events": 1, "duplicate_ids": [],
-                                });
-                                handle
-                                    .block_on(client.publish(
-                                        subject.clone(),
-                                        Bytes::from(notice.to_string()),
-                                    ))
-                                    .context("responder commit notice")?;
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .context("spawn the answering thread")?
-        };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, async_nats::Message)>();
+    let (answerer, answer_ready) = answering_thread(&url, &spec, rx)?;
+    match answer_ready.await {
+        Ok(Ok(())) => {
+            let _ = ready.send(Ok(()));
+        }
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(e));
+            anyhow::bail!("responder set-up failed");
+        }
+        Err(_) => {
+            let _ = ready.send(Err(anyhow::anyhow!(
+                "the answering thread ended before it connected"
+            )));
+            anyhow::bail!("responder set-up failed");
+        }
+    }
     let mut stall_until: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
@@ -200,4 +170,77 @@ async fn serve(
         .map_err(|_| anyhow::anyhow!("the answering thread panicked"))??;
     let _ = client.flush().await;
     Ok(stats)
+}
+
+type Ready = tokio::sync::oneshot::Receiver<anyhow::Result<()>>;
+
+/// The thread that answers, on a connection and single-threaded runtime of its own: it waits
+/// for each answer's due time (precisely, blocking) and publishes on the same thread, so the
+/// answer goes on the wire without waking another thread, whatever the delay. Between answers
+/// it idles inside its runtime.
+fn answering_thread(
+    url: &str,
+    spec: &ResponderSpec,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, async_nats::Message)>,
+) -> anyhow::Result<(std::thread::JoinHandle<anyhow::Result<()>>, Ready)> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (url, answer, spin) = (url.to_owned(), spec.answer.clone(), spec.spin);
+    let thread = std::thread::Builder::new()
+        .name(format!("bench-answer-{}", spec.subject))
+        .spawn(move || -> anyhow::Result<()> {
+            crate::load::precise_timers();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("answering runtime")?;
+            rt.block_on(async move {
+                let client = match crate::load::connect(&url, "bench-responder-answers").await {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        anyhow::bail!("answering connection failed");
+                    }
+                };
+                let mut batch = 0u64;
+                while let Some((due, msg)) = rx.recv().await {
+                    wait_until(due, spin);
+                    match &answer {
+                        Answer::Reply => {
+                            if let Some(reply) = msg.reply {
+                                client
+                                    .publish(reply, Bytes::from_static(b"ok"))
+                                    .await
+                                    .context("responder reply")?;
+                            }
+                        }
+                        Answer::CommitNotice { subject } => {
+                            let id = msg
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(rosey_protocol::headers::EVENT_ID))
+                                .map(|v| v.as_str().to_owned());
+                            if let Some(id) = id {
+                                batch += 1;
+                                let notice = serde_json::json!({
+                                    "batch": batch, "ids": [id], "events": 1, "duplicate_ids": [],
+                                });
+                                client
+                                    .publish(subject.clone(), Bytes::from(notice.to_string()))
+                                    .await
+                                    .context("responder commit notice")?;
+                            }
+                        }
+                    }
+                    // The writer task puts the answer on the wire before the next wait.
+                    tokio::task::yield_now().await;
+                }
+                let _ = client.flush().await;
+                Ok(())
+            })
+        })
+        .context("spawn the answering thread")?;
+    Ok((thread, ready_rx))
 }

@@ -5,9 +5,9 @@
 
 use super::Plan;
 use crate::load::{self, DrainUntil, Ids, Message, Proof, Script, SendVia, Tap, TapMatch, Taps};
+use crate::publishers::Publishers;
 use crate::scenario::ScenarioContext;
 use anyhow::Context;
-use async_nats::Client;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ impl BotLoadParams {
             warmup_count: t.warmup_count(),
             count: t.count(),
             burst_size: 1,
-            senders: vec![sender_connection(ctx).await?],
+            senders: sender_connection(ctx).await?,
             script,
             via: SendVia::Core,
             proof: Proof::CommitNotices(Ids::ViaBot),
@@ -57,8 +57,8 @@ impl BotLoadParams {
 
 /// A connection of its own for a phase's sender, so publishing never shares a connection with
 /// the proof listener (as the framework's senders do).
-pub async fn sender_connection(ctx: &ScenarioContext) -> anyhow::Result<Client> {
-    load::connect(&ctx.nats_url, &format!("bench-{}-sender", ctx.name)).await
+pub async fn sender_connection(ctx: &ScenarioContext) -> anyhow::Result<Publishers> {
+    Publishers::connect(&ctx.nats_url, &format!("bench-{}-sender", ctx.name), 1).await
 }
 
 /// The bot's channel, or an error if the bot is not running.
@@ -103,7 +103,7 @@ pub async fn join_users(
         warmup_count: 0,
         count,
         burst_size: 1,
-        senders: vec![sender_connection(ctx).await?],
+        senders: sender_connection(ctx).await?,
         script: Script::new(&["user_join"], move |_, i| Message {
             kind: 0,
             subject: subject.clone(),

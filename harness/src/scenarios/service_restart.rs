@@ -100,7 +100,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             .with_context(|| format!("switching the database service to {} mode", mode.as_str()))?;
         ctx.refresh_sampled_processes().await;
     }
-    let sender = crate::load::connect(&ctx.nats_url, &format!("bench-{}", ctx.name)).await?;
+    let sender = super::connect_publishers(ctx, 1).await?;
     let mut plan = Plan::open_loop(
         &OpenLoopParams {
             timing: p.timing,
@@ -108,7 +108,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             publishers: 1,
             prefill_events: 0,
         },
-        vec![sender],
+        sender,
         Script::uniform(
             subjects::MESSAGE_LOG,
             super::message_log_payload(p.payload_bytes),
