@@ -18,6 +18,36 @@ use hdrhistogram::Histogram;
 use rosey_protocol::{db::CommitNotice, headers, subjects};
 use std::time::{Duration, Instant};
 
+/// The machine's own timing floor: a thread that does nothing but wait for `count` deadlines
+/// `1 / rate_per_s` apart, exactly as the harness's senders and stand-ins wait (timer slack 1 ns,
+/// sleep, then spin for the last `spin`), records by how much it missed each one. No NATS, no
+/// runtime, no other work: what it shows (at p99, on a shared virtual machine, often
+/// milliseconds) is the scheduling noise every thread of a run is subject to, and the precision
+/// below which no p99 of the run can be told from noise.
+pub async fn wake_lateness(
+    rate_per_s: f64,
+    count: u64,
+    spin: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "rate_per_s must be positive"
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::load::precise_timers();
+        let mut h = histogram::new_histogram();
+        let start = Instant::now() + Duration::from_millis(1);
+        for i in 0..count {
+            let due = start + intended_offset(i, rate_per_s);
+            wait_until(due, spin);
+            histogram::record_duration(&mut h, due.elapsed());
+        }
+        h
+    })
+    .await
+    .context("the wake-lateness probe panicked")
+}
+
 /// The round trip a bare loop makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BarePath {
@@ -124,4 +154,18 @@ async fn run(
     }
     let _ = client.drain().await;
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wake_lateness_records_every_deadline() {
+        let h = wake_lateness(2000.0, 50, Duration::from_micros(100))
+            .await
+            .unwrap();
+        assert_eq!(h.len(), 50);
+        assert!(wake_lateness(0.0, 1, Duration::ZERO).await.is_err());
+    }
 }

@@ -27,6 +27,7 @@ rate_per_s = 200
 duration_s = 1.0
 warmup_s = 0.2
 spin_us = 200
+rounds = 2
 drain_timeout_s = 5
 targets = [{ metric = "max_abs_p50_error_us", op = "<=", threshold = 100000.0 }]
 
@@ -162,6 +163,17 @@ fn two_scenarios_end_to_end_write_an_honest_run_directory() {
         );
     }
     assert!(cal.histograms.iter().any(|h| h.name == "bare.notice"));
+    // Two interleaved rounds of 100 messages each make one histogram per (path, delay), and
+    // the machine's own wake-up lateness is measured beside them in every round of both paths.
+    for (name, count) in [
+        ("reply.2ms", 200),
+        ("bare.reply", 200),
+        ("machine_wake", 400),
+    ] {
+        let h = cal.histograms.iter().find(|h| h.name == name).unwrap();
+        assert_eq!(h.summary.count, count, "{name}");
+    }
+    assert!(cal.metrics["machine_wake_p99_us"].is_finite());
     assert_ne!(cal.verdict, Verdict::Error);
 }
 
