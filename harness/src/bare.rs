@@ -16,6 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rosey_protocol::{db::CommitNotice, headers, subjects};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The machine's own timing floor: a thread that does nothing but wait for `count` deadlines
@@ -33,19 +35,63 @@ pub async fn wake_lateness(
         rate_per_s.is_finite() && rate_per_s > 0.0,
         "rate_per_s must be positive"
     );
-    tokio::task::spawn_blocking(move || {
-        crate::load::precise_timers();
-        let mut h = histogram::new_histogram();
-        let start = Instant::now() + Duration::from_millis(1);
-        for i in 0..count {
-            let due = start + intended_offset(i, rate_per_s);
-            wait_until(due, spin);
-            histogram::record_duration(&mut h, due.elapsed());
-        }
-        h
-    })
-    .await
-    .context("the wake-lateness probe panicked")
+    let never = AtomicBool::new(false);
+    tokio::task::spawn_blocking(move || wake_loop(rate_per_s, spin, Some(count), &never))
+        .await
+        .context("the wake-lateness probe panicked")
+}
+
+/// [`wake_lateness`] running beside something else until [`WakeProbe::finish`]: how late an
+/// idle thread woke for deadlines while it ran (a scenario's senders are subject to the same).
+pub struct WakeProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Histogram<u64>>,
+}
+
+impl WakeProbe {
+    /// Deadlines `1 / rate_per_s` apart, slept to without a spin (as most senders wait).
+    pub fn start(rate_per_s: f64) -> anyhow::Result<WakeProbe> {
+        anyhow::ensure!(
+            rate_per_s.is_finite() && rate_per_s > 0.0,
+            "rate_per_s must be positive"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-wake-probe".into())
+            .spawn(move || wake_loop(rate_per_s, Duration::ZERO, None, &flag))
+            .context("spawn the wake-up probe")?;
+        Ok(WakeProbe { stop, thread })
+    }
+
+    /// Stop it; the lateness of every deadline it waited for.
+    pub async fn finish(self) -> anyhow::Result<Histogram<u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("join the wake-up probe")?
+            .map_err(|_| anyhow::anyhow!("the wake-up probe panicked"))
+    }
+}
+
+fn wake_loop(
+    rate_per_s: f64,
+    spin: Duration,
+    count: Option<u64>,
+    stop: &AtomicBool,
+) -> Histogram<u64> {
+    crate::load::precise_timers();
+    let mut h = histogram::new_histogram();
+    let start = Instant::now() + Duration::from_millis(1);
+    let mut i = 0;
+    while count.is_none_or(|n| i < n) && !stop.load(Ordering::Relaxed) {
+        let due = start + intended_offset(i, rate_per_s);
+        wait_until(due, spin);
+        histogram::record_duration(&mut h, due.elapsed());
+        i += 1;
+    }
+    h
 }
 
 /// The round trip a bare loop makes.
@@ -167,5 +213,15 @@ mod tests {
             .unwrap();
         assert_eq!(h.len(), 50);
         assert!(wake_lateness(0.0, 1, Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_wake_probe_records_until_it_is_finished() {
+        let probe = WakeProbe::start(1000.0).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let h = probe.finish().await.unwrap();
+        // About 100 deadlines; a loaded machine may fall behind, never ahead.
+        assert!((10..=110).contains(&h.len()), "{}", h.len());
+        assert!(WakeProbe::start(f64::NAN).is_err());
     }
 }

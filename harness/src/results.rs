@@ -162,6 +162,10 @@ pub struct HarnessLag {
     /// Where the limit came from, e.g. "10 % of latency.p99_ms <= 5 ms".
     pub limit_source: String,
     pub within: bool,
+    /// How late an idle thread of the harness, sleeping to deadlines 200 times a second beside
+    /// the scenario, woke at p99: the machine's own scheduling noise over the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_wake_p99_us: Option<f64>,
 }
 
 /// One step of a rate sweep: what a scenario measured at one offered rate, steady state.

@@ -502,6 +502,17 @@ pub fn summary_table(results: &RunResults) -> String {
             })
             .collect();
         let mut verdict = verdict_label(s.verdict).to_owned();
+        if let (Verdict::Invalid, Some(lag)) = (s.verdict, &s.harness_lag) {
+            // Say how late the harness was, and how late the machine itself was meanwhile.
+            verdict = format!(
+                "INVALID (harness lag: send delay p99 {:.0} µs > {:.0} µs{})",
+                lag.send_delay_p99_us,
+                lag.limit_us,
+                lag.machine_wake_p99_us
+                    .map(|w| format!("; machine wake-up p99 {w:.0} µs"))
+                    .unwrap_or_default()
+            );
+        }
         if !missed.is_empty() {
             verdict.push_str(&format!(" (missed: {})", missed.join(", ")));
         }
@@ -649,6 +660,25 @@ mod tests {
         );
         assert!(lines[3].contains("FAIL"), "{table}");
         assert_eq!(lines[4], "harness error: boom");
+    }
+
+    #[test]
+    fn an_invalid_row_says_how_late_the_harness_and_the_machine_were() {
+        let mut results = run(&[Verdict::Invalid], vec![]);
+        results.scenarios[0].harness_lag = Some(crate::results::HarnessLag {
+            send_delay_p99_us: 2500.0,
+            limit_us: 500.0,
+            limit_source: "x".into(),
+            within: false,
+            machine_wake_p99_us: Some(2621.4),
+        });
+        let table = summary_table(&results);
+        assert!(
+            table.contains(
+                "INVALID (harness lag: send delay p99 2500 µs > 500 µs; machine wake-up p99 2621 µs)"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

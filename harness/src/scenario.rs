@@ -639,6 +639,7 @@ pub fn judge_lag(result: &ScenarioResult, limit_us: f64, source: String) -> Opti
         limit_us,
         limit_source: source,
         within: p99_us <= limit_us,
+        machine_wake_p99_us: None,
     })
 }
 
@@ -677,11 +678,26 @@ pub fn validate_targets(specs: &[TargetSpec]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deadlines a second of the wake-up probe beside every scenario (no spin: cheap).
+const MACHINE_PROBE_RATE_PER_S: f64 = 200.0;
+
 /// Run one scenario and judge it. Never fails: a failure to measure becomes an `error` result.
 pub async fn run_scenario(def: &ScenarioDef, ctx: &ScenarioContext) -> ScenarioResult {
+    // The machine's own scheduling noise over the same time, so a harness-lag verdict says
+    // whether the machine itself was late too.
+    let probe = crate::bare::WakeProbe::start(MACHINE_PROBE_RATE_PER_S);
     let outcome = match validate_targets(&ctx.table.targets) {
         Ok(()) => (def.run)(ctx).await,
         Err(e) => Err(e),
+    };
+    let machine_wake_p99_us = match probe {
+        Ok(p) => p
+            .finish()
+            .await
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|h| h.value_at_quantile(0.99) as f64 / 1e3),
+        Err(_) => None,
     };
     let mut result = match outcome {
         Ok(r) => r,
@@ -709,7 +725,10 @@ pub async fn run_scenario(def: &ScenarioDef, ctx: &ScenarioContext) -> ScenarioR
             ctx.table.send_delay_p99_max_us,
             &ctx.table.targets,
         );
-        result.harness_lag = judge_lag(&result, limit, source);
+        result.harness_lag = judge_lag(&result, limit, source).map(|lag| HarnessLag {
+            machine_wake_p99_us,
+            ..lag
+        });
     }
     result.verdict = verdict(&result);
     result

@@ -531,6 +531,15 @@ pub(crate) fn scenario_view(s: &ScenarioResult) -> ScenarioView {
                 }
             ),
         ));
+        if let Some(wake) = lag.machine_wake_p99_us {
+            accounting.push(kv(
+                "machine wake-up p99",
+                format!(
+                    "{} µs: an idle harness thread sleeping to deadlines beside the scenario woke this late (the machine's own noise)",
+                    sig3(wake)
+                ),
+            ));
+        }
     }
     let targets = s
         .targets
