@@ -10,7 +10,7 @@
 //! interval; a slot that is already past is taken at once.
 
 use crate::histogram;
-use crate::load::{ensure_subscribed, intended_offset, wait_until};
+use crate::load::{check_rate, ensure_subscribed, intended_offset, wait_until};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -31,10 +31,7 @@ pub async fn wake_lateness(
     count: u64,
     spin: Duration,
 ) -> anyhow::Result<Histogram<u64>> {
-    anyhow::ensure!(
-        rate_per_s.is_finite() && rate_per_s > 0.0,
-        "rate_per_s must be positive"
-    );
+    check_rate(rate_per_s)?;
     let never = AtomicBool::new(false);
     tokio::task::spawn_blocking(move || wake_loop(rate_per_s, spin, Some(count), &never))
         .await
@@ -51,10 +48,7 @@ pub struct WakeProbe {
 impl WakeProbe {
     /// Deadlines `1 / rate_per_s` apart, slept to without a spin (as most senders wait).
     pub fn start(rate_per_s: f64) -> anyhow::Result<WakeProbe> {
-        anyhow::ensure!(
-            rate_per_s.is_finite() && rate_per_s > 0.0,
-            "rate_per_s must be positive"
-        );
+        check_rate(rate_per_s)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -112,10 +106,7 @@ pub async fn measure(
     count: u64,
     timeout: Duration,
 ) -> anyhow::Result<Histogram<u64>> {
-    anyhow::ensure!(
-        rate_per_s.is_finite() && rate_per_s > 0.0,
-        "rate_per_s must be positive"
-    );
+    check_rate(rate_per_s)?;
     let url = url.to_owned();
     let thread = std::thread::Builder::new()
         .name("bench-bare-loop".into())

@@ -57,6 +57,15 @@ pub fn intended_offset(i: u64, rate_per_s: f64) -> Duration {
     Duration::from_nanos(ns.round() as u64)
 }
 
+/// A rate is a finite number of messages per second above zero.
+pub fn check_rate(rate_per_s: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "rate_per_s must be positive"
+    );
+    Ok(())
+}
+
 /// How many messages a phase of `duration_s` at `rate_per_s` sends (at least one).
 pub fn message_count(rate_per_s: f64, duration_s: f64) -> u64 {
     ((rate_per_s * duration_s).round() as u64).max(1)
@@ -724,15 +733,9 @@ pub async fn run_phase(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<PhaseOutcome> {
     anyhow::ensure!(spec.count > 0, "a phase sends at least one message");
-    anyhow::ensure!(
-        !spec.senders.is_empty(),
-        "a phase needs at least one sender"
-    );
+    // `Publishers` always holds at least one connection.
     if let Some(rate) = spec.rate_per_s {
-        anyhow::ensure!(
-            rate.is_finite() && rate > 0.0,
-            "rate_per_s must be positive"
-        );
+        check_rate(rate)?;
     }
     let capacity = usize::try_from(spec.count).context("phase too large")?;
     let mut expected = Vec::with_capacity(capacity);

@@ -86,14 +86,6 @@ impl Publishers {
         &self.clients
     }
 
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-
     /// Run `job` on the publishers' thread, with the connections, and wait for its result. The
     /// job runs alone there: whatever it blocks on (a precise wait) it blocks on with the
     /// connections' writer tasks behind it, which run whenever it awaits or yields.

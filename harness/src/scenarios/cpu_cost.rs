@@ -293,10 +293,9 @@ impl crate::config::ScenarioParams for DirectParams {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.events > 0, "events must be positive");
         anyhow::ensure!(self.batch_size > 0, "batch_size must be positive");
-        anyhow::ensure!(
-            self.rate_per_s.is_none_or(|r| r.is_finite() && r > 0.0),
-            "rate_per_s must be positive"
-        );
+        if let Some(rate) = self.rate_per_s {
+            crate::load::check_rate(rate)?;
+        }
         Ok(())
     }
 }

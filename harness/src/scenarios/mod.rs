@@ -83,10 +83,7 @@ pub struct Timing {
 impl Timing {
     /// The checks every open-loop timing needs.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.rate_per_s.is_finite() && self.rate_per_s > 0.0,
-            "rate_per_s must be positive"
-        );
+        load::check_rate(self.rate_per_s)?;
         anyhow::ensure!(
             self.duration_s.is_finite() && self.duration_s > 0.0,
             "duration_s must be positive"
