@@ -39,6 +39,9 @@ pub(crate) async fn handle(bot: &Arc<Bot>, msg: Message) {
 }
 
 async fn dispatch(bot: &Arc<Bot>, msg: &Message) -> Result<(), Malformed> {
+    if let Some(reason) = natskit::client::malformed(msg) {
+        return Err(Malformed(format!("malformed message: {reason}")));
+    }
     let kind = platform::in_kind(&bot.config.channel, &msg.subject)
         .ok_or_else(|| Malformed("not an incoming subject of this channel".into()))?;
     let header = msg

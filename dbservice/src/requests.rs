@@ -174,6 +174,19 @@ impl RequestContext {
         None
     }
 
+    /// The reply to one request message: [`handle`](Self::handle) for a message the client
+    /// could read, else an error reply (counted as malformed; see [`natskit::client::malformed`]).
+    pub async fn handle_message(&self, msg: &async_nats::Message) -> Reply {
+        let subject = msg.subject.as_str();
+        match natskit::client::malformed(msg) {
+            Some(reason) => {
+                self.stats.malformed(subject, reason);
+                to_seed_json(&ErrorReply::new(format!("malformed message: {reason}"))).into()
+            }
+            None => self.handle(subject, &msg.payload).await,
+        }
+    }
+
     /// The reply body for a request on `subject`.
     pub async fn handle(&self, subject: &str, payload: &[u8]) -> Reply {
         match subject {

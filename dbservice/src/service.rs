@@ -20,7 +20,7 @@ use crate::requests::{ReadPool, RequestContext};
 use crate::stats::Stats;
 use crate::writer::{Event, Outcome, Writer, WriterConfig, WriterMsg};
 use anyhow::{anyhow, Context as _};
-use async_nats::{Client, Subscriber};
+use async_nats::{Client, Subject, Subscriber};
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
 use rosey_protocol::db::{CommitNotice, ErrorReply, ServiceStats};
@@ -220,13 +220,17 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         .name
         .clone()
         .unwrap_or_else(|| "rosey-dbservice".to_owned());
-    let events_opts = nats_connect::connect_options(&config.nats, &name)
+    let events_opts = nats_connect::connect_options(&config.nats, &name, Arc::clone(&stats))
         .await?
         .subscription_capacity(config.subscription_capacity)
         .client_capacity(65_536);
     let events_client = nats_connect::connect(&config.nats, events_opts).await?;
-    let requests_opts =
-        nats_connect::connect_options(&config.nats, &format!("{name}-requests")).await?;
+    let requests_opts = nats_connect::connect_options(
+        &config.nats,
+        &format!("{name}-requests"),
+        Arc::clone(&stats),
+    )
+    .await?;
     let requests_client = nats_connect::connect(&config.nats, requests_opts).await?;
     tracing::info!(url = %config.nats.redacted_url(), mode = config.mode.as_str(), instance = %stats.instance, "connected to nats");
 
@@ -573,29 +577,29 @@ impl IntakeContext {
     /// when it came with a reply subject).
     async fn decode(&self, msg: async_nats::Message, js: Option<JsDelivery<'_>>) -> Option<Event> {
         let subject = msg.subject.as_str();
+        let unreadable = natskit::client::malformed(&msg);
         if !events::is_event_subject(subject) {
-            return None; // requests and our own commit notices share the wildcard
+            // Requests and our own commit notices share the wildcard; the requests connection
+            // answers (and counts) a request. Anything else the client could not read (a
+            // subject that is not UTF-8) is counted here.
+            let ours =
+                subject == subjects::COMMITTED || subjects::REQUEST_SUBJECTS.contains(&subject);
+            if let (Some(reason), false) = (unreadable, ours) {
+                self.stats.received.fetch_add(1, Relaxed);
+                self.reject(subject, reason.to_owned(), js.is_some(), msg.reply)
+                    .await;
+            }
+            return None;
         }
         self.stats.received.fetch_add(1, Relaxed);
-        let op = match events::parse(subject, &msg.payload, self.max_payload_bytes) {
+        let parsed = match unreadable {
+            Some(reason) => Err(format!("malformed message: {reason}")),
+            None => events::parse(subject, &msg.payload, self.max_payload_bytes),
+        };
+        let op = match parsed {
             Ok(op) => op,
             Err(reason) => {
-                self.stats.malformed(subject, &reason);
-                match (js.is_some(), msg.reply) {
-                    (true, Some(reply)) => {
-                        // Nothing to commit; never redeliver.
-                        if let Err(e) = self.client.publish(reply, durable::TERM).await {
-                            tracing::warn!(error = %e, "terminating a malformed message");
-                        }
-                    }
-                    (false, Some(reply)) => {
-                        let body = to_seed_json(&ErrorReply::new(reason));
-                        if let Err(e) = self.client.publish(reply, body.into()).await {
-                            tracing::warn!(error = %e, "answering a malformed event");
-                        }
-                    }
-                    _ => {}
-                }
+                self.reject(subject, reason, js.is_some(), msg.reply).await;
                 return None;
             }
         };
@@ -625,6 +629,26 @@ impl IntakeContext {
                 stream_seq: None,
             },
         })
+    }
+
+    /// Counts a rejected event as malformed and answers it: terminated in durable mode (nothing
+    /// to commit, never redeliver), an error reply in core mode when it came with a reply subject.
+    async fn reject(&self, subject: &str, reason: String, durable: bool, reply: Option<Subject>) {
+        self.stats.malformed(subject, &reason);
+        match (durable, reply) {
+            (true, Some(reply)) => {
+                if let Err(e) = self.client.publish(reply, durable::TERM).await {
+                    tracing::warn!(error = %e, "terminating a malformed message");
+                }
+            }
+            (false, Some(reply)) => {
+                let body = to_seed_json(&ErrorReply::new(reason));
+                if let Err(e) = self.client.publish(reply, body.into()).await {
+                    tracing::warn!(error = %e, "answering a malformed event");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Core mode: decodes one message into `pending` unless the bytes waiting for the writer
@@ -845,7 +869,7 @@ async fn serve_requests(
         let ctx = Arc::clone(&ctx);
         tracker.spawn(async move {
             let _permit = permit;
-            let reply = ctx.handle(msg.subject.as_str(), &msg.payload).await;
+            let reply = ctx.handle_message(&msg).await;
             match msg.reply {
                 Some(to) => match publish_reply(&client, &ctx, to, reply).await {
                     Ok(()) => {

@@ -27,6 +27,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub truncated_replies: AtomicU64,
     pub reply_failures: AtomicU64,
+    /// Times either NATS connection was lost (each is followed by a reconnect attempt).
+    pub disconnects: AtomicU64,
     malformed_log: LogLimiter,
     dropped_log: LogLimiter,
 }
@@ -48,6 +50,7 @@ impl Default for Stats {
             dead_letters: AtomicU64::new(0),
             truncated_replies: AtomicU64::new(0),
             reply_failures: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
             malformed_log: LogLimiter::new(10, Duration::from_secs(10)),
             dropped_log: LogLimiter::new(10, Duration::from_secs(10)),
         }
@@ -98,6 +101,7 @@ impl Stats {
             dead_letters: self.dead_letters.load(Relaxed),
             truncated_replies: self.truncated_replies.load(Relaxed),
             reply_failures: self.reply_failures.load(Relaxed),
+            disconnects: self.disconnects.load(Relaxed),
             instance: self.instance.clone(),
         }
     }

@@ -94,6 +94,19 @@ pub fn tls_required(cfg: &NatsConnectConfig) -> bool {
         || cfg.tls_key_file.is_some()
 }
 
+/// Why the client could not read `msg` as sent, if it could not: its subject or reply subject
+/// was not UTF-8 (both arrive with the bad bytes replaced by U+FFFD), or its header block was
+/// unreadable (it arrives with no other header). Such a frame used to make async-nats drop the
+/// whole connection; the workspace's patched copy delivers it marked instead
+/// (`natskit/vendor/async-nats/PATCHED.md`). Every service treats a marked message as malformed:
+/// counted, and answered where it expects a reply, never processed.
+pub fn malformed(msg: &async_nats::Message) -> Option<&str> {
+    msg.headers
+        .as_ref()?
+        .get(async_nats::header::NATS_CLIENT_MALFORMED)
+        .map(|v| v.as_str())
+}
+
 fn ensure_file(path: &Path, what: &str) -> Result<()> {
     ensure!(path.is_file(), "{what} {} does not exist", path.display());
     Ok(())

@@ -16,10 +16,12 @@
 //!
 //! [`client`] is the other half: the one implementation of connecting to NATS
 //! from a `rosey_protocol::connect::NatsConnectConfig` (URLs, authentication,
-//! TLS, error hints), shared by the database service, the bot and tests.
+//! TLS, error hints), shared by the database service, the bot and tests. [`hostile`] holds the
+//! frames a NATS client cannot read, and a raw publisher for them.
 
 mod child;
 pub mod client;
+pub mod hostile;
 mod locate;
 #[cfg(feature = "test-pki")]
 pub mod pki;

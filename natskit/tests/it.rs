@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 
 #[path = "it/client.rs"]
 mod client;
+#[path = "it/hostile.rs"]
+mod hostile;
 
 /// A minimal NATS client: enough for CONNECT, PING and request/reply.
 struct Conn {

@@ -386,6 +386,10 @@ pub struct ServiceStats {
     /// Replies that could not be sent (too large even when cut, or a publish error).
     #[serde(default)]
     pub reply_failures: u64,
+    /// Times one of the service's NATS connections was lost since start (messages in flight on
+    /// it may be lost in core mode; a healthy run has 0).
+    #[serde(default)]
+    pub disconnects: u64,
     /// The process instance id this service chose at start (random, 16 hex digits), the same
     /// value its commit notices carry: after a restart it tells the new process from the old.
     #[serde(default)]

@@ -313,7 +313,12 @@ fn relative(path: &Path) -> PathBuf {
     path.strip_prefix(root()).unwrap_or(path).to_owned()
 }
 
-/// Every text file git knows or would add (tracked, or new and not ignored), read once.
+/// A patched copy of another project's crate (the root `Cargo.toml`'s `workspace.exclude`):
+/// its own conventions, none of ours.
+const VENDORED: &str = "natskit/vendor/";
+
+/// Every text file git knows or would add (tracked, or new and not ignored) but the vendored
+/// ones, read once.
 fn files() -> &'static [File] {
     static FILES: OnceLock<Vec<File>> = OnceLock::new();
     FILES.get_or_init(|| {
@@ -337,6 +342,7 @@ fn files() -> &'static [File] {
             .collect();
         paths
             .into_iter()
+            .filter(|path| !path.starts_with(VENDORED))
             .filter_map(|path| {
                 // Deleted but not yet staged, or not text: nothing to check.
                 let text = std::fs::read_to_string(root.join(&path)).ok()?;

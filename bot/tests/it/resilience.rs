@@ -154,6 +154,51 @@ async fn malformed_events_are_counted_and_ignored() {
     assert_eq!((s.events_received, s.events_malformed), (8, 7));
 }
 
+/// The hostile battery (frames a NATS client cannot read), each followed by a valid chat line,
+/// from a raw socket: every frame counted as malformed, every valid line through, no
+/// reconnect. Unpatched async-nats dropped the bot's connection at each frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_frames_are_counted_and_cut_no_connection() {
+    let w = World::start().await;
+    let bot = w.bot().await;
+    let mut log = w.sub(subjects::MESSAGE_LOG).await;
+    let subject = platform::in_subject(CHANNEL, kind::MESSAGE);
+    let chat = |text: &str| json!({"user": "amy", "content": text}).to_string();
+    let battery = natskit::hostile::frames(
+        &subject,
+        &format!("rosey.platform.{CHANNEL}.in"),
+        chat("hostile").as_bytes(),
+    );
+    let mut wire = Vec::new();
+    for (i, frame) in battery.iter().enumerate() {
+        wire.push(frame.clone());
+        wire.push(natskit::hostile::Frame {
+            kind: "valid",
+            bytes: natskit::hostile::pub_frame(
+                subject.as_bytes(),
+                None,
+                chat(&format!("valid {i}")).as_bytes(),
+            ),
+            exact_subject: true,
+        });
+    }
+    let addr = format!("127.0.0.1:{}", w.nats.port());
+    tokio::task::spawn_blocking(move || natskit::hostile::publish_raw(&addr, &wire))
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..battery.len() {
+        let (v, _) = next_json(&mut log, &format!("valid line {i}")).await;
+        assert_eq!(v["message"], format!("valid {i}"));
+    }
+    let s = bot.stats();
+    assert_eq!(
+        (s.events_received, s.events_malformed, s.reconnects),
+        (12, 6, 0)
+    );
+    bot.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bot_survives_a_nats_restart() {
     let mut w = World::start().await;

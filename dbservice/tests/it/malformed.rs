@@ -2,7 +2,11 @@
 //! corrupting what was stored.
 
 use crate::support::*;
+use futures::StreamExt as _;
+use natskit::hostile;
+use rosey_dbservice::Mode;
 use rosey_protocol::{headers, subjects};
+use std::collections::HashSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_events_are_counted_and_change_nothing() {
@@ -185,4 +189,115 @@ async fn hostile_strings_are_stored_verbatim() {
     assert_eq!(reply["total_chat_lines"], 1);
     let chat = env.request_json(subjects::RECENT_CHAT_GET, b"{}").await;
     assert_eq!(chat[0]["message"], "%_\\\u{0}\" OR 1=1 --");
+}
+
+/// The hostile battery (frames a NATS client cannot read: a subject or reply subject that is not
+/// UTF-8, header blocks it cannot parse), each followed by a valid event, from a raw socket. The
+/// service counts each frame that reaches it as malformed, applies none of them, commits every
+/// valid event and loses no connection. Unpatched async-nats dropped the connection at each
+/// frame (and with it every event in flight). In durable mode the stream captures only the exact
+/// event subjects, stores no reply subject and rewrites a status line it cannot read, so three
+/// frames reach the service unreadable (each terminated) and two arrive readable and are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_frames_are_counted_and_cut_no_connection() {
+    for mode in [Mode::Core, Mode::Durable] {
+        let env = Env::start_with(|c| c.mode = mode).await;
+        let before = env.ping().await;
+        let mut notices = env.notices().await;
+        let battery = hostile::frames(
+            subjects::MESSAGE_LOG,
+            "rosey.db",
+            br#"{"username": "amy", "message": "hostile"}"#,
+        );
+        let mut wire = Vec::new();
+        let mut valid_ids = HashSet::new();
+        for (i, frame) in battery.iter().enumerate() {
+            wire.push(frame.clone());
+            let id = format!("valid-{i}");
+            let header = format!("NATS/1.0\r\n{}: {id}\r\n\r\n", headers::EVENT_ID);
+            let body = format!(r#"{{"username": "amy", "message": "valid {i}"}}"#);
+            wire.push(hostile::Frame {
+                kind: "valid",
+                bytes: hostile::hpub_frame(
+                    subjects::MESSAGE_LOG.as_bytes(),
+                    None,
+                    header.as_bytes(),
+                    body.as_bytes(),
+                ),
+                exact_subject: true,
+            });
+            valid_ids.insert(id);
+        }
+        let addr = format!("127.0.0.1:{}", env.server.port());
+        tokio::task::spawn_blocking(move || hostile::publish_raw(&addr, &wire))
+            .await
+            .unwrap()
+            .unwrap();
+        notices.wait_for(&valid_ids).await;
+        // Marked frames reach the intake before the valid event published after each of them.
+        let after = env.ping().await;
+        // Durable: the stream stores no reply subject and the server rewrites a status line
+        // it cannot read, so those two arrive readable and are applied.
+        let (reaching, hostile_applied) = match mode {
+            Mode::Core => (6, 0),
+            Mode::Durable => (3, 2),
+        };
+        assert_eq!(after.malformed - before.malformed, reaching, "{mode:?}");
+        assert_eq!(
+            after.committed - before.committed,
+            6 + hostile_applied,
+            "{mode:?}"
+        );
+        assert_eq!(after.disconnects, 0, "{mode:?}");
+        assert_eq!(after.dead_letters, 0, "{mode:?}");
+        let lines: Vec<String> = open_read_only(&env.db_path())
+            .get_recent_chat(20)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.message)
+            .collect();
+        let mut want: Vec<String> = (0..6).map(|i| format!("valid {i}")).collect();
+        if hostile_applied == 2 {
+            // After the frames they were in (reply_not_utf8 second, header_bad_status fifth).
+            want.insert(4, "hostile".to_owned());
+            want.insert(1, "hostile".to_owned());
+        }
+        assert_eq!(lines, want, "{mode:?}");
+
+        // A request whose header block cannot be read is answered with an error and counted.
+        let inbox = "_INBOX.hostile-request";
+        let mut replies = env.client.subscribe(inbox).await.unwrap();
+        let _ = env.ping().await; // the SUB is active at the server
+        let frame = hostile::Frame {
+            kind: "header_without_colon",
+            bytes: hostile::hpub_frame(
+                subjects::QUERY_CHANNEL_STATS.as_bytes(),
+                Some(inbox.as_bytes()),
+                b"NATS/1.0\r\nno colon\r\n\r\n",
+                b"{}",
+            ),
+            exact_subject: true,
+        };
+        let addr = format!("127.0.0.1:{}", env.server.port());
+        tokio::task::spawn_blocking(move || hostile::publish_raw(&addr, &[frame]))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = tokio::time::timeout(DEADLINE, replies.next())
+            .await
+            .expect("an answer")
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["success"], false, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("malformed message"),
+            "{reply}"
+        );
+        let last = env.ping().await;
+        assert_eq!(last.malformed - after.malformed, 1, "{mode:?}");
+        assert_eq!(last.disconnects, 0, "{mode:?}");
+    }
 }

@@ -177,8 +177,9 @@ impl Connection {
         }
 
         if self.read_buf.starts_with(b"MSG ") {
-            let line = str::from_utf8(&self.read_buf[4..len])
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+            // PATCHED (rosey): a subject or reply subject that is not valid UTF-8 is delivered
+            // lossily converted and marked, instead of tearing down the whole connection.
+            let (line, malformed) = lossy_line(&self.read_buf[4..len]);
             let mut args = line.split(' ').filter(|s| !s.is_empty());
 
             // Parse the operation syntax: MSG <subject> <sid> [reply-to] <#bytes>
@@ -241,7 +242,7 @@ impl Connection {
                 sid,
                 length,
                 reply,
-                headers: None,
+                headers: malformed.map(|reason| malformed_headers(reason.to_owned())),
                 subject,
                 payload,
                 status: None,
@@ -251,8 +252,8 @@ impl Connection {
 
         if self.read_buf.starts_with(b"HMSG ") {
             // Extract whitespace-delimited arguments that come after "HMSG".
-            let line = std::str::from_utf8(&self.read_buf[5..len])
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+            // PATCHED (rosey): see MSG above.
+            let (line, malformed_line) = lossy_line(&self.read_buf[5..len]);
             let mut args = line.split_whitespace().filter(|s| !s.is_empty());
 
             // <subject> <sid> [reply-to] <# header bytes><# total bytes>
@@ -331,67 +332,16 @@ impl Connection {
             let payload = self.read_buf.split_to(total_len - header_len).freeze();
             self.read_buf.advance(2);
 
-            let mut lines = std::str::from_utf8(&header)
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "header isn't valid utf-8")
-                })?
-                .lines()
-                .peekable();
-            let version_line = lines.next().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-            })?;
-
-            let version_line_suffix = version_line
-                .strip_prefix("NATS/1.0")
-                .map(str::trim)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "header version line does not begin with `NATS/1.0`",
-                    )
-                })?;
-
-            let (status, description) = version_line_suffix
-                .split_once(' ')
-                .map(|(status, description)| (status.trim(), description.trim()))
-                .unwrap_or((version_line_suffix, ""));
-            let status = if !status.is_empty() {
-                Some(
-                    status
-                        .parse::<StatusCode>()
-                        .map_err(|_| std::io::Error::other("could not parse status parameter"))?,
-                )
-            } else {
-                None
+            // PATCHED (rosey): a header block the parser cannot read (not UTF-8, a line
+            // without a colon, a bad header name, a bad status line) is delivered as a header map
+            // holding only the reason, instead of tearing down the whole connection.
+            let (status, description, headers) = match parse_header_block(&header) {
+                Ok(parsed) => parsed,
+                Err(err) => (None, None, malformed_headers(format!("header block: {err}"))),
             };
-            let description = if !description.is_empty() {
-                Some(description.to_owned())
-            } else {
-                None
-            };
-
-            let mut headers = HeaderMap::new();
-            while let Some(line) = lines.next() {
-                if line.is_empty() {
-                    continue;
-                }
-
-                let (name, value) = line.split_once(':').ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
-                })?;
-
-                let name = HeaderName::from_str(name)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
-
-                // Read the header value, which might have been split into multiple lines
-                // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
-                let mut value = value.trim_start().to_owned();
-                while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
-                    value.push_str(v);
-                }
-                value.truncate(value.trim_end().len());
-
-                headers.append(name, value.into_header_value());
+            let mut headers = headers;
+            if let Some(reason) = malformed_line {
+                headers.insert(crate::header::NATS_CLIENT_MALFORMED, reason);
             }
 
             trace!(
@@ -862,6 +812,97 @@ where
     }
 }
 
+/// PATCHED (rosey): the header-block parser of `HMSG`, moved out of `try_read_op` so that its
+/// errors can be turned into a marked message instead of a dropped connection.
+#[allow(clippy::type_complexity)]
+fn parse_header_block(
+    header: &[u8],
+) -> io::Result<(Option<StatusCode>, Option<String>, HeaderMap)> {
+    let mut lines = std::str::from_utf8(header)
+        .map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "header isn't valid utf-8")
+        })?
+        .lines()
+        .peekable();
+    let version_line = lines.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
+    })?;
+
+    let version_line_suffix = version_line
+        .strip_prefix("NATS/1.0")
+        .map(str::trim)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "header version line does not begin with `NATS/1.0`",
+            )
+        })?;
+
+    let (status, description) = version_line_suffix
+        .split_once(' ')
+        .map(|(status, description)| (status.trim(), description.trim()))
+        .unwrap_or((version_line_suffix, ""));
+    let status = if !status.is_empty() {
+        Some(
+            status
+                .parse::<StatusCode>()
+                .map_err(|_| std::io::Error::other("could not parse status parameter"))?,
+        )
+    } else {
+        None
+    };
+    let description = if !description.is_empty() {
+        Some(description.to_owned())
+    } else {
+        None
+    };
+
+    let mut headers = HeaderMap::new();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+
+        let (name, value) = line.split_once(':').ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no header version line found")
+        })?;
+
+        let name = HeaderName::from_str(name)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+
+        // Read the header value, which might have been split into multiple lines
+        // `trim_start` and `trim_end` do the same job as doing `value.trim().to_owned()` at the end, but without a reallocation
+        let mut value = value.trim_start().to_owned();
+        while let Some(v) = lines.next_if(|s| s.starts_with(char::is_whitespace)) {
+            value.push_str(v);
+        }
+        value.truncate(value.trim_end().len());
+
+        headers.append(name, value.into_header_value());
+    }
+
+    Ok((status, description, headers))
+}
+
+/// PATCHED (rosey): a protocol line as text; bytes that are not UTF-8 are replaced (U+FFFD),
+/// with the reason to mark the message by.
+fn lossy_line(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<&'static str>) {
+    match str::from_utf8(bytes) {
+        Ok(line) => (std::borrow::Cow::Borrowed(line), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes),
+            Some("subject or reply subject is not valid UTF-8"),
+        ),
+    }
+}
+
+/// PATCHED (rosey): headers that carry only [`crate::header::NATS_CLIENT_MALFORMED`].
+fn malformed_headers(reason: String) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(crate::header::NATS_CLIENT_MALFORMED, reason);
+    headers
+}
+
 #[cfg(test)]
 mod read_op {
     use std::sync::Arc;
@@ -1167,20 +1208,35 @@ mod read_op {
     // so a publisher sending `balance.\xFF` reaches a `balance.*` subscriber.
     // The parser must surface an io::Error rather than panicking, otherwise the
     // ConnectionHandler task dies and the client never reconnects.
+    // PATCHED (rosey): these frames used to be fatal; they are delivered, marked.
+    fn malformed_reason(op: ServerOp) -> String {
+        match op {
+            ServerOp::Message { headers, .. } => headers
+                .and_then(|h| {
+                    h.get(crate::header::NATS_CLIENT_MALFORMED)
+                        .map(|v| v.to_string())
+                })
+                .expect("a malformed marker"),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn msg_with_non_utf8_subject_returns_error() {
+    async fn msg_with_non_utf8_subject_is_marked() {
         let (stream, mut server) = io::duplex(128);
         let mut connection = Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
 
         server.write_all(b"MSG balance.\xFF 1 2\r\n").await.unwrap();
         server.write_all(b"hi\r\n").await.unwrap();
+        server.write_all(b"PING\r\n").await.unwrap();
 
-        let err = connection.read_op().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let op = connection.read_op().await.unwrap().unwrap();
+        assert!(malformed_reason(op).contains("UTF-8"));
+        assert_eq!(connection.read_op().await.unwrap(), Some(ServerOp::Ping));
     }
 
     #[tokio::test]
-    async fn hmsg_with_non_utf8_subject_returns_error() {
+    async fn hmsg_with_non_utf8_subject_is_marked() {
         let (stream, mut server) = io::duplex(128);
         let mut connection = Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
 
@@ -1190,8 +1246,29 @@ mod read_op {
             .unwrap();
         server.write_all(b"NATS/1.0\r\n\r\nhi\r\n").await.unwrap();
 
-        let err = connection.read_op().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let op = connection.read_op().await.unwrap().unwrap();
+        assert!(malformed_reason(op).contains("UTF-8"));
+    }
+
+    #[tokio::test]
+    async fn hmsg_with_a_bad_header_block_is_marked() {
+        for block in [
+            &b"NATS/1.0\r\nno colon\r\n\r\n"[..],
+            &b"NATS/1.0\r\nA: \xFF\r\n\r\n"[..],
+            &b"NATS/1.0 abc\r\n\r\n"[..],
+            &b"HTTP/1.1\r\n\r\n"[..],
+        ] {
+            let (stream, mut server) = io::duplex(256);
+            let mut connection =
+                Connection::new(Box::new(stream), 0, Arc::new(Statistics::default()));
+            let head = format!("HMSG a 1 {} {}\r\n", block.len(), block.len() + 2);
+            server.write_all(head.as_bytes()).await.unwrap();
+            server.write_all(block).await.unwrap();
+            server.write_all(b"hi\r\n").await.unwrap();
+
+            let op = connection.read_op().await.unwrap().unwrap();
+            assert!(malformed_reason(op).starts_with("header block"));
+        }
     }
 }
 

@@ -637,6 +637,11 @@ standard_headers! {
     (NatsRequiredApiLevel, NATS_REQUIRED_API_LEVEL, b"Nats-Required-Api-Level");
     /// Id of the pull client a pinned client priority consumer delivers to.
     (NatsPinId, NATS_PIN_ID, b"Nats-Pin-Id");
+    /// PATCHED (rosey): set by this client, never sent by a server: the message arrived with a
+    /// subject, reply subject or header block the client could not read (the value says
+    /// which). Such a message used to tear down the whole connection; it is now delivered,
+    /// lossily converted, with this header as its only header.
+    (NatsClientMalformed, NATS_CLIENT_MALFORMED, b"Nats-Client-Malformed");
 }
 
 /// Value constant for [`NATS_BATCH_COMMIT`]: commit and store the final message.
