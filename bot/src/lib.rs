@@ -4,7 +4,8 @@
 //! [`rosey_protocol::platform`]), keeps a local picture of the channel, publishes the seed's
 //! `rosey.db.*` events for what happens there, answers moderators' PM commands (asking the
 //! database service by request/reply) and publishes its actions on
-//! `rosey.platform.<channel>.out.<kind>` for a connector to carry out.
+//! `rosey.platform.<channel>.out.<kind>` for a connector to carry out. It answers
+//! `rosey.bot.<channel>.stats` with its counters ([`BotStats`]).
 //!
 //! * [`spawn`] starts a bot in-process and returns once its subscription is live at the server
 //!   (proved by [`round_trip`]).
@@ -144,6 +145,11 @@ async fn start(
         .subscribe(subject.clone())
         .await
         .with_context(|| format!("subscribing to {subject}"))?;
+    let stats_subject = platform::bot_stats_subject(&config.channel);
+    let stats_requests = client
+        .subscribe(stats_subject.clone())
+        .await
+        .with_context(|| format!("subscribing to {stats_subject}"))?;
     round_trip(&client)
         .await
         .context("confirming the platform subscription with the server")?;
@@ -168,6 +174,7 @@ async fn start(
         Arc::clone(&bot),
         client,
         subscription,
+        stats_requests,
         events_rx,
         shutdown.clone(),
     ));
@@ -201,6 +208,7 @@ async fn serve(
     bot: Arc<Bot>,
     client: async_nats::Client,
     mut subscription: async_nats::Subscriber,
+    mut stats_requests: async_nats::Subscriber,
     events_rx: mpsc::UnboundedReceiver<async_nats::Event>,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -222,6 +230,14 @@ async fn serve(
                 Some(msg) => events::handle(&bot, msg).await,
                 None => break Err(anyhow::anyhow!("platform subscription closed by the client")),
             },
+            Some(req) = stats_requests.next() => {
+                if let Some(reply) = req.reply {
+                    let body = rosey_protocol::to_seed_json(&bot.metrics.snapshot());
+                    if let Err(e) = client.publish(reply, body.into()).await {
+                        tracing::warn!(error = %e, "answering a stats request");
+                    }
+                }
+            }
         }
     };
     shutdown.cancel();

@@ -21,41 +21,7 @@ pub(crate) struct Metrics {
     pub reconnects: AtomicU64,
 }
 
-/// A snapshot of the bot's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BotStats {
-    /// Platform events received (valid or not).
-    pub events_received: u64,
-    /// Platform events that could not be parsed or named no known kind (logged and ignored).
-    pub events_malformed: u64,
-    /// Database events handed to the NATS client.
-    pub db_events_published: u64,
-    /// Database events the client refused or did not accept in time.
-    pub db_publish_failures: u64,
-    /// Requests to the database service that got a reply.
-    pub requests_ok: u64,
-    /// Requests that failed (no responders, timeout, connection), after retries.
-    pub requests_failed: u64,
-    /// Request attempts refused by the open circuit breaker without touching NATS.
-    pub requests_short_circuited: u64,
-    /// Authorized PM commands run.
-    pub pm_commands: u64,
-    /// PM commands refused (sender not a moderator or unknown).
-    pub pm_denied: u64,
-    /// PM command audit records that could not be published (the NATS client refused them or
-    /// did not take them in time), or that were still larger than the bot's record limit.
-    pub audit_failures: u64,
-    /// Platform actions published (chat, PM, playlist, channel).
-    pub actions_sent: u64,
-    /// Platform actions that could not be sent.
-    pub action_failures: u64,
-    /// Outbound-queue messages sent and marked sent.
-    pub outbound_sent: u64,
-    /// Outbound-queue messages whose sending failed (marked failed).
-    pub outbound_failed: u64,
-    /// Times the NATS connection came back after a disconnection.
-    pub reconnects: u64,
-}
+pub use rosey_protocol::platform::BotStats;
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {

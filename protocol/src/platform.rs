@@ -77,6 +77,12 @@ pub fn in_wildcard(channel: &str) -> String {
     format!("{PREFIX}.{channel}.in.>")
 }
 
+/// `rosey.bot.<channel>.stats` (addition): a request answered by the bot of `channel` with its
+/// [`BotStats`]. Outside `rosey.platform.<channel>.in.>`, so no platform event can be taken for it.
+pub fn bot_stats_subject(channel: &str) -> String {
+    format!("rosey.bot.{channel}.stats")
+}
+
 /// `rosey.platform.<channel>.out.<kind>`.
 pub fn out_subject(channel: &str, kind: &str) -> String {
     format!("{PREFIX}.{channel}.out.{kind}")
@@ -365,6 +371,44 @@ pub enum ChannelAction {
     Afk {
         afk: bool,
     },
+}
+
+/// A snapshot of the bot's counters since it started: the reply to [`bot_stats_subject`]
+/// (addition; the seed's bot had no counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BotStats {
+    /// Platform events received (valid or not).
+    pub events_received: u64,
+    /// Platform events that could not be parsed or named no known kind (logged and ignored).
+    pub events_malformed: u64,
+    /// Database events handed to the NATS client.
+    pub db_events_published: u64,
+    /// Database events the client refused or did not accept in time.
+    pub db_publish_failures: u64,
+    /// Requests to the database service that got a reply.
+    pub requests_ok: u64,
+    /// Requests that failed (no responders, timeout, connection), after retries.
+    pub requests_failed: u64,
+    /// Request attempts refused by the open circuit breaker without touching NATS.
+    pub requests_short_circuited: u64,
+    /// Authorized PM commands run.
+    pub pm_commands: u64,
+    /// PM commands refused (sender not a moderator or unknown).
+    pub pm_denied: u64,
+    /// PM command audit records that could not be published (the NATS client refused them or
+    /// did not take them in time), or that were still larger than the bot's record limit.
+    pub audit_failures: u64,
+    /// Platform actions published (chat, PM, playlist, channel).
+    pub actions_sent: u64,
+    /// Platform actions that could not be sent.
+    pub action_failures: u64,
+    /// Outbound-queue messages sent and marked sent.
+    pub outbound_sent: u64,
+    /// Outbound-queue messages whose sending failed (marked failed).
+    pub outbound_failed: u64,
+    /// Times the NATS connection came back after a disconnection.
+    pub reconnects: u64,
 }
 
 #[cfg(test)]

@@ -196,6 +196,14 @@ async fn unreadable_frames_are_counted_and_cut_no_connection() {
         (s.events_received, s.events_malformed, s.reconnects),
         (12, 6, 0)
     );
+    // The same counters, as anyone on NATS reads them.
+    let reply = w
+        .client
+        .request(platform::bot_stats_subject(CHANNEL), "".into())
+        .await
+        .unwrap();
+    let served: rosey_bot::BotStats = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(served, s);
     bot.shutdown().await.unwrap();
 }
 
