@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use async_nats::Client;
 use bytes::Bytes;
 use futures::StreamExt;
+use rosey_protocol::platform::BotStats;
 use rosey_protocol::{db::ServiceStats, headers, platform, subjects};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -219,6 +220,17 @@ impl Services {
         ping(&self.client, Duration::from_secs(2)).await
     }
 
+    /// The counters of both services: the database service's ping, and the bot's stats when a
+    /// bot runs.
+    pub async fn counters(&self) -> anyhow::Result<Counters> {
+        let db = self.ping().await?;
+        let bot = match self.bot_channel() {
+            Some(channel) => Some(bot_stats(&self.client, channel, Duration::from_secs(2)).await?),
+            None => None,
+        };
+        Ok(Counters { db, bot })
+    }
+
     /// Start the database service (in `mode`, or the current one) and wait until it answers a
     /// ping. Returns the time from spawn to ready.
     pub async fn start_dbservice(&mut self, mode: Option<&str>) -> anyhow::Result<Duration> {
@@ -393,6 +405,29 @@ impl Services {
             bail!("stopping services: {}", errors.join("; "))
         }
     }
+}
+
+/// What both services count about themselves at one moment.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub db: ServiceStats,
+    pub bot: Option<BotStats>,
+}
+
+/// Ask the bot of `channel` for its counters (`rosey.bot.<channel>.stats`).
+pub async fn bot_stats(
+    client: &Client,
+    channel: &str,
+    timeout: Duration,
+) -> anyhow::Result<BotStats> {
+    let reply = tokio::time::timeout(
+        timeout,
+        client.request(platform::bot_stats_subject(channel), Bytes::new()),
+    )
+    .await
+    .context("bot stats request timed out")?
+    .context("bot stats request")?;
+    serde_json::from_slice(&reply.payload).context("bot stats reply")
 }
 
 /// Ask `rosey.db.service.ping`.

@@ -9,6 +9,7 @@ pub mod calibration;
 pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
+pub mod hostile_inputs;
 pub mod latency;
 pub mod memory_stability;
 pub mod mixed_event_types;
@@ -53,6 +54,7 @@ pub fn all() -> Vec<ScenarioDef> {
         cpu_cost::DIRECT_DB_CPU_COST,
         cpu_cost::NATS_CPU_COST,
         mixed_event_types::DEF,
+        hostile_inputs::DEF,
         stats_end_to_end::DEF,
         pm_audit_end_to_end::DEF,
         memory_stability::DEF,
@@ -400,7 +402,7 @@ pub async fn measure_step<F: std::future::Future>(
 ) -> anyhow::Result<(PhaseOutcome, F::Output)> {
     warm_up(ctx, plan, tag, &mut result.notes).await?;
     let before = match &ctx.services {
-        Some(_) => Some(ctx.services().await?.ping().await?),
+        Some(_) => Some(ctx.services().await?.counters().await?),
         None => None,
     };
     ctx.refresh_sampled_processes().await;
@@ -418,7 +420,7 @@ pub async fn measure_step<F: std::future::Future>(
     result.resources = resources;
     result.resource_timeline = timeline;
     if let Some(before) = before {
-        let after = ctx.services().await?.ping().await?;
+        let after = ctx.services().await?.counters().await?;
         service_counters(result, &before, &after, plan, outcome.record.confirmed);
     }
     fill_from_phase(ctx, result, &outcome, latency_description)?;
@@ -434,15 +436,19 @@ pub async fn measure_step<F: std::future::Future>(
     Ok((outcome, during))
 }
 
-/// The database service's counters over the measured phase, and what they say beside the
-/// harness's own accounting.
-fn service_counters(
+/// Both services' counters over the measured phase, and what they say beside the harness's own
+/// accounting.
+pub fn service_counters(
     result: &mut crate::results::ScenarioResult,
-    before: &rosey_protocol::db::ServiceStats,
-    after: &rosey_protocol::db::ServiceStats,
+    before: &crate::services::Counters,
+    after: &crate::services::Counters,
     plan: &Plan,
     confirmed: u64,
 ) {
+    if let (Some(b), Some(a)) = (&before.bot, &after.bot) {
+        bot_counters(result, b, a);
+    }
+    let (before, after) = (&before.db, &after.db);
     // A new process (another instance id; services without one: counters that went down) has
     // counters that started again.
     if after.instance != before.instance || after.received < before.received {
@@ -460,6 +466,7 @@ fn service_counters(
         ("service.duplicates", after.duplicates, before.duplicates),
         ("service.failed", after.failed, before.failed),
         ("service.batches", after.batches, before.batches),
+        ("service.disconnects", after.disconnects, before.disconnects),
     ] {
         result.metrics.insert(key.into(), delta(a, b));
     }
@@ -469,6 +476,13 @@ fn service_counters(
             after.malformed - before.malformed
         ));
     }
+    if after.disconnects > before.disconnects {
+        result.notes.push(format!(
+            "the database service lost its NATS connection {} times during the phase (core mode: \
+             what was in flight on it is lost)",
+            after.disconnects - before.disconnects
+        ));
+    }
     let service_committed = after.committed.saturating_sub(before.committed);
     if matches!(plan.proof, Proof::CommitNotices(Ids::Direct)) && service_committed != confirmed {
         result.notes.push(format!(
@@ -476,6 +490,68 @@ fn service_counters(
              confirmed {confirmed} of its own; the difference comes from other publishers (e.g. the \
              bot's periodic status updates) or from events still in flight at the deadline"
         ));
+    }
+}
+
+/// The bot's counters over the measured phase (`bot.*` metrics), with a note for what a healthy
+/// run never has.
+fn bot_counters(
+    result: &mut crate::results::ScenarioResult,
+    before: &rosey_protocol::platform::BotStats,
+    after: &rosey_protocol::platform::BotStats,
+) {
+    if after.events_received < before.events_received {
+        result.notes.push(
+            "the bot restarted during the phase: its counters started again, so no bot-counter deltas"
+                .into(),
+        );
+        return;
+    }
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    let rows = [
+        (
+            "bot.events_received",
+            after.events_received,
+            before.events_received,
+        ),
+        (
+            "bot.events_malformed",
+            after.events_malformed,
+            before.events_malformed,
+        ),
+        (
+            "bot.db_publish_failures",
+            after.db_publish_failures,
+            before.db_publish_failures,
+        ),
+        (
+            "bot.requests_failed",
+            after.requests_failed,
+            before.requests_failed,
+        ),
+        ("bot.reconnects", after.reconnects, before.reconnects),
+    ];
+    for (key, a, b) in rows {
+        result.metrics.insert(key.into(), delta(a, b) as f64);
+    }
+    for (what, a, b) in [
+        (
+            "malformed platform events",
+            after.events_malformed,
+            before.events_malformed,
+        ),
+        (
+            "database events its client refused",
+            after.db_publish_failures,
+            before.db_publish_failures,
+        ),
+        ("reconnects to NATS", after.reconnects, before.reconnects),
+    ] {
+        if a > b {
+            result
+                .notes
+                .push(format!("the bot counted {} {what} during the phase", a - b));
+        }
     }
 }
 
