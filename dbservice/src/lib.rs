@@ -37,7 +37,7 @@
 mod config;
 pub mod db;
 mod durable;
-mod events;
+pub mod events;
 mod nats_connect;
 mod requests;
 mod service;

@@ -6,6 +6,10 @@
 //! service and the harness's `hostile_inputs` scenario send this one battery to prove that a
 //! service stays connected and counts each frame.
 //!
+//! [`Mutator`] and [`fuzz`] are the other half of hostile input: valid payloads damaged at random
+//! (seeded), fed to a decoder until a budget is spent; the services' fuzz tests and `cargo xtask
+//! fuzz` use them.
+//!
 //! ```no_run
 //! let frames = natskit::hostile::frames("rosey.db.message.log", "rosey.db.message", b"{}");
 //! natskit::hostile::publish_raw("127.0.0.1:4222", &frames)?;
@@ -135,6 +139,156 @@ pub fn publish_raw(addr: &str, frames: &[Frame]) -> Result<()> {
     }
 }
 
+/// A mutation fuzzer's source of inputs: valid inputs from a corpus, damaged in one to four
+/// random ways (bit flips, bytes that matter to JSON and UTF-8, tokens that stress number and
+/// string parsing, deletions, duplications, truncations, splices of two inputs). Seeded, so a
+/// failing input is found again from its seed and index.
+#[derive(Debug, Clone)]
+pub struct Mutator {
+    state: u64,
+}
+
+/// Bytes that change how JSON or UTF-8 is read.
+const INTERESTING_BYTES: &[u8] = b"\x00\xff\xc3\x80\xed\xa0\"{}[],:\\0123456789-+.eEnull\n\t ";
+
+/// Tokens that stress number, string and nesting parsing.
+const INTERESTING_TOKENS: &[&[u8]] = &[
+    b"null",
+    b"true",
+    b"-0",
+    b"1e999",
+    b"-1e999",
+    b"18446744073709551616",
+    b"-9223372036854775809",
+    b"9223372036854775807",
+    b"0.1e-400",
+    b"\"\\ud800\"",
+    b"\"\\u0000\"",
+    b"[]",
+    b"{}",
+    b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    b"\"\xf0\x9f\x98\x80\"",
+    b"\xef\xbb\xbf",
+    b"\"a\":1,\"a\":2",
+];
+
+impl Mutator {
+    pub fn new(seed: u64) -> Mutator {
+        Mutator {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// xorshift64*: enough randomness for choosing mutations, no dependency.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+
+    /// One input: a corpus entry, damaged.
+    pub fn mutate(&mut self, corpus: &[&[u8]]) -> Vec<u8> {
+        let mut v = corpus[self.below(corpus.len())].to_vec();
+        for _ in 0..1 + self.below(4) {
+            let at = self.below(v.len() + 1);
+            match self.below(8) {
+                0 if !v.is_empty() => {
+                    let i = self.below(v.len());
+                    v[i] ^= 1 << self.below(8);
+                }
+                1 if !v.is_empty() => {
+                    let i = self.below(v.len());
+                    v[i] = INTERESTING_BYTES[self.below(INTERESTING_BYTES.len())];
+                }
+                2 => {
+                    let b = INTERESTING_BYTES[self.below(INTERESTING_BYTES.len())];
+                    v.insert(at, b);
+                }
+                3 => {
+                    let tok = INTERESTING_TOKENS[self.below(INTERESTING_TOKENS.len())];
+                    v.splice(at..at, tok.iter().copied());
+                }
+                4 if !v.is_empty() => {
+                    let end = (at + 1 + self.below(16)).min(v.len());
+                    v.drain(at.min(end)..end);
+                }
+                5 if !v.is_empty() => {
+                    let start = self.below(v.len());
+                    let end = (start + 1 + self.below(32)).min(v.len());
+                    let piece = v[start..end].to_vec();
+                    v.splice(at..at, piece);
+                }
+                6 => v.truncate(at),
+                _ => {
+                    let other = corpus[self.below(corpus.len())];
+                    let from = self.below(other.len() + 1);
+                    v.truncate(at);
+                    v.extend_from_slice(&other[from..]);
+                }
+            }
+        }
+        v
+    }
+}
+
+/// How long a fuzz run goes on.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Inputs(u64),
+    Time(Duration),
+}
+
+/// What a fuzz run did.
+#[derive(Debug, Clone, Copy)]
+pub struct FuzzReport {
+    pub inputs: u64,
+    pub elapsed: Duration,
+}
+
+/// Feeds `check` mutated corpus inputs (seed `seed`) until `budget` is spent. Fails on the first
+/// input that makes `check` panic, naming the seed, its index and the input (hex).
+pub fn fuzz(
+    corpus: &[&[u8]],
+    seed: u64,
+    budget: Budget,
+    mut check: impl FnMut(&[u8]),
+) -> Result<FuzzReport> {
+    anyhow::ensure!(!corpus.is_empty(), "an empty corpus");
+    let mut m = Mutator::new(seed);
+    let start = std::time::Instant::now();
+    let mut inputs = 0u64;
+    loop {
+        match budget {
+            Budget::Inputs(n) if inputs >= n => break,
+            // The clock is read every 1,024 inputs.
+            Budget::Time(d) if inputs.is_multiple_of(1024) && start.elapsed() >= d => break,
+            _ => {}
+        }
+        let input = m.mutate(corpus);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input)));
+        if outcome.is_err() {
+            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+            bail!("input {inputs} of seed {seed} panicked: {hex}");
+        }
+        inputs += 1;
+    }
+    Ok(FuzzReport {
+        inputs,
+        elapsed: start.elapsed(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +304,30 @@ mod tests {
             b"HPUB a.b r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"
         );
         assert!(f.iter().filter(|f| f.exact_subject).count() == 5);
+    }
+
+    #[test]
+    fn the_mutator_is_deterministic_and_damages_its_input() {
+        let corpus: &[&[u8]] = &[br#"{"username": "amy", "message": "hi"}"#];
+        let a: Vec<Vec<u8>> = {
+            let mut m = Mutator::new(7);
+            (0..100).map(|_| m.mutate(corpus)).collect()
+        };
+        let mut m = Mutator::new(7);
+        let b: Vec<Vec<u8>> = (0..100).map(|_| m.mutate(corpus)).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().filter(|v| v.as_slice() != corpus[0]).count() > 90);
+    }
+
+    #[test]
+    fn fuzz_reports_the_input_that_panicked() {
+        let corpus: &[&[u8]] = &[b"ab"];
+        let ok = fuzz(corpus, 1, Budget::Inputs(1000), |_| {}).unwrap();
+        assert_eq!(ok.inputs, 1000);
+        let err = fuzz(corpus, 1, Budget::Inputs(1000), |input| {
+            assert!(!input.is_empty(), "empty");
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("of seed 1 panicked"), "{err}");
     }
 }

@@ -8,10 +8,12 @@
 //! * `cargo xtask report`  — render markdown/HTML reports from a run and the history.
 //! * `cargo xtask compare` — compare a run with a baseline (the regression gate).
 //! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
+//! * `cargo xtask fuzz`    — mutation-fuzz the services' decoders for a number of seconds.
 
 mod bench;
 mod cargo;
 mod compare;
+mod fuzz;
 mod git;
 mod icount;
 mod report;
@@ -47,6 +49,9 @@ enum Command {
     /// Instruction counts of the hot paths under Callgrind (stable on a noisy machine); with
     /// --against, fail when the working tree needs more instructions than that revision.
     Icount(icount::Args),
+    /// Mutation-fuzz the services' event, request and reply decoders for --seconds; fails on a
+    /// panic or on fewer than --min-inputs inputs.
+    Fuzz(fuzz::Args),
 }
 
 /// The workspace root (where the top-level Cargo.toml is).
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Icount(args) => icount::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 
 mod correlation;
 mod flows;
+mod fuzz;
 mod resilience;
 mod shell;
 mod support;

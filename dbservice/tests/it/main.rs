@@ -3,6 +3,7 @@
 
 mod binary;
 mod durable;
+mod fuzz;
 mod lifecycle;
 mod malformed;
 mod notices;
