@@ -195,11 +195,14 @@ fn calibration_catches_300_microseconds_inside_the_harness_path() {
     let outcome = run_bench(opts).unwrap();
     let cal = outcome.results.scenario("calibration").unwrap();
     assert_eq!(cal.error, None);
-    // At delay 0 the error is the harness's overhead over the bare loop: at least the fault.
+    // At delay 0 the error is the harness's overhead over the bare loop: about the fault. Held
+    // at half of it: the p50s of two samples of 200 messages each wander by tens of µs on a
+    // loaded 2-core machine (a CI run saw 244 µs for the 300 µs fault, with a bare p50 of
+    // 894 µs), while without the fault the overhead stays under 100 µs (calibration's runs).
     for path in ["reply", "notice"] {
         let overhead = cal.metrics[&format!("harness_overhead_p50_us.{path}")];
         assert!(
-            overhead >= 250.0,
+            overhead >= 150.0,
             "{path}: {overhead} µs, {:?}",
             cal.metrics
         );
