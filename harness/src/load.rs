@@ -382,9 +382,12 @@ pub struct PhaseOutcome {
     /// The commit notices that carried at least one of our ids, per service process
     /// (`CommitNotice::instance`), in the order of each process's first notice.
     pub notices_by_instance: Vec<InstanceNotices>,
-    /// JetStream: PubAcks received / publishes whose ack failed.
+    /// JetStream: messages the stream confirmed storing (PubAck) / messages it never confirmed,
+    /// however often they were published again.
     pub pub_acks: u64,
     pub pub_ack_errors: u64,
+    /// JetStream: publishes repeated because no PubAck came (the same `Nats-Msg-Id`).
+    pub pub_retries: u64,
     /// Per-hop histograms (empty without taps).
     pub hops: Vec<HopOutcome>,
 }
@@ -911,10 +914,18 @@ pub async fn run_phase(
     let (send, acks) = sent?;
     let mut pub_acks = 0;
     let mut pub_ack_errors = 0;
+    let mut pub_retries = 0;
     for ack in acks {
         match ack.await {
-            Ok(true) => pub_acks += 1,
-            _ => pub_ack_errors += 1,
+            Ok((stored, retries)) => {
+                if stored {
+                    pub_acks += 1;
+                } else {
+                    pub_ack_errors += 1;
+                }
+                pub_retries += u64::from(retries);
+            }
+            Err(_) => pub_ack_errors += 1,
         }
     }
     let record = tracker.finish();
@@ -957,6 +968,7 @@ pub async fn run_phase(
         notices_by_instance: s.notices_by_instance.clone(),
         pub_acks,
         pub_ack_errors,
+        pub_retries,
         hops,
     })
 }
@@ -1024,8 +1036,50 @@ async fn drain(
     }
 }
 
-/// JetStream publishes awaiting their PubAck.
-type Acks = Vec<tokio::task::JoinHandle<bool>>;
+/// JetStream publishes awaiting their PubAck: whether the stream stored the message, and how
+/// many times it was published again to get there.
+type Acks = Vec<tokio::task::JoinHandle<(bool, u32)>>;
+
+/// How often a harness connection tries to reconnect after losing its server.
+const HARNESS_RECONNECT_DELAY: Duration = Duration::from_millis(20);
+
+/// Pause between a failed JetStream publish (or PubAck) and the next attempt.
+const JS_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Waits for a JetStream publish's PubAck and, while none comes, publishes the same message
+/// again (same `Nats-Msg-Id`, so the stream stores it once) until `until`: a durable publisher
+/// rides out a NATS outage or restart instead of losing what was in flight. `first` is the
+/// first attempt's PubAck, if that publish was taken at all.
+async fn store_with_retries(
+    js: async_nats::jetstream::Context,
+    message: Message,
+    headers: HeaderMap,
+    first: Option<async_nats::jetstream::context::PublishAckFuture>,
+    until: tokio::time::Instant,
+) -> (bool, u32) {
+    let mut pending = first;
+    let mut retries = 0;
+    loop {
+        if let Some(ack) = pending.take() {
+            if ack.await.is_ok() {
+                return (true, retries);
+            }
+        }
+        if tokio::time::Instant::now() + JS_RETRY_PAUSE >= until {
+            return (false, retries);
+        }
+        tokio::time::sleep(JS_RETRY_PAUSE).await;
+        retries += 1;
+        pending = js
+            .publish_with_headers(
+                message.subject.clone(),
+                headers.clone(),
+                message.payload.clone(),
+            )
+            .await
+            .ok();
+    }
+}
 
 /// The paced sender: the publishers' own thread (see [`crate::publishers`]) walks the whole
 /// schedule, message `i` going out on connection `i % n`. Several connections give the service
@@ -1042,6 +1096,10 @@ async fn run_sender(
 ) -> (SendStats, Acks) {
     let mut stats = SendStats::new();
     let mut acks = Vec::new();
+    // A JetStream publish is retried until the phase's drain deadline at the latest.
+    let retry_until = tokio::time::Instant::from_std(
+        schedule.intended(schedule.count.saturating_sub(1)) + spec.drain_timeout,
+    );
     let js: Vec<_> = if spec.via == SendVia::JetStream {
         clients
             .iter()
@@ -1089,13 +1147,21 @@ async fn run_sender(
                 tracker.mark_sent();
             }
             let ok = match (js.get(conn), inbox) {
-                (Some(js), _) => match js.publish_with_headers(m.subject, h, m.payload).await {
-                    Ok(ack) => {
-                        acks.push(tokio::spawn(async move { ack.await.is_ok() }));
-                        true
-                    }
-                    Err(_) => false,
-                },
+                (Some(js), _) => {
+                    let first = js
+                        .publish_with_headers(m.subject.clone(), h.clone(), m.payload.clone())
+                        .await
+                        .ok();
+                    let ok = first.is_some();
+                    acks.push(tokio::spawn(store_with_retries(
+                        js.clone(),
+                        m,
+                        h,
+                        first,
+                        retry_until,
+                    )));
+                    ok
+                }
                 (None, Some(inbox)) => clients[conn]
                     .publish_with_reply_and_headers(m.subject, format!("{inbox}.{i}"), h, m.payload)
                     .await
@@ -1171,6 +1237,11 @@ async fn send_paced(
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<Client> {
     async_nats::ConnectOptions::new()
         .name(name)
+        // After an outage the harness must be back before the services it measures (whose
+        // clients back off exponentially), or it would miss their first replies and notices and
+        // charge that to them: it retries every 20 ms, for ever.
+        .max_reconnects(None)
+        .reconnect_delay_callback(|_| HARNESS_RECONNECT_DELAY)
         .connect(url)
         .await
         .with_context(|| format!("connect to nats at {url}"))

@@ -12,7 +12,7 @@ use std::{
     net::{SocketAddr, TcpStream, ToSocketAddrs},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -91,7 +91,7 @@ impl fmt::Debug for ProvisionedNats {
 enum Guard {
     External,
     Local {
-        server: Box<natskit::NatsServer>,
+        server: Arc<Mutex<natskit::NatsServer>>,
         run_dir: PathBuf,
     },
     Container(Box<ContainerGuard>),
@@ -101,10 +101,8 @@ impl Drop for ProvisionedNats {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.guard, Guard::External) {
             Guard::External => {}
-            Guard::Local {
-                mut server,
-                run_dir,
-            } => {
+            Guard::Local { server, run_dir } => {
+                let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
                 if let Err(err) = server.stop() {
                     tracing::warn!(error = %format!("{err:#}"), "stopping nats-server");
                 }
@@ -115,6 +113,58 @@ impl Drop for ProvisionedNats {
             }
             Guard::Container(container) => container.stop(),
         }
+    }
+}
+
+impl ProvisionedNats {
+    /// Stop and start control of the server, when the harness runs it as a local process (a
+    /// container or an external server: none).
+    pub fn control(&self) -> Option<NatsControl> {
+        match &self.guard {
+            Guard::Local { server, .. } => Some(NatsControl {
+                server: Arc::clone(server),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Stops and starts the local nats-server of a run (same port, same JetStream store), for
+/// scenarios that take NATS away under load. Blocking: call from a blocking thread.
+#[derive(Clone)]
+pub struct NatsControl {
+    server: Arc<Mutex<natskit::NatsServer>>,
+}
+
+impl fmt::Debug for NatsControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsControl").finish_non_exhaustive()
+    }
+}
+
+impl NatsControl {
+    fn server(&self) -> std::sync::MutexGuard<'_, natskit::NatsServer> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the server: `kill` SIGKILLs it (a crash), else SIGTERM (a clean shutdown).
+    pub fn stop(&self, kill: bool) -> Result<()> {
+        let mut server = self.server();
+        if kill {
+            server.kill()
+        } else {
+            server.stop()
+        }
+    }
+
+    /// Starts the stopped server again on its port and store; returns once it accepts clients.
+    pub fn start(&self) -> Result<()> {
+        self.server().start_again()
+    }
+
+    /// The server process's pid now (it changes with every start).
+    pub fn pid(&self) -> u32 {
+        self.server().pid()
     }
 }
 
@@ -263,7 +313,7 @@ fn local(run_dir: &Path, binary: PathBuf) -> Result<ProvisionedNats> {
         },
         pid: Some(server.pid()),
         guard: Guard::Local {
-            server: Box::new(server),
+            server: Arc::new(Mutex::new(server)),
             run_dir: run_dir.to_owned(),
         },
     })

@@ -152,7 +152,13 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
         .build()
         .context("build tokio runtime")?;
     let (scenarios, harness_errors) = runtime.block_on(run_scenarios(
-        &opts, &config, &selected, &nats.url, nats.pid, &run_dir,
+        &opts,
+        &config,
+        &selected,
+        &nats.url,
+        nats.pid,
+        nats.control(),
+        &run_dir,
     ));
     drop(runtime);
     drop(nats);
@@ -189,6 +195,7 @@ async fn run_scenarios(
     selected: &[(ScenarioDef, ScenarioTable)],
     nats_url: &str,
     nats_pid: Option<u32>,
+    nats_control: Option<crate::provision::NatsControl>,
     run_dir: &Path,
 ) -> (Vec<ScenarioResult>, Vec<String>) {
     let mut harness_errors = Vec::new();
@@ -287,6 +294,7 @@ async fn run_scenarios(
             services: services.clone(),
             sampler: sampler.clone(),
             nats_pid,
+            nats_control: nats_control.clone(),
             run_dir: run_dir.to_owned(),
             profile: opts.profile.clone(),
             seed: opts.seed,

@@ -74,6 +74,8 @@ pub struct ScenarioContext {
     pub sampler: Arc<Sampler>,
     /// Host pid of nats-server (for the sampler), if known.
     pub nats_pid: Option<u32>,
+    /// Stop and start of nats-server, when the harness runs it as a local process.
+    pub nats_control: Option<crate::provision::NatsControl>,
     pub run_dir: PathBuf,
     pub profile: String,
     pub seed: u64,
@@ -122,10 +124,14 @@ impl ScenarioContext {
         self.sampler.set_processes(processes);
     }
 
-    /// nats-server and the harness itself.
+    /// nats-server (its pid now: a scenario may have restarted it) and the harness itself.
     pub fn base_processes(&self) -> Vec<(String, u32)> {
         let mut p = vec![("harness".to_owned(), std::process::id())];
-        if let Some(pid) = self.nats_pid {
+        let nats_pid = match &self.nats_control {
+            Some(c) => Some(c.pid()),
+            None => self.nats_pid,
+        };
+        if let Some(pid) = nats_pid {
             p.push(("nats-server".to_owned(), pid));
         }
         p

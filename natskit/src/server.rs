@@ -174,12 +174,39 @@ impl NatsServer {
         result.with_context(|| format!("stopping nats-server (pid {})", self.pid))
     }
 
+    /// Kills the server at once (SIGKILL: a crash, no clean JetStream
+    /// shutdown). Killing a stopped server does nothing.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Stops the server and starts it again on the same port with the same
     /// JetStream store, then waits until it is ready.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
+        self.start_again()
+    }
+
+    /// Starts a stopped (or killed) server again on its port with its
+    /// JetStream store and waits until it is ready. Fails if it is running.
+    pub fn start_again(&mut self) -> Result<()> {
+        anyhow::ensure!(
+            self.child.is_none(),
+            "nats-server (pid {}) is still running",
+            self.pid
+        );
         self.spawn_and_wait(Some(self.port))
             .with_context(|| format!("restarting nats-server on port {}", self.port))
+    }
+
+    /// Whether the server process is running (not stopped or killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     fn args(&self, port: Option<u16>) -> Vec<OsString> {

@@ -145,6 +145,25 @@ fn restart_keeps_port_and_jetstream_store() {
 }
 
 #[test]
+fn a_killed_server_starts_again_on_its_port_and_store() {
+    let mut server = NatsServer::start().unwrap();
+    let (port, pid) = (server.port(), server.pid());
+    create_stream_with_one_message(&server);
+
+    server.kill().unwrap();
+    assert!(!server.is_running());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    server.kill().unwrap(); // killing a stopped server does nothing
+    server.start_again().unwrap();
+
+    assert!(server.is_running());
+    assert_eq!(server.port(), port);
+    assert_ne!(server.pid(), pid);
+    assert!(server.start_again().is_err(), "already running");
+    assert_eq!(stream_messages(&server, "S"), 1);
+}
+
+#[test]
 fn store_dir_outlives_the_server() {
     let store = tempfile::tempdir().unwrap();
     let opts = ServerOptions {

@@ -60,6 +60,9 @@ pub fn all() -> Vec<ScenarioDef> {
         memory_stability::DEF,
         service_restart::CORE,
         service_restart::DURABLE,
+        // Last: they restart nats-server, which every connection then has to come back from.
+        service_restart::NATS_CORE,
+        service_restart::NATS_DURABLE,
     ]
 }
 

@@ -12,6 +12,17 @@
 //!   database file, which must hold exactly the events the notices proved (`db_rows_mismatch`,
 //!   held at 0 by a target).
 //!
+//! `nats_restart_core` and `nats_restart_durable` take NATS away instead: the harness's local
+//! nats-server is stopped (`stop`: SIGTERM or SIGKILL), stays down for `down_s`, and starts
+//! again on its port with its JetStream store. Every client reconnects on its own. In durable
+//! mode the harness publishes to JetStream and publishes again (same `Nats-Msg-Id`) until the
+//! stream confirms storing each event, as a durable producer must, so nothing may be lost or
+//! committed twice; in core mode what was published while the service could not receive it is
+//! lost, reported with the same outage window (from the stop request to the first commit after
+//! the server is back) and with the services' own view (their disconnect counters). Recovery is
+//! `recovery_after_return_ms`: from the server accepting clients again to the first commit
+//! notice, seen by a connection opened at that moment.
+//!
 //! Recovery (`recovery_ms`) runs from the stop request (the instant the harness asks the old
 //! process to stop) to the first commit notice carrying the new process's instance id (learnt
 //! from its first ping reply), so it includes the stop, the drain, the start and the first
@@ -21,11 +32,12 @@
 
 use super::{OpenLoopParams, Plan};
 use crate::config::DbServiceMode as Mode;
-use crate::load::{DrainUntil, Ids, InstanceNotices, Proof, Script, SendVia};
+use crate::load::{DrainUntil, Ids, InstanceNotices, PhaseOutcome, Proof, Script, SendVia};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
-use crate::services::StopHow;
+use crate::services::{Restart, StopHow};
 use anyhow::Context;
+use futures::StreamExt as _;
 use rosey_protocol::subjects;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -48,12 +60,134 @@ pub const DURABLE: ScenarioDef = ScenarioDef {
     run: run_durable,
 };
 
+pub const NATS_CORE: ScenarioDef = ScenarioDef {
+    name: "nats_restart_core",
+    title: "NATS restart (core mode)",
+    description: "the local nats-server stopped for down_s and started again on its port and store mid-stream under open-loop message.log load on core NATS: time from its return to the first commit, loss inside the outage reported",
+    needs_services: true,
+    check: crate::config::check_params::<NatsParams>,
+    run: run_nats_core,
+};
+
+pub const NATS_DURABLE: ScenarioDef = ScenarioDef {
+    name: "nats_restart_durable",
+    title: "NATS restart (durable mode)",
+    description: "the local nats-server stopped for down_s and started again on its store while events go into JetStream (republished until stored): time from its return to the first commit, nothing lost or committed twice",
+    needs_services: true,
+    check: crate::config::check_params::<NatsParams>,
+    run: run_nats_durable,
+};
+
 fn run_core(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
-    Box::pin(restart(ctx, Mode::Core))
+    Box::pin(restart(ctx, Mode::Core, What::Service))
 }
 
 fn run_durable(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
-    Box::pin(restart(ctx, Mode::Durable))
+    Box::pin(restart(ctx, Mode::Durable, What::Service))
+}
+
+fn run_nats_core(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(restart(ctx, Mode::Core, What::Nats))
+}
+
+fn run_nats_durable(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(restart(ctx, Mode::Durable, What::Nats))
+}
+
+/// What is restarted mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// The database service (a new process, a new instance id).
+    Service,
+    /// The local nats-server (same port and store; the services stay up and reconnect).
+    Nats,
+}
+
+impl What {
+    fn label(self) -> &'static str {
+        match self {
+            What::Service => "dbservice",
+            What::Nats => "nats-server",
+        }
+    }
+}
+
+/// The NATS restart's parameters: the service restart's, plus how long NATS stays away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NatsParams {
+    #[serde(flatten)]
+    restart: Params,
+    /// How long the server stays stopped before it is started again.
+    down_s: f64,
+}
+
+impl crate::config::ScenarioParams for NatsParams {
+    fn validate(&self) -> anyhow::Result<()> {
+        crate::config::ScenarioParams::validate(&self.restart)?;
+        anyhow::ensure!(
+            self.down_s.is_finite() && self.down_s >= 0.0,
+            "down_s must not be negative"
+        );
+        Ok(())
+    }
+}
+
+/// What a restart mid-stream reported.
+enum Restarted {
+    Service(Restart),
+    Nats(NatsRestart),
+}
+
+/// How one NATS restart went, timed from the stop request.
+#[derive(Debug, Clone, Copy)]
+struct NatsRestart {
+    stop: Duration,
+    /// From the stop request until the server accepted clients again.
+    back: Duration,
+    /// The first commit notice seen after the server was back (by a connection opened then).
+    first_commit: Option<Instant>,
+}
+
+/// Stops the local nats-server, keeps it down for `down`, starts it again and waits (up to
+/// `deadline`) for the first commit notice through it.
+async fn restart_nats(
+    ctx: &ScenarioContext,
+    kill: bool,
+    down: Duration,
+    deadline: Duration,
+) -> anyhow::Result<NatsRestart> {
+    let control = ctx.nats_control.clone().context(
+        "this scenario stops and starts nats-server, which the harness can only do with a local \
+         server: run it with --nats local",
+    )?;
+    let requested = Instant::now();
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || c.stop(kill))
+        .await
+        .context("the nats-server stop thread")??;
+    let stop = requested.elapsed();
+    // The outage itself: scheduling the fault, not timing any message.
+    tokio::time::sleep(down).await;
+    let c = control.clone();
+    tokio::task::spawn_blocking(move || c.start())
+        .await
+        .context("the nats-server start thread")??;
+    let back = requested.elapsed();
+    let watcher = crate::load::connect(&ctx.nats_url, &format!("bench-{}-watch", ctx.name)).await?;
+    let mut notices = watcher
+        .subscribe(subjects::COMMITTED)
+        .await
+        .context("subscribing to commit notices after the restart")?;
+    let first_commit = tokio::time::timeout(deadline, notices.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|_| Instant::now());
+    Ok(NatsRestart {
+        stop,
+        back,
+        first_commit,
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,8 +221,21 @@ impl crate::config::ScenarioParams for Params {
     }
 }
 
-async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioResult> {
-    let p: Params = ctx.params()?;
+async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Result<ScenarioResult> {
+    let (p, down) = match what {
+        What::Service => (ctx.params::<Params>()?, Duration::ZERO),
+        What::Nats => {
+            let n: NatsParams = ctx.params()?;
+            (n.restart, Duration::from_secs_f64(n.down_s))
+        }
+    };
+    if what == What::Nats && ctx.nats_control.is_none() {
+        anyhow::bail!(
+            "{} stops and starts nats-server, which the harness can only do with a server it \
+             runs itself: run it with --nats local (or --nats auto where nats-server installs)",
+            ctx.name
+        );
+    }
     let how = p.stop;
     let mut result = ctx.result(p.timing.load_info(1, Some(p.payload_bytes)));
     let original_mode = ctx.services().await?.mode().to_owned();
@@ -128,9 +275,19 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
     let fault = async {
         tokio::time::sleep(Duration::from_secs_f64(p.restart_at_s)).await;
         let stop_requested = Instant::now();
-        let restarted = match ctx.services().await {
-            Ok(mut s) => s.restart_dbservice(how, None).await,
-            Err(e) => Err(e),
+        let restarted = match what {
+            What::Service => match ctx.services().await {
+                Ok(mut s) => s.restart_dbservice(how, None).await.map(Restarted::Service),
+                Err(e) => Err(e),
+            },
+            What::Nats => restart_nats(
+                ctx,
+                how == StopHow::Kill,
+                down,
+                Duration::from_secs_f64(p.timing.drain_timeout_s + p.timing.duration_s),
+            )
+            .await
+            .map(Restarted::Nats),
         };
         (stop_requested, restarted)
     };
@@ -142,58 +299,22 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
         fault,
     )
     .await?;
-    let restarted = restarted.context("restarting the database service mid-stream")?;
-    let spawned = stop_requested + restarted.stop;
-    let first_new = first_notice_of(&outcome.notices_by_instance, &restarted.instance);
-    result
-        .metrics
-        .insert("stop_ms".into(), restarted.stop.as_secs_f64() * 1e3);
-    result
-        .metrics
-        .insert("ready_ms".into(), restarted.ready.as_secs_f64() * 1e3);
+    let restarted = restarted.with_context(|| match what {
+        What::Service => "restarting the database service mid-stream",
+        What::Nats => "restarting nats-server mid-stream",
+    })?;
+    // A restarted nats-server has a new pid: the sampler follows it from here on.
+    ctx.refresh_sampled_processes().await;
     result.metrics.insert(
         "restart_at_s".into(),
         stop_requested
             .saturating_duration_since(outcome.start)
             .as_secs_f64(),
     );
-    let ms_after =
-        |t: Instant, from: Instant| t.saturating_duration_since(from).as_secs_f64() * 1e3;
-    match first_new {
-        Some(t) => {
-            result
-                .metrics
-                .insert("recovery_ms".into(), ms_after(t, stop_requested));
-            // The former definition (from the new spawn), kept for comparison with old runs.
-            result
-                .metrics
-                .insert("spawn_to_first_commit_ms".into(), ms_after(t, spawned));
-        }
-        None if restarted.instance.is_empty() => result.notes.push(
-            "the restarted service reported no instance id, so its commit notices cannot be told \
-             from late ones of the old process: no recovery time"
-                .into(),
-        ),
-        None => result.notes.push(format!(
-            "no commit notice of the new process (instance {}) arrived: no recovery time",
-            restarted.instance
-        )),
-    }
-    // Notices of the old process that arrived after the stop request (a graceful stop commits
-    // what it received): they end nothing, but say how long the old process kept committing.
-    if let Some(last_old) = outcome
-        .notices_by_instance
-        .iter()
-        .filter(|n| n.instance != restarted.instance)
-        .map(|n| n.last)
-        .max()
-        .filter(|t| *t > stop_requested)
-    {
-        result.metrics.insert(
-            "old_last_notice_after_stop_ms".into(),
-            ms_after(last_old, stop_requested),
-        );
-    }
+    let first_new = match restarted {
+        Restarted::Service(r) => service_recovery(&mut result, &outcome, stop_requested, &r),
+        Restarted::Nats(n) => nats_recovery(&mut result, stop_requested, n),
+    };
 
     let sent = outcome.record.sent;
     let lost = outcome.record.lost();
@@ -248,11 +369,23 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
                 .notes
                 .retain(|n| !n.contains("were not confirmed before the drain deadline"));
             result.notes.push(format!(
-                "core mode: {} of {sent} events were lost inside the outage window ({} stop); \
+                "core mode: {} of {sent} events were lost inside the outage window ({} {} stop); \
                  reported, not failed (a loss outside it fails `lost_outside_outage`)",
                 split.inside,
-                p.stop.as_str()
+                p.stop.as_str(),
+                what.label()
             ));
+            // The service's own count beside the harness's (a NATS restart leaves the service
+            // running, so its counters span the phase).
+            if let Some(received) = result.metrics.get("service.received").copied() {
+                let unseen = (sent as f64 - received).max(0.0);
+                result.metrics.insert("lost_before_service".into(), unseen);
+                result.notes.push(format!(
+                    "the database service counted {received} events received during the phase \
+                     (other publishers included) of the {sent} sent: at least {unseen} of the \
+                     {lost} lost never reached it"
+                ));
+            }
         }
         Mode::Durable => {
             result
@@ -261,6 +394,9 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             result
                 .metrics
                 .insert("pub_ack_errors".into(), outcome.pub_ack_errors as f64);
+            result
+                .metrics
+                .insert("pub_retries".into(), outcome.pub_retries as f64);
             let prefix = ctx.id_prefix("m");
             let db_path = ctx.services().await?.db_path().to_owned();
             let rows = tokio::task::spawn_blocking(move || processed_rows(&db_path, &prefix))
@@ -290,14 +426,20 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
             }
             let slowest = outcome.record.latency.max() as f64 / 1e9;
             if slowest > 5.0 {
-                result.notes.push(format!(
-                    "the slowest event took {slowest:.1} s: deliveries the stopped process had not acknowledged \
-                     come back only after the consumer's ack wait"
-                ));
+                result.notes.push(match what {
+                    What::Service => format!(
+                        "the slowest event took {slowest:.1} s: deliveries the stopped process had not acknowledged \
+                         come back only after the consumer's ack wait"
+                    ),
+                    What::Nats => format!(
+                        "the slowest event took {slowest:.1} s: a publish lost with the server is sent again only \
+                         when its PubAck times out (5 s), and a delivery lost with it only after the consumer's ack wait"
+                    ),
+                });
             }
             result.notes.push(format!(
-                "durable mode, {} stop: published to JetStream with Nats-Msg-Id; {} PubAcks (storage, not delivery)",
-                p.stop.as_str(), outcome.pub_acks
+                "durable mode, {} {} stop: published to JetStream with Nats-Msg-Id, again until stored ({} republished); {} PubAcks (storage, not delivery)",
+                p.stop.as_str(), what.label(), outcome.pub_retries, outcome.pub_acks
             ));
         }
     }
@@ -321,6 +463,94 @@ async fn restart(ctx: &ScenarioContext, mode: Mode) -> anyhow::Result<ScenarioRe
         }
     }
     Ok(result)
+}
+
+fn ms_after(t: Instant, from: Instant) -> f64 {
+    t.saturating_duration_since(from).as_secs_f64() * 1e3
+}
+
+/// A database service restart's times: stop, readiness, recovery to the new process's first
+/// commit. Returns that first commit, the end of the outage.
+fn service_recovery(
+    result: &mut ScenarioResult,
+    outcome: &PhaseOutcome,
+    stop_requested: Instant,
+    restarted: &Restart,
+) -> Option<Instant> {
+    let spawned = stop_requested + restarted.stop;
+    let first_new = first_notice_of(&outcome.notices_by_instance, &restarted.instance);
+    result
+        .metrics
+        .insert("stop_ms".into(), restarted.stop.as_secs_f64() * 1e3);
+    result
+        .metrics
+        .insert("ready_ms".into(), restarted.ready.as_secs_f64() * 1e3);
+    match first_new {
+        Some(t) => {
+            result
+                .metrics
+                .insert("recovery_ms".into(), ms_after(t, stop_requested));
+            // The former definition (from the new spawn), kept for comparison with old runs.
+            result
+                .metrics
+                .insert("spawn_to_first_commit_ms".into(), ms_after(t, spawned));
+        }
+        None if restarted.instance.is_empty() => result.notes.push(
+            "the restarted service reported no instance id, so its commit notices cannot be told \
+             from late ones of the old process: no recovery time"
+                .into(),
+        ),
+        None => result.notes.push(format!(
+            "no commit notice of the new process (instance {}) arrived: no recovery time",
+            restarted.instance
+        )),
+    }
+    // Notices of the old process that arrived after the stop request (a graceful stop commits
+    // what it received): they end nothing, but say how long the old process kept committing.
+    if let Some(last_old) = outcome
+        .notices_by_instance
+        .iter()
+        .filter(|n| n.instance != restarted.instance)
+        .map(|n| n.last)
+        .max()
+        .filter(|t| *t > stop_requested)
+    {
+        result.metrics.insert(
+            "old_last_notice_after_stop_ms".into(),
+            ms_after(last_old, stop_requested),
+        );
+    }
+    first_new
+}
+
+/// A NATS restart's times: stop, outage, and the first commit after the server came back.
+/// Returns that first commit, the end of the outage.
+fn nats_recovery(
+    result: &mut ScenarioResult,
+    stop_requested: Instant,
+    n: NatsRestart,
+) -> Option<Instant> {
+    result
+        .metrics
+        .insert("stop_ms".into(), n.stop.as_secs_f64() * 1e3);
+    result
+        .metrics
+        .insert("down_ms".into(), n.back.as_secs_f64() * 1e3);
+    let back = stop_requested + n.back;
+    match n.first_commit {
+        Some(t) => {
+            result
+                .metrics
+                .insert("recovery_ms".into(), ms_after(t, stop_requested));
+            result
+                .metrics
+                .insert("recovery_after_return_ms".into(), ms_after(t, back));
+        }
+        None => result
+            .notes
+            .push("no commit notice arrived after nats-server came back: no recovery time".into()),
+    }
+    n.first_commit
 }
 
 /// The arrival of the first commit notice (carrying our ids) of process `instance`; none for an
