@@ -1,7 +1,7 @@
 //! The bot's NATS connection: the shared settings-to-options code of [`natskit::client`]
 //! (URLs, authentication, TLS, error hints) plus the bot's own policy: its connection name,
-//! a connect timeout, unlimited reconnects, and client events forwarded to the connection
-//! watcher.
+//! a connect timeout, unlimited reconnects at most 250 ms apart, and client events forwarded to
+//! the connection watcher.
 
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ pub(crate) async fn connect(
         .name(cfg.name.clone().unwrap_or_else(|| default_name.to_owned()))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
+        .reconnect_delay_callback(natskit::client::reconnect_delay)
         .event_callback(move |event| {
             let events = events.clone();
             async move {

@@ -1,6 +1,7 @@
 //! The service's NATS connections: the shared settings-to-options code of
 //! [`natskit::client`] (URLs, authentication, TLS, error hints) plus what every service
-//! connection wants (a name, a connect timeout, unlimited reconnects, logged client events).
+//! connection wants (a name, a connect timeout, unlimited reconnects at most 250 ms apart, logged
+//! client events).
 
 use crate::stats::Stats;
 use async_nats::{ConnectOptions, Event};
@@ -26,6 +27,7 @@ pub async fn connect_options(
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
+        .reconnect_delay_callback(natskit::client::reconnect_delay)
         .event_callback(move |event| {
             let stats = Arc::clone(&stats);
             async move {

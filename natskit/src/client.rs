@@ -94,6 +94,21 @@ pub fn tls_required(cfg: &NatsConnectConfig) -> bool {
         || cfg.tls_key_file.is_some()
 }
 
+/// The services' wait before reconnect attempt `attempts` (1, 2, …): at once, then doubling from
+/// 2 ms up to [`MAX_RECONNECT_DELAY`]. async-nats doubles up to 4 s, so a service could come back
+/// seconds after its server did, while publishers that retry sooner had already sent into the void
+/// (core NATS keeps nothing for a subscriber that is away).
+pub fn reconnect_delay(attempts: usize) -> std::time::Duration {
+    if attempts <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    let doubling = 2u64.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX));
+    std::time::Duration::from_millis(doubling).min(MAX_RECONNECT_DELAY)
+}
+
+/// The longest wait between two reconnect attempts of a service.
+pub const MAX_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Why the client could not read `msg` as sent, if it could not: its subject or reply subject
 /// was not UTF-8 (both arrive with the bad bytes replaced by U+FFFD), or its header block was
 /// unreadable (it arrives with no other header). Such a frame used to make async-nats drop the
@@ -201,6 +216,16 @@ fn has_tls_source(err: &ConnectError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnects_come_soon_after_the_server_does() {
+        let ms = std::time::Duration::from_millis;
+        let waits: Vec<_> = (1..=12).map(reconnect_delay).collect();
+        assert_eq!(&waits[..4], &[ms(0), ms(2), ms(4), ms(8)]);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(waits[11], MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
 
     #[test]
     fn urls_are_split_and_checked() {
