@@ -249,6 +249,29 @@ pub enum Budget {
     Time(Duration),
 }
 
+/// The variable `cargo xtask fuzz` sets to a number of seconds for the fuzz tests.
+pub const FUZZ_SECONDS_VAR: &str = "ROSEY_FUZZ_SECONDS";
+
+impl Budget {
+    /// `seconds` (the value of [`FUZZ_SECONDS_VAR`], if set) as a time budget, else `inputs`
+    /// inputs: a fuzz test's budget, long under `cargo xtask fuzz`, short in the test suite.
+    pub fn seconds_or_inputs(seconds: Option<&str>, inputs: u64) -> Result<Budget> {
+        match seconds {
+            Some(s) => {
+                let secs: f64 = s.trim().parse().with_context(|| {
+                    format!("{FUZZ_SECONDS_VAR}={s:?} is not a number of seconds")
+                })?;
+                anyhow::ensure!(
+                    secs.is_finite() && secs > 0.0,
+                    "{FUZZ_SECONDS_VAR} must be a positive number of seconds"
+                );
+                Ok(Budget::Time(Duration::from_secs_f64(secs)))
+            }
+            None => Ok(Budget::Inputs(inputs)),
+        }
+    }
+}
+
 /// What a fuzz run did.
 #[derive(Debug, Clone, Copy)]
 pub struct FuzzReport {
@@ -317,6 +340,20 @@ mod tests {
         let b: Vec<Vec<u8>> = (0..100).map(|_| m.mutate(corpus)).collect();
         assert_eq!(a, b);
         assert!(a.iter().filter(|v| v.as_slice() != corpus[0]).count() > 90);
+    }
+
+    #[test]
+    fn budgets_come_from_seconds_or_a_count() {
+        assert!(matches!(
+            Budget::seconds_or_inputs(None, 5).unwrap(),
+            Budget::Inputs(5)
+        ));
+        assert!(matches!(
+            Budget::seconds_or_inputs(Some("1.5"), 5).unwrap(),
+            Budget::Time(d) if d == Duration::from_millis(1500)
+        ));
+        assert!(Budget::seconds_or_inputs(Some("soon"), 5).is_err());
+        assert!(Budget::seconds_or_inputs(Some("-1"), 5).is_err());
     }
 
     #[test]

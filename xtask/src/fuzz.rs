@@ -37,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         let mut child = crate::cargo::command()
             .args(["test", "--release", "-p", package, "--test", "it", TEST])
             .args(["--", "--exact", "--nocapture"])
-            .env("ROSEY_FUZZ_SECONDS", each.to_string())
+            .env(natskit::hostile::FUZZ_SECONDS_VAR, each.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("run the fuzz test of {package}"))?;

@@ -27,13 +27,8 @@ const CORPUS: &[&[u8]] = &[
 ];
 
 fn budget() -> Budget {
-    match std::env::var("ROSEY_FUZZ_SECONDS") {
-        Ok(s) => Budget::Time(std::time::Duration::from_secs_f64(
-            s.parse()
-                .expect("ROSEY_FUZZ_SECONDS is a number of seconds"),
-        )),
-        Err(_) => Budget::Inputs(20_000),
-    }
+    let seconds = std::env::var(hostile::FUZZ_SECONDS_VAR).ok();
+    Budget::seconds_or_inputs(seconds.as_deref(), 20_000).unwrap()
 }
 
 #[test]
