@@ -25,6 +25,15 @@ pub struct Config {
     pub intervals: Intervals,
     pub requests: RequestPolicy,
     pub outbound: OutboundPolicy,
+    /// Publish database events to JetStream (the database service's durable mode): each with
+    /// `Nats-Msg-Id` = its event id, confirmed by the stream's PubAck, and published again until
+    /// stored (or `durable_retry` has passed), in order, so a NATS outage loses none of the
+    /// events the bot received. Off: core NATS, as the seed.
+    pub durable_events: bool,
+    /// How long one database event is published again for while no PubAck comes (durable
+    /// events only); past it the event is counted as a publish failure.
+    #[serde(rename = "durable_retry_secs", with = "secs")]
+    pub durable_retry: Duration,
 }
 
 /// Periods of the background tasks (defaults: the seed's 300 s, 10 s and 2 s).
@@ -120,6 +129,8 @@ impl Default for Config {
             intervals: Intervals::default(),
             requests: RequestPolicy::default(),
             outbound: OutboundPolicy::default(),
+            durable_events: false,
+            durable_retry: Duration::from_secs(60),
         }
     }
 }
@@ -159,6 +170,7 @@ impl Config {
             ("outbound timeout", self.requests.outbound_timeout),
             ("breaker open", self.requests.breaker_open),
             ("publish timeout", self.requests.publish_timeout),
+            ("durable retry", self.durable_retry),
         ] {
             ensure!(!d.is_zero(), "{name} interval must be positive");
         }

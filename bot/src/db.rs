@@ -23,6 +23,9 @@ use crate::config::RequestPolicy;
 use crate::metrics::Metrics;
 use crate::trace::Trace;
 
+/// Pause between two attempts to store one durable event.
+const DURABLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Why a request to the database service got no usable reply. `Display` is the phrase the PM
 /// shell puts in parentheses: "Stats unavailable (<this>)".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +62,9 @@ pub enum Retry {
 /// The bot's handle on the database service.
 pub(crate) struct DbClient {
     client: Client,
+    /// Durable events: the JetStream context events are published through, and how long one
+    /// event is published again for.
+    durable: Option<(async_nats::jetstream::Context, Duration)>,
     policy: RequestPolicy,
     breaker: Mutex<CircuitBreaker>,
     metrics: Arc<Metrics>,
@@ -73,13 +79,25 @@ impl fmt::Debug for DbClient {
 }
 
 impl DbClient {
-    pub fn new(client: Client, policy: RequestPolicy, metrics: Arc<Metrics>) -> Self {
+    /// A client publishing events on core NATS, or with `durable_retry` through JetStream.
+    pub fn new(
+        client: Client,
+        policy: RequestPolicy,
+        durable_retry: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let breaker = Mutex::new(CircuitBreaker::new(
             policy.breaker_failures,
             policy.breaker_open,
         ));
+        let durable = durable_retry.map(|retry| {
+            let mut js = async_nats::jetstream::new(client.clone());
+            js.set_timeout(policy.publish_timeout);
+            (js, retry)
+        });
         DbClient {
             client,
+            durable,
             policy,
             breaker,
             metrics,
@@ -121,8 +139,15 @@ impl DbClient {
         body: &[u8],
         trace: &Trace,
     ) -> (String, Result<(), String>) {
-        let (headers, event_id) = trace.event_headers();
+        let (mut headers, event_id) = trace.event_headers();
         let body = Bytes::copy_from_slice(body);
+        if let Some((js, retry)) = &self.durable {
+            headers.insert(rosey_protocol::headers::NATS_MSG_ID, event_id.as_str());
+            let result = self
+                .store(js, *retry, subject, headers, body, &event_id)
+                .await;
+            return (event_id, result);
+        }
         let publish = self.client.publish_with_headers(subject, headers, body);
         let result = match tokio::time::timeout(self.policy.publish_timeout, publish).await {
             Ok(Ok(())) => {
@@ -146,6 +171,49 @@ impl DbClient {
             }
         };
         (event_id, result)
+    }
+
+    /// Durable events: publishes to JetStream and waits for the stream's PubAck, publishing the
+    /// same message again (same `Nats-Msg-Id`, stored once) every 100 ms while none comes, for
+    /// up to `retry`. Waiting here keeps the bot's events in order across an outage.
+    async fn store(
+        &self,
+        js: &async_nats::jetstream::Context,
+        retry: Duration,
+        subject: &'static str,
+        headers: async_nats::HeaderMap,
+        body: Bytes,
+        event_id: &str,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + retry;
+        let mut attempt = 0u32;
+        loop {
+            let error = match js
+                .publish_with_headers(subject, headers.clone(), body.clone())
+                .await
+            {
+                Ok(ack) => match ack.await {
+                    Ok(_) => {
+                        Metrics::inc(&self.metrics.db_events_published);
+                        tracing::debug!(subject, event_id, attempt, "stored database event");
+                        return Ok(());
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() + DURABLE_RETRY_PAUSE >= deadline {
+                Metrics::inc(&self.metrics.db_publish_failures);
+                tracing::warn!(subject, event_id, attempt, error = %error, "database event not stored by JetStream; given up");
+                return Err(error);
+            }
+            if attempt == 0 {
+                tracing::warn!(subject, event_id, error = %error, "database event not stored by JetStream yet; publishing it again until it is");
+            }
+            Metrics::inc(&self.metrics.db_publish_retries);
+            attempt += 1;
+            tokio::time::sleep(DURABLE_RETRY_PAUSE).await;
+        }
     }
 
     /// Sends a request with the query timeout.

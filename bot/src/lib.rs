@@ -165,6 +165,7 @@ async fn start(
     let db = DbClient::new(
         client.clone(),
         config.requests.clone(),
+        config.durable_events.then_some(config.durable_retry),
         Arc::clone(&metrics),
     );
     let bot = Arc::new(Bot::new(config, db, sender, metrics));

@@ -76,6 +76,11 @@ struct Args {
     /// Per-request timeout in seconds for database queries.
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// Publish database events to JetStream, each confirmed by the stream and published again
+    /// until stored (for a database service in durable mode): a NATS outage then loses none of
+    /// the events the bot received. Without it, core NATS, as the seed.
+    #[arg(long)]
+    durable_events: bool,
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `rosey_bot=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -129,6 +134,7 @@ fn build_config(args: &Args) -> Result<Config> {
     if let Some(v) = args.request_timeout {
         config.requests.timeout = secs(v, "request timeout")?;
     }
+    config.durable_events |= args.durable_events;
     config.validate()?;
     Ok(config)
 }

@@ -323,6 +323,11 @@ impl Services {
             "--channel".into(),
             self.spec.bot_channel.clone(),
         ];
+        // A durable database service gets durable events from the bot: stored by JetStream
+        // and confirmed, not fire-and-forget.
+        if self.mode == "durable" {
+            args.push("--durable-events".into());
+        }
         args.extend(self.spec.bot_args.iter().cloned());
         let mut running = self.spawn("bot", &self.spec.binaries.bot.clone(), &args)?;
         let deadline = Instant::now() + self.spec.ready_timeout;

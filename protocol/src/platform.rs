@@ -382,10 +382,13 @@ pub struct BotStats {
     pub events_received: u64,
     /// Platform events that could not be parsed or named no known kind (logged and ignored).
     pub events_malformed: u64,
-    /// Database events handed to the NATS client.
+    /// Database events handed to the NATS client (durable events: stored by the stream).
     pub db_events_published: u64,
-    /// Database events the client refused or did not accept in time.
+    /// Database events the client refused or did not accept in time (durable events: that
+    /// JetStream never confirmed storing within the retry window).
     pub db_publish_failures: u64,
+    /// Durable events: publishes repeated because no PubAck came (an outage, a restart).
+    pub db_publish_retries: u64,
     /// Requests to the database service that got a reply.
     pub requests_ok: u64,
     /// Requests that failed (no responders, timeout, connection), after retries.

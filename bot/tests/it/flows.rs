@@ -158,6 +158,81 @@ async fn joins_are_stored_with_a_high_water_mark() {
     assert_eq!(session, None);
 }
 
+/// Durable events: chat lines the bot received while JetStream could not store them (no stream
+/// yet, then NATS restarted under it) are published again until stored, in order, and all
+/// committed once the durable service is up. With core publishing every one of them was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_events_outlast_a_missing_stream_and_a_nats_restart() {
+    let mut w = World::start_with(natskit::ServerOptions {
+        jetstream: true,
+        ..natskit::ServerOptions::default()
+    })
+    .await;
+    let mut config = w.bot_config();
+    config.durable_events = true;
+    config.durable_retry = Duration::from_secs(30);
+    let bot = w.bot_with(config, None).await;
+    let mut want = Vec::new();
+    for i in 0..5 {
+        let cid = format!("d-{i}");
+        w.chat("amy", &format!("durable {i}"), Some(&cid)).await;
+        want.push(format!("{cid}:1"));
+    }
+    // No stream yet: the first event is being published again and again.
+    eventually("the bot to retry its first event", || async {
+        (bot.stats().db_publish_retries >= 2).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| w.nats.restart()).expect("nats-server restarts");
+    eventually("the bot to reconnect", || async {
+        (bot.stats().reconnects >= 1).then_some(())
+    })
+    .await;
+    // The test's own client is back too before it listens for notices.
+    eventually("the test client to reconnect", || async {
+        rosey_bot::round_trip(&w.client).await.ok()
+    })
+    .await;
+    // A restarted server accepts clients a moment before JetStream answers.
+    let js = async_nats::jetstream::new(w.client.clone());
+    eventually("JetStream to answer after the restart", || async {
+        js.query_account().await.ok()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Stored {
+        committed: w.sub(subjects::COMMITTED).await,
+        w,
+        dir,
+        service: None,
+    };
+    let mut c = rosey_dbservice::Config::new(&s.w.url(), s.db_path());
+    c.commit_notices = true;
+    c.mode = rosey_dbservice::Mode::Durable;
+    s.service = Some(
+        rosey_dbservice::spawn(c)
+            .await
+            .expect("durable service starts"),
+    );
+    s.committed(&want).await;
+
+    let db = s.sql();
+    let mut stmt = db
+        .prepare("SELECT message FROM recent_chat WHERE username = 'amy' ORDER BY id")
+        .unwrap();
+    let stored: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("durable {i}")).collect();
+    assert_eq!(stored, expected);
+    let stats = bot.stats();
+    assert_eq!(stats.db_publish_failures, 0);
+    assert!(stats.db_publish_retries >= 2, "{stats:?}");
+    s.stop_service().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_messages_are_stored_in_order() {
     let mut s = Stored::start().await;
