@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     pub outbound_sent: AtomicU64,
     pub outbound_failed: AtomicU64,
     pub reconnects: AtomicU64,
+    pub client_drops: AtomicU64,
 }
 
 pub use rosey_protocol::platform::BotStats;
@@ -48,6 +49,7 @@ impl Metrics {
             outbound_sent: g(&self.outbound_sent),
             outbound_failed: g(&self.outbound_failed),
             reconnects: g(&self.reconnects),
+            client_drops: g(&self.client_drops),
         }
     }
 }

@@ -239,6 +239,10 @@ pub(crate) async fn watch_connection(
                 publish_status(&bot, true).await;
             }
             Event::Connected => tracing::debug!("NATS connected"),
+            Event::SlowConsumer(sid) => {
+                Metrics::inc(&bot.metrics.client_drops);
+                tracing::warn!(sid, "NATS slow consumer: the client dropped messages");
+            }
             other => tracing::warn!(event = %other, "NATS client event"),
         }
     }

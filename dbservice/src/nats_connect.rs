@@ -38,6 +38,7 @@ pub async fn connect_options(
                         tracing::warn!("nats disconnected; reconnecting")
                     }
                     Event::SlowConsumer(sid) => {
+                        stats.client_drops.fetch_add(1, Relaxed);
                         tracing::warn!(sid, "nats slow consumer: the client dropped messages")
                     }
                     other => tracing::info!(event = %other, "nats connection event"),

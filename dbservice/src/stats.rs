@@ -29,6 +29,9 @@ pub struct Stats {
     pub reply_failures: AtomicU64,
     /// Times either NATS connection was lost (each is followed by a reconnect attempt).
     pub disconnects: AtomicU64,
+    /// Messages the NATS client dropped because a subscription's buffer was full (slow
+    /// consumer), as far as the client reported them.
+    pub client_drops: AtomicU64,
     malformed_log: LogLimiter,
     dropped_log: LogLimiter,
 }
@@ -51,6 +54,7 @@ impl Default for Stats {
             truncated_replies: AtomicU64::new(0),
             reply_failures: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            client_drops: AtomicU64::new(0),
             malformed_log: LogLimiter::new(10, Duration::from_secs(10)),
             dropped_log: LogLimiter::new(10, Duration::from_secs(10)),
         }
@@ -102,6 +106,7 @@ impl Stats {
             truncated_replies: self.truncated_replies.load(Relaxed),
             reply_failures: self.reply_failures.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
+            client_drops: self.client_drops.load(Relaxed),
             instance: self.instance.clone(),
         }
     }

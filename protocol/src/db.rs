@@ -390,6 +390,10 @@ pub struct ServiceStats {
     /// it may be lost in core mode; a healthy run has 0).
     #[serde(default)]
     pub disconnects: u64,
+    /// Messages the service's NATS client dropped because the service did not keep up (slow
+    /// consumer), as the client reported them: a lower bound (its event queue can overflow too).
+    #[serde(default)]
+    pub client_drops: u64,
     /// The process instance id this service chose at start (random, 16 hex digits), the same
     /// value its commit notices carry: after a restart it tells the new process from the old.
     #[serde(default)]

@@ -412,6 +412,9 @@ pub struct BotStats {
     pub outbound_failed: u64,
     /// Times the NATS connection came back after a disconnection.
     pub reconnects: u64,
+    /// Platform events the NATS client dropped because the bot did not keep up (slow
+    /// consumer), as the client reported them: a lower bound.
+    pub client_drops: u64,
 }
 
 #[cfg(test)]

@@ -233,6 +233,35 @@ async fn durable_events_outlast_a_missing_stream_and_a_nats_restart() {
     s.stop_service().await;
 }
 
+/// A bot that cannot keep up (here: blocked storing its first durable event, with no stream)
+/// has its NATS client drop platform events once the subscription's buffer is full; the bot
+/// counts what the client reports (`client_drops`), so the loss is not silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_client_drops_are_counted() {
+    let w = World::start_with(natskit::ServerOptions {
+        jetstream: true,
+        ..natskit::ServerOptions::default()
+    })
+    .await;
+    let mut config = w.bot_config();
+    config.durable_events = true;
+    let bot = w.bot_with(config, None).await;
+    let subject = platform::in_subject(CHANNEL, kind::MESSAGE);
+    let body = bytes::Bytes::from_static(br#"{"user": "amy", "content": "flood"}"#);
+    // More than the client buffers for one subscription (65,536 by default).
+    for _ in 0..70_000 {
+        w.client
+            .publish(subject.clone(), body.clone())
+            .await
+            .unwrap();
+    }
+    w.client.flush().await.unwrap();
+    eventually("the bot to count dropped events", || async {
+        (bot.stats().client_drops > 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_messages_are_stored_in_order() {
     let mut s = Stored::start().await;

@@ -470,6 +470,11 @@ pub fn service_counters(
         ("service.failed", after.failed, before.failed),
         ("service.batches", after.batches, before.batches),
         ("service.disconnects", after.disconnects, before.disconnects),
+        (
+            "service.client_drops",
+            after.client_drops,
+            before.client_drops,
+        ),
     ] {
         result.metrics.insert(key.into(), delta(a, b));
     }
@@ -477,6 +482,12 @@ pub fn service_counters(
         result.notes.push(format!(
             "the database service counted {} malformed messages during the phase",
             after.malformed - before.malformed
+        ));
+    }
+    if after.client_drops > before.client_drops {
+        result.notes.push(format!(
+            "the database service's NATS client dropped at least {} messages during the phase (slow consumer)",
+            after.client_drops - before.client_drops
         ));
     }
     if after.disconnects > before.disconnects {
@@ -533,6 +544,7 @@ fn bot_counters(
             before.requests_failed,
         ),
         ("bot.reconnects", after.reconnects, before.reconnects),
+        ("bot.client_drops", after.client_drops, before.client_drops),
     ];
     for (key, a, b) in rows {
         result.metrics.insert(key.into(), delta(a, b) as f64);
@@ -549,6 +561,11 @@ fn bot_counters(
             before.db_publish_failures,
         ),
         ("reconnects to NATS", after.reconnects, before.reconnects),
+        (
+            "platform events its NATS client dropped (slow consumer)",
+            after.client_drops,
+            before.client_drops,
+        ),
     ] {
         if a > b {
             result
