@@ -562,6 +562,11 @@ impl Writer {
             }
         }
         out.events = committed + duplicates;
+        // The batch's counts first: whoever sees a dead letter counted also sees the failed
+        // delivery that made it one.
+        self.stats.committed.fetch_add(committed, Relaxed);
+        self.stats.duplicates.fetch_add(duplicates, Relaxed);
+        self.stats.failed.fetch_add(failed, Relaxed);
         for d in &dead_letters {
             self.stats.dead_letters.fetch_add(1, Relaxed);
             if let Err(e) = self.db.record_dead_letter(d) {
@@ -569,9 +574,6 @@ impl Writer {
                 self.log_error("recording a dead letter", &e.to_string());
             }
         }
-        self.stats.committed.fetch_add(committed, Relaxed);
-        self.stats.duplicates.fetch_add(duplicates, Relaxed);
-        self.stats.failed.fetch_add(failed, Relaxed);
         let needed = !(out.ids.is_empty()
             && out.duplicate_ids.is_empty()
             && out.ack.is_empty()
