@@ -236,7 +236,7 @@ fn external(url: &str) -> Result<ProvisionedNats> {
 }
 
 /// `host:port` of the first server in a NATS URL list (`nats://user:pass@host:4222,nats://...`).
-fn first_server_addr(url: &str) -> Result<String> {
+pub fn first_server_addr(url: &str) -> Result<String> {
     let first = url.split(',').next().unwrap_or_default().trim();
     let rest = first.split_once("://").map_or(first, |(_, rest)| rest);
     let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);

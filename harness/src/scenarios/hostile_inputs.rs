@@ -171,21 +171,19 @@ fn raw_pub(kind: &'static str, subject: &str, reply: Option<&str>, payload: &[u8
 /// (the raw publisher speaks neither TLS nor authentication).
 pub fn raw_addr(url: &str) -> anyhow::Result<String> {
     let first = url.split(',').next().unwrap_or("").trim();
-    let rest = match first.split_once("://") {
-        Some(("nats", rest)) => rest,
-        Some((scheme, _)) => bail!(
+    if let Some((scheme, _)) = first.split_once("://").filter(|(s, _)| *s != "nats") {
+        bail!(
             "hostile_inputs sends raw frames over plain TCP; the server at {scheme}://… needs \
              TLS or another transport (run it with --nats local or container)"
-        ),
-        None => first,
-    };
-    if rest.contains('@') {
+        );
+    }
+    if first.contains('@') {
         bail!(
             "hostile_inputs sends raw frames without authentication; the server URL carries \
              credentials (run it with --nats local or container)"
         );
     }
-    Ok(rest.trim_end_matches('/').to_owned())
+    crate::provision::first_server_addr(first)
 }
 
 /// What the hostile sender did.

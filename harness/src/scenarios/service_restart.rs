@@ -33,6 +33,7 @@
 use super::{OpenLoopParams, Plan};
 use crate::config::DbServiceMode as Mode;
 use crate::load::{DrainUntil, Ids, InstanceNotices, PhaseOutcome, Proof, Script, SendVia};
+use crate::provision::NatsControl;
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use crate::services::{Restart, StopHow};
@@ -152,14 +153,11 @@ struct NatsRestart {
 /// `deadline`) for the first commit notice through it.
 async fn restart_nats(
     ctx: &ScenarioContext,
+    control: &NatsControl,
     kill: bool,
     down: Duration,
     deadline: Duration,
 ) -> anyhow::Result<NatsRestart> {
-    let control = ctx.nats_control.clone().context(
-        "this scenario stops and starts nats-server, which the harness can only do with a local \
-         server: run it with --nats local",
-    )?;
     let requested = Instant::now();
     let c = control.clone();
     tokio::task::spawn_blocking(move || c.stop(kill))
@@ -229,13 +227,17 @@ async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Resul
             (n.restart, Duration::from_secs_f64(n.down_s))
         }
     };
-    if what == What::Nats && ctx.nats_control.is_none() {
-        anyhow::bail!(
-            "{} stops and starts nats-server, which the harness can only do with a server it \
-             runs itself: run it with --nats local (or --nats auto where nats-server installs)",
-            ctx.name
-        );
-    }
+    // Some exactly when NATS is what restarts.
+    let nats = match what {
+        What::Service => None,
+        What::Nats => Some(ctx.nats_control.clone().with_context(|| {
+            format!(
+                "{} stops and starts nats-server, which the harness can only do with a server it \
+                 runs itself: run it with --nats local (or --nats auto where nats-server installs)",
+                ctx.name
+            )
+        })?),
+    };
     let how = p.stop;
     let mut result = ctx.result(p.timing.load_info(1, Some(p.payload_bytes)));
     let original_mode = ctx.services().await?.mode().to_owned();
@@ -275,13 +277,14 @@ async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Resul
     let fault = async {
         tokio::time::sleep(Duration::from_secs_f64(p.restart_at_s)).await;
         let stop_requested = Instant::now();
-        let restarted = match what {
-            What::Service => match ctx.services().await {
+        let restarted = match &nats {
+            None => match ctx.services().await {
                 Ok(mut s) => s.restart_dbservice(how, None).await.map(Restarted::Service),
                 Err(e) => Err(e),
             },
-            What::Nats => restart_nats(
+            Some(control) => restart_nats(
                 ctx,
+                control,
                 how == StopHow::Kill,
                 down,
                 Duration::from_secs_f64(p.timing.drain_timeout_s + p.timing.duration_s),
