@@ -23,9 +23,6 @@ use crate::config::RequestPolicy;
 use crate::metrics::Metrics;
 use crate::trace::Trace;
 
-/// Pause between two attempts to store one durable event.
-const DURABLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
 /// Why a request to the database service got no usable reply. `Display` is the phrase the PM
 /// shell puts in parentheses: "Stats unavailable (<this>)".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,8 +171,8 @@ impl DbClient {
     }
 
     /// Durable events: publishes to JetStream and waits for the stream's PubAck, publishing the
-    /// same message again (same `Nats-Msg-Id`, stored once) every 100 ms while none comes, for
-    /// up to `retry`. Waiting here keeps the bot's events in order across an outage.
+    /// same message again while none comes, for up to `retry` ([`natskit::client::store_until`]).
+    /// Waiting here keeps the bot's events in order across an outage.
     async fn store(
         &self,
         js: &async_nats::jetstream::Context,
@@ -185,34 +182,39 @@ impl DbClient {
         body: Bytes,
         event_id: &str,
     ) -> Result<(), String> {
+        let on_retry = |n: u32, error: &str| {
+            Metrics::inc(&self.metrics.db_publish_retries);
+            if n == 1 {
+                tracing::warn!(
+                    subject,
+                    event_id,
+                    error,
+                    "database event not stored by JetStream yet; publishing it again until it is"
+                );
+            }
+        };
         let deadline = Instant::now() + retry;
-        let mut attempt = 0u32;
-        loop {
-            let error = match js
-                .publish_with_headers(subject, headers.clone(), body.clone())
-                .await
-            {
-                Ok(ack) => match ack.await {
-                    Ok(_) => {
-                        Metrics::inc(&self.metrics.db_events_published);
-                        tracing::debug!(subject, event_id, attempt, "stored database event");
-                        return Ok(());
-                    }
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() + DURABLE_RETRY_PAUSE >= deadline {
+        match natskit::client::store_until(
+            js,
+            subject.into(),
+            headers,
+            body,
+            None,
+            deadline,
+            on_retry,
+        )
+        .await
+        {
+            Ok(attempt) => {
+                Metrics::inc(&self.metrics.db_events_published);
+                tracing::debug!(subject, event_id, attempt, "stored database event");
+                Ok(())
+            }
+            Err((attempt, error)) => {
                 Metrics::inc(&self.metrics.db_publish_failures);
                 tracing::warn!(subject, event_id, attempt, error = %error, "database event not stored by JetStream; given up");
-                return Err(error);
+                Err(error)
             }
-            if attempt == 0 {
-                tracing::warn!(subject, event_id, error = %error, "database event not stored by JetStream yet; publishing it again until it is");
-            }
-            Metrics::inc(&self.metrics.db_publish_retries);
-            attempt += 1;
-            tokio::time::sleep(DURABLE_RETRY_PAUSE).await;
         }
     }
 

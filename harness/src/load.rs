@@ -1043,44 +1043,6 @@ type Acks = Vec<tokio::task::JoinHandle<(bool, u32)>>;
 /// How often a harness connection tries to reconnect after losing its server.
 const HARNESS_RECONNECT_DELAY: Duration = Duration::from_millis(20);
 
-/// Pause between a failed JetStream publish (or PubAck) and the next attempt.
-const JS_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Waits for a JetStream publish's PubAck and, while none comes, publishes the same message
-/// again (same `Nats-Msg-Id`, so the stream stores it once) until `until`: a durable publisher
-/// rides out a NATS outage or restart instead of losing what was in flight. `first` is the
-/// first attempt's PubAck, if that publish was taken at all.
-async fn store_with_retries(
-    js: async_nats::jetstream::Context,
-    message: Message,
-    headers: HeaderMap,
-    first: Option<async_nats::jetstream::context::PublishAckFuture>,
-    until: tokio::time::Instant,
-) -> (bool, u32) {
-    let mut pending = first;
-    let mut retries = 0;
-    loop {
-        if let Some(ack) = pending.take() {
-            if ack.await.is_ok() {
-                return (true, retries);
-            }
-        }
-        if tokio::time::Instant::now() + JS_RETRY_PAUSE >= until {
-            return (false, retries);
-        }
-        tokio::time::sleep(JS_RETRY_PAUSE).await;
-        retries += 1;
-        pending = js
-            .publish_with_headers(
-                message.subject.clone(),
-                headers.clone(),
-                message.payload.clone(),
-            )
-            .await
-            .ok();
-    }
-}
-
 /// The paced sender: the publishers' own thread (see [`crate::publishers`]) walks the whole
 /// schedule, message `i` going out on connection `i % n`. Several connections give the service
 /// several publishers at once; one thread keeps a burst's members back to back (each publish
@@ -1153,13 +1115,23 @@ async fn run_sender(
                         .await
                         .ok();
                     let ok = first.is_some();
-                    acks.push(tokio::spawn(store_with_retries(
-                        js.clone(),
-                        m,
-                        h,
-                        first,
-                        retry_until,
-                    )));
+                    let js = js.clone();
+                    acks.push(tokio::spawn(async move {
+                        match natskit::client::store_until(
+                            &js,
+                            m.subject.into(),
+                            h,
+                            m.payload,
+                            first,
+                            retry_until,
+                            |_, _| {},
+                        )
+                        .await
+                        {
+                            Ok(retries) => (true, retries),
+                            Err((retries, _)) => (false, retries),
+                        }
+                    }));
                     ok
                 }
                 (None, Some(inbox)) => clients[conn]

@@ -94,6 +94,50 @@ pub fn tls_required(cfg: &NatsConnectConfig) -> bool {
         || cfg.tls_key_file.is_some()
 }
 
+/// Pause between two attempts to store one message in JetStream ([`store_until`]).
+pub const STORE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Publishes a message to JetStream until the stream confirms storing it (its PubAck), as a
+/// durable producer must: while no PubAck comes (an outage, a restart, no stream yet) it
+/// publishes the same message again, same headers and so the same `Nats-Msg-Id` (stored once),
+/// every [`STORE_RETRY_PAUSE`], until `deadline`. `first` is an attempt the caller already made
+/// (`None`: publish now). `on_retry(n, error)` is called before repeat `n` (1, 2, …). Returns the
+/// number of repeats, or the last error once the deadline has passed.
+pub async fn store_until(
+    js: &async_nats::jetstream::Context,
+    subject: async_nats::Subject,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+    first: Option<async_nats::jetstream::context::PublishAckFuture>,
+    deadline: tokio::time::Instant,
+    mut on_retry: impl FnMut(u32, &str),
+) -> std::result::Result<u32, (u32, String)> {
+    let mut pending = first;
+    let mut retries = 0u32;
+    loop {
+        let attempt = match pending.take() {
+            Some(ack) => Ok(ack),
+            None => js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let error = match attempt {
+            Ok(ack) => match ack.await {
+                Ok(_) => return Ok(retries),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + STORE_RETRY_PAUSE >= deadline {
+            return Err((retries, error));
+        }
+        retries += 1;
+        on_retry(retries, &error);
+        tokio::time::sleep(STORE_RETRY_PAUSE).await;
+    }
+}
+
 /// The services' wait before reconnect attempt `attempts` (1, 2, …): at once, then doubling from
 /// 2 ms up to [`MAX_RECONNECT_DELAY`]. async-nats doubles up to 4 s, so a service could come back
 /// seconds after its server did, while publishers that retry sooner had already sent into the void
