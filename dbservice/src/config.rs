@@ -68,6 +68,10 @@ pub struct Config {
     /// Fault injection for testing the benchmark's regression gate: an extra delay inside the
     /// `rosey.db.query.channel_stats` handler. `None` in normal operation.
     pub fault_stats_delay: Option<Duration>,
+    /// Fault injection for testing the benchmark's regression gate: every commit notice is
+    /// published this long after its transaction committed (commits, acks and the processing of
+    /// other events are not delayed). `None` in normal operation; never set it in production.
+    pub fault_notice_delay: Option<Duration>,
     /// Read-only SQLite connections used for queries (at least 1).
     pub read_connections: usize,
     /// Durable mode: how long the server waits for an acknowledgement before redelivering.
@@ -104,6 +108,7 @@ impl Config {
             subscription_capacity: 262_144,
             max_payload_bytes: 64 * 1024,
             fault_stats_delay: None,
+            fault_notice_delay: None,
             read_connections: 2,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
@@ -195,6 +200,7 @@ pub struct FileConfig {
     pub subscription_capacity: Option<usize>,
     pub max_payload_bytes: Option<usize>,
     pub fault_stats_delay_ms: Option<u64>,
+    pub fault_notice_delay_us: Option<u64>,
     pub read_connections: Option<usize>,
     pub ack_wait_ms: Option<u64>,
     pub max_ack_pending: Option<usize>,
@@ -254,6 +260,9 @@ impl FileConfig {
         if let Some(v) = self.fault_stats_delay_ms {
             config.fault_stats_delay = (v > 0).then(|| Duration::from_millis(v));
         }
+        if let Some(v) = self.fault_notice_delay_us {
+            config.fault_notice_delay = (v > 0).then(|| Duration::from_micros(v));
+        }
         if let Some(v) = self.read_connections {
             config.read_connections = v;
         }
@@ -295,6 +304,7 @@ mod tests {
             batch_max_wait_us = 0
             batch_linger_us = 300
             fault_stats_delay_ms = 25
+            fault_notice_delay_us = 150
             [nats]
             url = "nats://h:1"
             user = "u"
@@ -310,6 +320,7 @@ mod tests {
         assert_eq!(c.batch_max_wait, Duration::ZERO);
         assert_eq!(c.batch_linger, Duration::from_micros(300));
         assert_eq!(c.fault_stats_delay, Some(Duration::from_millis(25)));
+        assert_eq!(c.fault_notice_delay, Some(Duration::from_micros(150)));
         assert_eq!(c.nats.url, "nats://h:1");
         assert_eq!(c.nats.password.as_deref(), Some("p"));
         c.validate().unwrap();

@@ -20,11 +20,10 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     /// TOML config file. Keys: db_path, mode, commit_notices, log_level, batch_max_events,
     /// batch_max_wait_us, batch_linger_us, channel_capacity, subscription_capacity, max_payload_bytes,
-    /// fault_stats_delay_ms, read_connections, ack_wait_ms, max_ack_pending, synchronous_full,
-    /// maintenance_interval_secs, shutdown_timeout_ms, max_buffered_bytes, max_deliver, and a
-    /// [nats] table with url, user,
-    /// password, token, nkey_seed_file, creds_file, tls_required, tls_ca_file, tls_cert_file,
-    /// tls_key_file, name. Unknown keys are an error.
+    /// fault_stats_delay_ms, fault_notice_delay_us, read_connections, ack_wait_ms, max_ack_pending,
+    /// synchronous_full, maintenance_interval_secs, shutdown_timeout_ms, max_buffered_bytes,
+    /// max_deliver, and a [nats] table with url, user, password, token, nkey_seed_file, creds_file,
+    /// tls_required, tls_ca_file, tls_cert_file, tls_key_file, name. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -151,6 +150,11 @@ struct Args {
     /// default; never set it in production.
     #[arg(long, value_name = "MS")]
     fault_stats_delay_ms: Option<u64>,
+    /// FAULT INJECTION, for testing the benchmark regression gate only: publish every commit
+    /// notice this many microseconds after its transaction commits (commits, acks and other
+    /// events are not delayed). Off (0) by default; never set it in production.
+    #[arg(long, value_name = "MICROS")]
+    fault_notice_delay_us: Option<u64>,
 }
 
 fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
@@ -218,6 +222,9 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
     set!(config.max_deliver, args.max_deliver);
     if let Some(ms) = args.fault_stats_delay_ms {
         config.fault_stats_delay = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    if let Some(us) = args.fault_notice_delay_us {
+        config.fault_notice_delay = (us > 0).then(|| Duration::from_micros(us));
     }
     config.validate()?;
     Ok((config, log_level))

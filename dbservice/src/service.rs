@@ -285,6 +285,15 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         request_subs.push(sub);
     }
 
+    // Fault injection, off unless configured (see `DelayedNotices`).
+    let delayed_notices = match config.fault_notice_delay {
+        Some(delay) if config.commit_notices => Some(
+            DelayedNotices::spawn(events_client.clone(), delay)
+                .context("spawning the notice delay thread")?,
+        ),
+        _ => None,
+    };
+
     // From here on nothing fails before the readiness check.
     let (writer_tx, writer_rx) = mpsc::channel(config.channel_capacity);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(1024);
@@ -321,6 +330,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
         events_client.clone(),
         config.commit_notices,
         stats.instance.clone(),
+        delayed_notices,
     ));
 
     let (fatal_tx, fatal) = mpsc::channel(4);
@@ -819,11 +829,77 @@ async fn durable_intake(
     Ok(())
 }
 
+/// Fault injection (off unless [`Config::fault_notice_delay`] is set): publishes each commit
+/// notice a fixed delay after its transaction committed, so the benchmark's regression gate can be
+/// tested against a known, small latency regression.
+///
+/// Why a thread of its own, between the outcome task and the connection:
+/// * Only the notice waits. The writer hands its outcome over and goes on committing; the outcome
+///   task still publishes acks at once and takes the next outcome; nothing else shares the wait.
+/// * The wait counts from [`Outcome::committed_at`] (taken in the writer just after the commit),
+///   not from when the notice got here, so notices queued behind one another are not delayed
+///   cumulatively: under load each waits only what is left of its own delay.
+/// * Precision: tokio's timer rounds every deadline up to the next whole millisecond, which would
+///   turn a delay of e.g. 100 µs into more than 1 ms. `std::thread::sleep` overshoots only by the
+///   OS timer slack (50 µs by default on Linux) and a wake-up, without spinning a core.
+/// * Order is kept: one FIFO queue, one thread, deadlines in commit order.
+///
+/// The queue is bounded (1024 notices): back-pressure reaches the outcome task, and through it
+/// the writer, only if more transactions commit within one delay than that, far beyond the
+/// sub-millisecond to tens-of-milliseconds delays this is meant for.
+struct DelayedNotices {
+    tx: mpsc::Sender<(std::time::Instant, Bytes)>,
+    /// Closed (the sender dropped) when the thread has published everything and exited.
+    done: oneshot::Receiver<()>,
+}
+
+impl DelayedNotices {
+    fn spawn(client: Client, delay: Duration) -> std::io::Result<DelayedNotices> {
+        let (tx, mut rx) = mpsc::channel::<(std::time::Instant, Bytes)>(1024);
+        let (done_tx, done) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("rosey-notice-delay".to_owned())
+            .spawn(move || {
+                let _done = done_tx;
+                while let Some((committed_at, payload)) = rx.blocking_recv() {
+                    let at = committed_at + delay;
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                    if let Err(e) = runtime.block_on(client.publish(subjects::COMMITTED, payload)) {
+                        tracing::warn!(error = %e, "publishing commit notice");
+                    }
+                }
+            })?;
+        tracing::warn!(
+            ?delay,
+            "FAULT INJECTION: every commit notice is delayed (for testing the benchmark gate only)"
+        );
+        Ok(DelayedNotices { tx, done })
+    }
+
+    /// Queues a notice to be published `delay` after `committed_at`.
+    async fn send(&self, committed_at: std::time::Instant, payload: Bytes) {
+        if self.tx.send((committed_at, payload)).await.is_err() {
+            tracing::warn!("the notice delay thread is gone; commit notice dropped");
+        }
+    }
+
+    /// Waits until every queued notice has been published.
+    async fn finish(self) {
+        drop(self.tx);
+        let _ = self.done.await;
+    }
+}
+
 async fn publish_outcomes(
     mut rx: mpsc::Receiver<Outcome>,
     client: Client,
     notices: bool,
     instance: String,
+    delayed: Option<DelayedNotices>,
 ) {
     while let Some(o) = rx.recv().await {
         if notices && !(o.ids.is_empty() && o.duplicate_ids.is_empty()) {
@@ -834,11 +910,17 @@ async fn publish_outcomes(
                 duplicate_ids: o.duplicate_ids,
                 instance: instance.clone(),
             };
-            if let Err(e) = client
-                .publish(subjects::COMMITTED, to_seed_json(&notice).into())
-                .await
-            {
-                tracing::warn!(error = %e, "publishing commit notice");
+            let payload: Bytes = to_seed_json(&notice).into();
+            match &delayed {
+                Some(d) => {
+                    let committed_at = o.committed_at.unwrap_or_else(std::time::Instant::now);
+                    d.send(committed_at, payload).await;
+                }
+                None => {
+                    if let Err(e) = client.publish(subjects::COMMITTED, payload).await {
+                        tracing::warn!(error = %e, "publishing commit notice");
+                    }
+                }
             }
         }
         for (subjects, payload) in [
@@ -852,6 +934,9 @@ async fn publish_outcomes(
                 }
             }
         }
+    }
+    if let Some(d) = delayed {
+        d.finish().await;
     }
 }
 

@@ -107,6 +107,9 @@ pub struct Outcome {
     pub term: Vec<Subject>,
     /// JetStream messages of a transaction that could not commit: redeliver later.
     pub nak: Vec<Subject>,
+    /// Taken just after the commit (`None` if the transaction did not commit): what
+    /// `Config::fault_notice_delay` counts from.
+    pub committed_at: Option<Instant>,
 }
 
 /// Batch limits.
@@ -503,6 +506,7 @@ impl Writer {
             } else {
                 0
             },
+            committed_at: commit_error.is_none().then(Instant::now),
             ..Default::default()
         };
         let (mut committed, mut duplicates, mut failed) = (0u64, 0u64, 0u64);

@@ -123,6 +123,7 @@ async fn help_explains_everything_including_fault_injection() {
         "--nats-creds-file",
         "--nats-tls-ca-file",
         "--fault-stats-delay-ms",
+        "--fault-notice-delay-us",
         "--max-buffered-bytes",
         "--max-deliver",
         "FAULT INJECTION",

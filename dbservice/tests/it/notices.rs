@@ -4,6 +4,7 @@
 use crate::support::*;
 use rosey_protocol::subjects;
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_list_exactly_the_ids_sent() {
@@ -154,4 +155,94 @@ async fn notices_and_ping_name_the_process_instance_and_a_restart_gets_a_new_one
         .wait_for(&HashSet::from(["inst-2".to_owned()]))
         .await;
     assert!(notices.seen.iter().all(|n| n.instance == second));
+}
+
+/// Fault injection under test: far above an undelayed notice's latency, even on a loaded machine.
+const NOTICE_DELAY: Duration = Duration::from_millis(50);
+
+/// Publishes `n` events one at a time, each after the previous one's notice, and returns how long
+/// each notice took to arrive, counted from just before its event was published.
+async fn single_event_notice_latencies(env: &Env, n: usize) -> Vec<Duration> {
+    let mut notices = env.notices().await;
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("latency-{i}");
+        let t = Instant::now();
+        publish_with_id(
+            &env.client,
+            subjects::USER_COUNT,
+            &id,
+            br#"{"chat_count": 0, "connected_count": 0}"#,
+        )
+        .await;
+        notices.wait_for(&HashSet::from([id])).await;
+        latencies.push(t.elapsed());
+    }
+    latencies
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_notice_delay_holds_back_every_notice() {
+    // Without the fault: the same measurement stays far below the delay (the median, so that one
+    // stall of a loaded machine does not decide).
+    let env = Env::start().await;
+    let undelayed = single_event_notice_latencies(&env, 7).await;
+    drop(env);
+    assert!(
+        median(undelayed.clone()) < NOTICE_DELAY,
+        "undelayed notices should take far less than {NOTICE_DELAY:?}: {undelayed:?}"
+    );
+
+    // With it: every notice comes at least the delay after its event was published (a hard
+    // bound: the commit follows the publish, the notice follows the commit by the delay).
+    let env = Env::start_with(|c| c.fault_notice_delay = Some(NOTICE_DELAY)).await;
+    let delayed = single_event_notice_latencies(&env, 5).await;
+    assert!(
+        delayed.iter().all(|d| *d >= NOTICE_DELAY),
+        "every notice should be delayed by {NOTICE_DELAY:?}: {delayed:?}"
+    );
+    // Only the notice waits: the commit itself is not delayed (its counter is already up).
+    let p = env.ping().await;
+    assert_eq!((p.committed, p.failed), (5, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_notice_delay_counts_from_each_commit_and_keeps_order() {
+    // One event per transaction: a burst of n gives n notices. Were the delays cumulative (each
+    // notice waiting after the previous one), the last would come n delays after the first
+    // publish; counted from each commit, they all come about one delay after it.
+    let n = 10;
+    let env = Env::start_with(|c| {
+        c.fault_notice_delay = Some(NOTICE_DELAY);
+        c.batch_max_events = 1;
+    })
+    .await;
+    let mut notices = env.notices().await;
+    let mut ids = HashSet::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let id = format!("burst-{i}");
+        let body = format!(r#"{{"username": "amy", "message": "m{i}"}}"#);
+        publish_with_id(&env.client, subjects::MESSAGE_LOG, &id, body.as_bytes()).await;
+        ids.insert(id);
+    }
+    notices.wait_for(&ids).await;
+    let elapsed = t.elapsed();
+    assert!(elapsed >= NOTICE_DELAY, "{elapsed:?}");
+    assert!(
+        elapsed < NOTICE_DELAY * (n as u32) / 2,
+        "{n} notices took {elapsed:?}: delayed one after another, not from each commit"
+    );
+    assert_eq!(notices.seen.len(), n, "one notice per transaction");
+    let order: Vec<String> = notices.committed_ids();
+    let sent: Vec<String> = (0..n).map(|i| format!("burst-{i}")).collect();
+    assert_eq!(order, sent, "notices keep the commit order");
+    for w in notices.seen.windows(2) {
+        assert!(w[0].batch < w[1].batch, "batch numbers increase");
+    }
 }
