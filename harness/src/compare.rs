@@ -11,22 +11,31 @@
 //!    deviation of the bootstrap replicates of the change (log ratio for percentiles,
 //!    throughput and CPU per event; difference for RSS slope) gives a normal confidence interval
 //!    around the observed change.
-//! 2. **Many comparisons at once.** A report makes dozens of comparisons; at 95 % each, several
-//!    would exclude zero by chance. The confidence level is Bonferroni-corrected over the family
-//!    of every comparison that produced an interval: each interval is at level `1 − α/m`, so the
-//!    chance that *any* of them misses the true change is at most `α` (family-wise error rate).
-//!    Bonferroni rather than Holm because it yields one interval per metric that is consistent
-//!    with its verdict; the normal interval rather than bootstrap percentiles because the
-//!    corrected tail probabilities (e.g. 0.05/120) are beyond what 1 000 resamples can resolve.
-//! 3. **Noise floor.** The harness measures its own A/A noise: each run is split in halves (first
-//!    against second, odd against even intervals — or rounds, for interleaved runs) and the larger
-//!    change between halves is that run's noise; the floor is the larger of the two runs'. For an
-//!    interleaved A/B run, the A-against-A and B-against-B comparisons of the same run are used.
+//! 2. **Many comparisons at once, few of them gated.** A report makes over a hundred comparisons;
+//!    at 95 % each, several would exclude zero by chance. Only the *primary* metrics of each
+//!    scenario ([`is_primary`]: p50, p99, throughput, CPU per event, the NATS/direct CPU ratio)
+//!    are gated, as one family under Holm's step-down procedure (family-wise error rate ≤ `α`,
+//!    more power than Bonferroni); each gated interval is at its Holm level, which keeps it
+//!    consistent with its verdict ([`stats::holm_levels`]). The other metrics are reported with
+//!    Bonferroni intervals over their own family and never fail the gate. Normal intervals rather
+//!    than bootstrap percentiles, because corrected tail probabilities (0.05/100) are beyond what
+//!    1 000 resamples can resolve.
+//! 3. **Noise floor, from the baseline only.** The harness measures A/A noise: each run is split
+//!    in halves (first against second, odd against even intervals — or rounds) and the larger
+//!    change between halves is that side's noise. For an interleaved A/B run, the A-against-A
+//!    comparison of the same run is used. The floor is the *baseline's* noise: a candidate that
+//!    got jittery cannot raise its own threshold. Instead each side's spread from one interval
+//!    to the next is compared, and a candidate clearly noisier than its baseline (by
+//!    [`NOISIER_RATIO`] and an F test at the metric's level) is `noisier`, never `unchanged`.
 //! 4. **Decision.** With `T = max(min effect, noise floor)` on the change scale:
 //!    `regressed`/`improved` when the interval excludes zero *and* the estimate is beyond `T`
 //!    in the bad/good direction; otherwise `unchanged` when the whole interval lies within `±T`
 //!    (and the noise floor is not above `max_noise_floor`); otherwise `inconclusive`.
-//!    Runs with different environment fingerprints are not compared at all.
+//!    Runs with different environment fingerprints are not compared at all, which is a finding
+//!    ("no comparable baseline") unless the caller opted out.
+//! 5. **What it could see.** Every interval carries the minimum detectable effect of this run
+//!    (the change it would call with 80 % power: the half-width plus 0.84 standard errors, at
+//!    least `T`) and, for interleaved runs, how many rounds per side would detect the min effect.
 //!
 //! Relative thresholds are applied on the log scale, so 5 % means ×1.05 or ÷1.05.
 
@@ -36,9 +45,9 @@ pub mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::exit;
+use crate::exit::{self, Finding};
 use crate::histogram;
-use crate::results::{ScenarioResult, Verdict};
+use crate::results::ScenarioResult;
 use anyhow::Context;
 use input::{blocks_of, load_intervals, summary_value};
 pub use input::{resolve_baseline, RunInput, HISTORY_BASELINE_RUNS};
@@ -64,11 +73,13 @@ pub const RUN_METRICS: &[(&str, &str, Direction)] = &[(
 /// Processes whose resources are *not* under test.
 const NOT_UNDER_TEST: &[&str] = &["harness"];
 
-/// How the confidence level is corrected for the number of comparisons.
+/// How the confidence level of the gated metrics is corrected for their number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Correction {
-    /// Each interval at `1 − α/m` (family-wise error rate ≤ α).
+    /// Holm's step-down (family-wise error rate ≤ α; the default).
+    Holm,
+    /// Each interval at `1 − α/m` (family-wise error rate ≤ α, less power than Holm).
     Bonferroni,
     /// Each interval at `1 − α` (for experiments only: many false alarms).
     None,
@@ -94,6 +105,9 @@ pub struct CompareOptions {
     pub min_intervals: usize,
     /// Fewest expected events beyond a percentile (e.g. 10 → p99.9 needs 10 000 events).
     pub min_tail_events: f64,
+    /// A missing or non-comparable baseline is a note, not a finding that fails the gate.
+    #[serde(default)]
+    pub allow_no_baseline: bool,
 }
 
 impl Default for CompareOptions {
@@ -102,13 +116,14 @@ impl Default for CompareOptions {
             min_effect: 0.05,
             min_rss_slope_bytes_per_hour: 16.0 * 1024.0 * 1024.0,
             alpha: 0.05,
-            correction: Correction::Bonferroni,
+            correction: Correction::Holm,
             resamples: 1000,
             seed: 0x5EED_0006,
             allow_different_env: false,
             max_noise_floor: 0.25,
             min_intervals: 4,
             min_tail_events: 10.0,
+            allow_no_baseline: false,
         }
     }
 }
@@ -121,7 +136,14 @@ pub enum ChangeVerdict {
     Improved,
     Unchanged,
     Inconclusive,
+    /// No shift beyond the threshold, but the candidate varies clearly more from one interval
+    /// to the next than the baseline ([`NOISIER_RATIO`]): reported, never `unchanged`.
+    Noisier,
 }
+
+/// How much larger than the baseline's the candidate's interval-to-interval spread must be to
+/// call it `noisier` (and the difference must be significant at the metric's level).
+pub const NOISIER_RATIO: f64 = 1.5;
 
 impl ChangeVerdict {
     pub fn as_str(self) -> &'static str {
@@ -130,6 +152,7 @@ impl ChangeVerdict {
             ChangeVerdict::Improved => "improved",
             ChangeVerdict::Unchanged => "unchanged",
             ChangeVerdict::Inconclusive => "inconclusive",
+            ChangeVerdict::Noisier => "noisier",
         }
     }
 }
@@ -172,6 +195,24 @@ pub struct MetricComparison {
     /// the bootstrap's within runs.
     #[serde(default)]
     pub between_runs: bool,
+    /// A primary metric ([`is_primary`]): its regression fails the gate. Others are reported.
+    #[serde(default)]
+    pub gated: bool,
+    /// Confidence level of this metric's interval (its Holm or Bonferroni level).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    /// The smallest change this run would call with 80 % power, on the change scale (a fraction
+    /// for relative metrics), never below `threshold`.
+    #[serde(default)]
+    pub mde: Option<f64>,
+    /// Interleaved runs: rounds per side that would bring the minimum detectable effect down to
+    /// the min effect (this run's rounds when it already is).
+    #[serde(default)]
+    pub rounds_needed: Option<usize>,
+    /// Spread (standard deviation) of the statistic from one interval to the next, baseline
+    /// and candidate, on the change scale (log for relative metrics): what `noisier` compares.
+    #[serde(default)]
+    pub spread: Option<[f64; 2]>,
 }
 
 /// Identity of one side.
@@ -186,11 +227,14 @@ pub struct SideInfo {
     pub fingerprint: String,
 }
 
-/// A scenario's absolute target missed by the candidate.
+/// A scenario's absolute target missed by the candidate, or events it lost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MissedTarget {
     pub scenario: String,
     pub detail: String,
+    /// Lost or duplicated events rather than a missed target.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// The whole comparison (`compare.json`).
@@ -204,8 +248,9 @@ pub struct Comparison {
     pub comparable: bool,
     pub env_differences: Vec<String>,
     pub options: CompareOptions,
-    /// Comparisons that produced an interval (the Bonferroni family size).
+    /// Gated comparisons that produced an interval (the Holm family size).
     pub family_size: usize,
+    /// The strictest per-metric confidence of the gated family (`1 − α/m`).
     pub per_metric_confidence: f64,
     pub metrics: Vec<MetricComparison>,
     pub missed_targets: Vec<MissedTarget>,
@@ -220,16 +265,52 @@ impl Comparison {
         self.metrics.iter().filter(|m| m.verdict == verdict).count()
     }
 
-    /// 2 for a confident regression or a missed target, 1 when the candidate's harness failed,
-    /// else 0. A regression outranks a harness error: what was measured did regress.
-    pub fn exit_code(&self) -> u8 {
-        if self.count(ChangeVerdict::Regressed) > 0 || !self.missed_targets.is_empty() {
-            exit::TARGET_MISSED_OR_REGRESSED
-        } else if !self.harness_errors.is_empty() {
-            exit::HARNESS_ERROR
-        } else {
-            exit::OK
+    /// Regressions of gated metrics: the ones that fail the gate.
+    pub fn gated_regressions(&self) -> impl Iterator<Item = &MetricComparison> {
+        self.metrics
+            .iter()
+            .filter(|m| m.gated && m.verdict == ChangeVerdict::Regressed)
+    }
+
+    /// Everything that fails this comparison, each listed: the candidate's harness errors, a
+    /// missing baseline (unless allowed), lost events, missed targets and gated regressions.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .harness_errors
+            .iter()
+            .map(|e| Finding::HarnessError { detail: e.clone() })
+            .collect();
+        if !self.comparable && !self.options.allow_no_baseline {
+            out.push(Finding::NoBaseline {
+                detail: self.env_differences.join("; "),
+            });
         }
+        for t in &self.missed_targets {
+            out.push(if t.lost {
+                Finding::LostEvents {
+                    scenario: t.scenario.clone(),
+                    detail: t.detail.clone(),
+                }
+            } else {
+                Finding::MissedTarget {
+                    scenario: t.scenario.clone(),
+                    detail: t.detail.clone(),
+                }
+            });
+        }
+        for m in self.gated_regressions() {
+            out.push(Finding::Regressed {
+                scenario: m.scenario.clone(),
+                metric: m.metric.clone(),
+                detail: m.label.clone(),
+            });
+        }
+        out
+    }
+
+    /// The exit code of [`Comparison::findings`], by the one rule ([`exit::code`]).
+    pub fn exit_code(&self) -> u8 {
+        exit::code(&self.findings())
     }
 }
 
@@ -273,7 +354,8 @@ pub fn compare_with_baselines(
 pub type NoiseFloors = std::collections::BTreeMap<(String, String), f64>;
 
 /// Compare two sides. `paired` pairs round *i* of one side with round *i* of the other
-/// (interleaved runs); `noise` replaces the split-half noise floor when given.
+/// (interleaved runs); `noise` (the baseline's A/A noise, measured outside) replaces the
+/// baseline's split-half noise when given.
 pub fn compare_sides(
     base: &Side,
     cand: &Side,
@@ -293,6 +375,12 @@ pub fn compare_sides(
     if !env_differences.is_empty() && comparable {
         notes.push(format!(
             "compared despite different environments (--allow-different-env): {}",
+            env_differences.join("; ")
+        ));
+    }
+    if !comparable && options.allow_no_baseline {
+        notes.push(format!(
+            "no comparable baseline, allowed (--allow-no-baseline): {}",
             env_differences.join("; ")
         ));
     }
@@ -322,15 +410,36 @@ pub fn compare_sides(
             &mut notes,
         ));
     }
-    let family_size = pending.iter().filter(|p| p.se.is_some()).count();
-    let per_metric_alpha = match options.correction {
-        Correction::Bonferroni => options.alpha / family_size.max(1) as f64,
-        Correction::None => options.alpha,
+    // The gated family under Holm (or the chosen correction); the rest under Bonferroni over
+    // their own family, reported only.
+    let in_family = |p: &Pending, gated: bool| p.se.is_some() && p.row.gated == gated;
+    let gated: Vec<usize> = (0..pending.len())
+        .filter(|&i| in_family(&pending[i], true))
+        .collect();
+    let family_size = gated.len();
+    let p_values: Vec<f64> = gated.iter().map(|&i| pending[i].p_value()).collect();
+    let gated_levels = match options.correction {
+        Correction::Holm => stats::holm_levels(&p_values, options.alpha),
+        Correction::Bonferroni => vec![options.alpha / family_size.max(1) as f64; family_size],
+        Correction::None => vec![options.alpha; family_size],
     };
-    let z = stats::normal_quantile(1.0 - per_metric_alpha / 2.0);
+    let reported = pending.iter().filter(|p| in_family(p, false)).count();
+    let reported_level = match options.correction {
+        Correction::None => options.alpha,
+        _ => options.alpha / reported.max(1) as f64,
+    };
+    let mut levels = vec![reported_level; pending.len()];
+    for (&i, level) in gated.iter().zip(gated_levels) {
+        levels[i] = level;
+    }
+    let per_metric_alpha = match options.correction {
+        Correction::None => options.alpha,
+        _ => options.alpha / family_size.max(1) as f64,
+    };
     let metrics = pending
         .into_iter()
-        .map(|p| p.finish(z, per_metric_alpha, options))
+        .zip(levels)
+        .map(|(p, level)| p.finish(level, options))
         .collect();
 
     let (missed_targets, harness_errors) = absolute_checks(base, cand);
@@ -359,48 +468,39 @@ pub fn compare_sides(
 /// The candidate's missed targets (one line per scenario and target, however many rounds missed
 /// it, saying whether the baseline missed it too) and its harness errors.
 fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>) {
-    // (scenario, target) -> (rounds missed, actual values)
-    let mut missed: Vec<((String, String), usize, Vec<f64>)> = Vec::new();
+    // (scenario, target, lost) -> (rounds missed, actual values)
+    type Key = (String, String, bool);
+    let mut missed: Vec<(Key, usize, Vec<f64>)> = Vec::new();
     let mut harness_errors = Vec::new();
-    let misses = |round: &RunInput| -> Vec<(String, String, Option<f64>)> {
+    // The same rules as a single run's exit code ([`crate::run::findings`]); a target is keyed
+    // without its actual value, so that one line says in how many rounds it was missed.
+    let misses = |round: &RunInput| -> Vec<(Key, Option<f64>)> {
         let mut out = Vec::new();
         for s in &round.results.scenarios {
             for t in s.targets.iter().filter(|t| t.missed()) {
-                out.push((
-                    s.name.clone(),
-                    format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
-                        .trim_end()
-                        .to_owned(),
-                    t.actual,
-                ));
+                let what = format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
+                    .trim_end()
+                    .to_owned();
+                out.push(((s.name.clone(), what, false), t.actual));
             }
-            if s.verdict == Verdict::Fail && !s.targets.iter().any(|t| t.missed()) {
-                let a = s.accounting;
+            let a = s.accounting;
+            if !a.loss_expected && (a.lost > 0 || a.duplicated > 0) {
                 let what = format!(
-                    "scenario failed: lost {} duplicated {} of {} sent",
+                    "lost {} duplicated {} of {} sent",
                     a.lost, a.duplicated, a.sent
                 );
-                out.push((s.name.clone(), what, None));
+                out.push(((s.name.clone(), what, true), None));
             }
         }
         out
     };
     for round in &cand.rounds {
-        harness_errors.extend(round.results.harness_errors.iter().cloned());
-        for s in round
-            .results
-            .scenarios
-            .iter()
-            .filter(|s| s.verdict == Verdict::Error)
-        {
-            harness_errors.push(format!(
-                "{}: {}",
-                s.name,
-                s.error.as_deref().unwrap_or("scenario error")
-            ));
+        for f in crate::run::findings(&round.results) {
+            if let Finding::HarnessError { detail } = f {
+                harness_errors.push(detail);
+            }
         }
-        for (scenario, target, actual) in misses(round) {
-            let key = (scenario, target);
+        for (key, actual) in misses(round) {
             match missed.iter_mut().find(|m| m.0 == key) {
                 Some(m) => {
                     m.1 += 1;
@@ -410,15 +510,15 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
             }
         }
     }
-    let base_misses: Vec<(String, String)> = base
+    let base_misses: Vec<Key> = base
         .rounds
         .iter()
-        .flat_map(|r| misses(r).into_iter().map(|(s, t, _)| (s, t)))
+        .flat_map(|r| misses(r).into_iter().map(|(k, _)| k))
         .collect();
     let rounds = cand.rounds.len();
     let targets = missed
         .into_iter()
-        .map(|((scenario, target), n, actuals)| {
+        .map(|((scenario, target, lost), n, actuals)| {
             let mut detail = target.clone();
             if !actuals.is_empty() {
                 let lo = actuals.iter().copied().fold(f64::INFINITY, f64::min);
@@ -432,10 +532,14 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
             if rounds > 1 {
                 detail.push_str(&format!(", missed in {n} of {rounds} rounds"));
             }
-            if base_misses.contains(&(scenario.clone(), target)) {
+            if base_misses.contains(&(scenario.clone(), target, lost)) {
                 detail.push_str("; the baseline misses it too");
             }
-            MissedTarget { scenario, detail }
+            MissedTarget {
+                scenario,
+                detail,
+                lost,
+            }
         })
         .collect();
     (targets, harness_errors)
@@ -471,6 +575,12 @@ struct Pending {
     between: Option<(f64, usize)>,
     relative: bool,
     min_effect: f64,
+    /// Each side is a single run.
+    one_run_each: bool,
+    /// Interleaved runs: rounds per side (for [`MetricComparison::rounds_needed`]).
+    rounds: Option<usize>,
+    /// Interval-to-interval spread of each side ([`stats::interval_spread`]).
+    spreads: Option<(stats::Spread, stats::Spread)>,
 }
 
 /// Why nothing is decided when each side is a single run.
@@ -481,27 +591,58 @@ pub const ONE_RUN_PER_SIDE: &str = "one run per side: the variation between runs
 pub const BETWEEN_RUNS_UNKNOWN: &str =
     "a run has no value of its own for this statistic, so the variation between runs is unknown";
 
+/// The metrics whose regression fails the gate: per scenario, the median and the tail, the
+/// throughput, the CPU per event of each process under test, and the NATS/direct CPU ratio.
+/// Everything else (p99.9, RSS slopes) is reported, not gated: fewer gated comparisons give each
+/// one more power.
+pub fn is_primary(metric: &str) -> bool {
+    matches!(metric, "p50" | "p99" | "throughput")
+        || metric.starts_with("cpu_us_per_event.")
+        || RUN_METRICS.iter().any(|(key, _, _)| *key == metric)
+}
+
 impl Pending {
-    /// The interval is the wider of the bootstrap's (`z`) and the between-run one (Student's t
-    /// at the same per-metric level), so neither a noisy run nor a run-to-run shift passes for a
-    /// change.
-    fn finish(
-        mut self,
-        z: f64,
-        per_metric_alpha: f64,
-        options: &CompareOptions,
-    ) -> MetricComparison {
+    /// The p-value of "no change": the larger of the bootstrap's (normal) and the between-run
+    /// one (Student's t), matching the interval, which is the wider of the two. 1 when the
+    /// variation between runs is unknown (nothing can be decided).
+    fn p_value(&self) -> f64 {
+        let (Some(est), Some(se)) = (self.row.change, self.se) else {
+            return 1.0;
+        };
+        let within = stats::p_value(est, se, None);
+        match self.between {
+            Some((between_se, df)) if df > 0 => {
+                within.max(stats::p_value(est, between_se, Some(df)))
+            }
+            _ if self.idle() && !self.one_run_each => within,
+            _ => 1.0,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.row.baseline == Some(0.0) && self.row.candidate == Some(0.0)
+    }
+
+    /// The interval at `level` (two-sided `1 − level`) is the wider of the bootstrap's and the
+    /// between-run one (Student's t), so neither a noisy run nor a run-to-run shift passes for a
+    /// change; then the verdict, the minimum detectable effect and the noisier check.
+    fn finish(mut self, level: f64, options: &CompareOptions) -> MetricComparison {
+        let idle = self.idle();
         let r = &mut self.row;
         r.threshold = self.min_effect.max(r.noise_floor.unwrap_or(0.0));
         if let (Some(est), Some(se)) = (r.change, self.se) {
+            let z = stats::normal_quantile(1.0 - level / 2.0);
             let mut half = z * se;
+            // The standard error behind the half-width, for the power calculation.
+            let mut spread = se;
             let mut unmeasured = None;
             match self.between {
                 Some((_, 0)) => unmeasured = Some(ONE_RUN_PER_SIDE),
                 Some((between_se, df)) => {
-                    let t = stats::t_quantile(df, per_metric_alpha) * between_se;
+                    let t = stats::t_quantile(df, level) * between_se;
                     if t > half {
                         half = t;
+                        spread = between_se;
                         r.between_runs = true;
                     }
                 }
@@ -524,21 +665,47 @@ impl Pending {
             if !note.is_empty() {
                 r.note = note;
             }
-            let idle = r.baseline == Some(0.0) && r.candidate == Some(0.0);
-            if let (Some(why), false) = (unmeasured, idle) {
-                r.verdict = ChangeVerdict::Inconclusive;
-                r.note = why.into();
+            if let Some(why) = unmeasured {
+                if !idle || self.one_run_each {
+                    r.verdict = ChangeVerdict::Inconclusive;
+                    r.note = if idle {
+                        format!("zero on both sides, but {why}")
+                    } else {
+                        why.into()
+                    };
+                }
             }
+            // Noisier: the candidate's interval-to-interval spread clearly above the baseline's
+            // (by NOISIER_RATIO, and significant by an F test at this metric's level).
+            if let (Some((b, c)), ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive) =
+                (self.spreads, r.verdict)
+            {
+                if c.sd > NOISIER_RATIO * b.sd && stats::spread_p_value(b, c) < level {
+                    r.verdict = ChangeVerdict::Noisier;
+                    r.note = format!("noisier: spread {}", render::percent(c.sd / b.sd - 1.0));
+                }
+            }
+            r.spread = self.spreads.map(|(b, c)| [b.sd, c.sd]);
+            if unmeasured.is_none() || (idle && !self.one_run_each) {
+                let detectable = (half + stats::POWER_Z * spread).max(r.threshold);
+                r.mde = Some(detectable);
+                r.rounds_needed = self.rounds.map(|n| {
+                    let ratio = (half + stats::POWER_Z * spread) / self.min_effect;
+                    ((n as f64) * ratio * ratio).ceil().max(n as f64) as usize
+                });
+            }
+            r.confidence = Some(1.0 - level);
             if self.relative {
                 r.change = Some(est.exp() - 1.0);
                 r.ci = Some([lo.exp() - 1.0, hi.exp() - 1.0]);
-                r.noise_floor = r.noise_floor.map(|n| n.exp() - 1.0);
-                r.threshold = r.threshold.exp() - 1.0;
+                r.mde = r.mde.map(|m| m.exp() - 1.0);
             } else {
                 r.ci = Some([lo, hi]);
             }
         } else if self.relative {
             r.change = r.change.map(|c| c.exp() - 1.0);
+        }
+        if self.relative {
             r.noise_floor = r.noise_floor.map(|n| n.exp() - 1.0);
             r.threshold = r.threshold.exp() - 1.0;
         }
@@ -760,13 +927,23 @@ fn prepare_scenario(
     } else {
         vec![Vec::new(); stat_list.len()]
     };
+    // The noise floor is the baseline's own A/A noise: a jittery candidate must not raise its
+    // own threshold. The candidate's jitter is compared with the baseline's instead (noisier).
     let own_noise = if noise.is_none() && missing.is_none() && enough {
-        let nb = stats::split_half_noise(&table, &stat_list, &base_blocks, options.min_tail_events);
-        let nc = stats::split_half_noise(&table, &stat_list, &cand_blocks, options.min_tail_events);
-        nb.into_iter().zip(nc).map(|(a, b)| max_opt(a, b)).collect()
+        stats::split_half_noise(&table, &stat_list, &base_blocks, options.min_tail_events)
     } else {
         vec![None; stat_list.len()]
     };
+    let (spread_b, spread_c) = if missing.is_none() && enough {
+        (
+            stats::interval_spread(&table, &stat_list, &base_blocks, options.min_tail_events),
+            stats::interval_spread(&table, &stat_list, &cand_blocks, options.min_tail_events),
+        )
+    } else {
+        (vec![None; stat_list.len()], vec![None; stat_list.len()])
+    };
+    let one_run_each = base_runs.len() == 1 && cand_runs.len() == 1;
+    let rounds = paired.then_some(cand_runs.len());
 
     let mut pending: Vec<Pending> = defs.iter()
         .enumerate()
@@ -820,10 +997,15 @@ fn prepare_scenario(
                 label: String::new(),
                 note,
                 between_runs: false,
+                gated: is_primary(metric),
+                confidence: None,
+                mde: None,
+                rounds_needed: None,
+                spread: None,
             };
             let column = |runs: &[Vec<Option<f64>>]| -> Vec<Option<f64>> { runs.iter().map(|r| r[i]).collect() };
             let between = stats::between_runs(*stat, &column(&base_per_run), &column(&cand_per_run), paired);
-            Pending { row, se, between, relative, min_effect }
+            Pending { row, se, between, relative, min_effect, one_run_each, rounds, spreads: spread_b[i].zip(spread_c[i]) }
         })
         .collect();
     pending.extend(run_metrics(
@@ -902,6 +1084,11 @@ fn run_metrics(
                 label: String::new(),
                 note,
                 between_runs: false,
+                gated: is_primary(key),
+                confidence: None,
+                mde: None,
+                rounds_needed: None,
+                spread: None,
             };
             Pending {
                 row,
@@ -909,6 +1096,9 @@ fn run_metrics(
                 between: stats::between_runs(stat, &vb, &vc, paired),
                 relative: true,
                 min_effect: (1.0 + options.min_effect).ln(),
+                one_run_each: base_runs.len() == 1 && cand_runs.len() == 1,
+                rounds: paired.then_some(cand_runs.len()),
+                spreads: None,
             }
         })
         .collect()
@@ -924,13 +1114,6 @@ fn undefined_reason(stat: Stat, options: &CompareOptions) -> String {
         Stat::CpuPerEvent(_) => "no CPU samples on the interval timeline".into(),
         Stat::RssSlope(_) => "no RSS samples on the interval timeline".into(),
         Stat::RunValue => "a side has no run reporting it".into(),
-    }
-}
-
-fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
     }
 }
 

@@ -39,7 +39,7 @@ pub fn collect(
             .or_else(|| command_output("uname", &["-r"]))
             .unwrap_or_else(|| UNKNOWN.into()),
         os: os_name().unwrap_or_else(|| UNKNOWN.into()),
-        config_hash: config_hash(config),
+        config_hash: config_hash(&comparability_view(config)),
         config: config.clone(),
         seed,
     }
@@ -95,6 +95,32 @@ fn os_release_pretty_name(text: &str) -> Option<String> {
         let value = line.strip_prefix("PRETTY_NAME=")?;
         Some(value.trim().trim_matches('"').trim_matches('\'').to_owned())
     })
+}
+
+/// Keys of the configuration that judge a run rather than shape it: absolute targets and the
+/// harness-lag limits. They stay out of the comparability hash, so that loosening a target does
+/// not make every earlier run "not comparable". (`[history]` never reaches the hashed
+/// configuration: `config::BenchConfig::history`.)
+pub const NOT_COMPARED_KEYS: &[&str] = &[
+    "targets",
+    "send_delay_p99_max_us",
+    "send_delay_target_fraction",
+];
+
+/// The configuration without [`NOT_COMPARED_KEYS`] (at any depth): what the comparability hash
+/// covers.
+pub fn comparability_view(config: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match config {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !NOT_COMPARED_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), comparability_view(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(comparability_view).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A stable hash of a JSON value: FNV-1a 64 over its canonical text (object keys sorted at every
@@ -155,6 +181,18 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn targets_and_limits_stay_out_of_the_comparability_hash() {
+        let a = json!({"scenarios": {"s": {"rate_per_s": 200, "targets": [{"threshold": 5.0}],
+            "send_delay_p99_max_us": 500.0}}, "self_check": {"send_delay_target_fraction": 0.1}});
+        let b = json!({"scenarios": {"s": {"rate_per_s": 200, "targets": [{"threshold": 9.0}],
+            "send_delay_p99_max_us": 900.0}}, "self_check": {"send_delay_target_fraction": 0.2}});
+        let c = json!({"scenarios": {"s": {"rate_per_s": 201, "targets": [{"threshold": 5.0}]}}});
+        let h = |v: &serde_json::Value| config_hash(&comparability_view(v));
+        assert_eq!(h(&a), h(&b), "a target or limit changed: still comparable");
+        assert_ne!(h(&a), h(&c), "a rate changed: not comparable");
     }
 
     #[test]

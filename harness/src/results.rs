@@ -61,7 +61,8 @@ pub struct Environment {
     pub cpu_count: u32,
     pub kernel: String,
     pub os: String,
-    /// Hash of the full scenario configuration (the TOML after profile selection).
+    /// Hash of the scenario configuration (the TOML after profile selection) without what judges
+    /// a run rather than shapes it (targets, limits: `env::NOT_COMPARED_KEYS`).
     pub config_hash: String,
     /// The full scenario configuration as loaded (TOML rendered as JSON).
     #[serde(default)]

@@ -60,21 +60,81 @@ pub struct BenchOutcome {
     pub exit_code: u8,
 }
 
-/// The exit code a set of results deserves: harness errors first (the run could not measure,
-/// or the harness could not keep its own schedule), then failed targets or unexpected loss.
-pub fn exit_code(results: &RunResults) -> u8 {
-    if !results.harness_errors.is_empty()
-        || results
-            .scenarios
-            .iter()
-            .any(|s| matches!(s.verdict, Verdict::Error | Verdict::Invalid))
-    {
-        exit::HARNESS_ERROR
-    } else if results.scenarios.iter().any(|s| s.verdict == Verdict::Fail) {
-        exit::TARGET_MISSED_OR_REGRESSED
-    } else {
-        exit::OK
+/// Everything that keeps a run from passing, each on its own ([`exit::Finding`]): the run's
+/// harness errors, a scenario that errored or lost its schedule (`invalid (harness lag)`), and
+/// for each failed scenario its unexpected loss or duplication and every missed target.
+pub fn findings(results: &RunResults) -> Vec<exit::Finding> {
+    let mut out: Vec<exit::Finding> = results
+        .harness_errors
+        .iter()
+        .map(|e| exit::Finding::HarnessError { detail: e.clone() })
+        .collect();
+    for s in &results.scenarios {
+        match s.verdict {
+            Verdict::Error => out.push(exit::Finding::HarnessError {
+                detail: format!(
+                    "{}: {}",
+                    s.name,
+                    s.error.as_deref().unwrap_or("scenario error")
+                ),
+            }),
+            Verdict::Invalid => out.push(exit::Finding::HarnessError {
+                detail: format!(
+                    "{}: invalid (harness lag): {}",
+                    s.name,
+                    s.harness_lag.as_ref().map_or_else(String::new, |l| format!(
+                        "send delay p99 {:.0} µs over its limit {:.0} µs",
+                        l.send_delay_p99_us, l.limit_us
+                    ))
+                ),
+            }),
+            _ => {}
+        }
+        if s.verdict != Verdict::Fail {
+            continue;
+        }
+        let a = &s.accounting;
+        if !a.loss_expected && (a.lost > 0 || a.duplicated > 0) {
+            out.push(exit::Finding::LostEvents {
+                scenario: s.name.clone(),
+                detail: format!(
+                    "lost {} and duplicated {} of {} sent",
+                    a.lost, a.duplicated, a.sent
+                ),
+            });
+        }
+        let before = out.len();
+        for t in s.targets.iter().filter(|t| t.missed()) {
+            out.push(exit::Finding::MissedTarget {
+                scenario: s.name.clone(),
+                detail: target_line(t),
+            });
+        }
+        // A failed verdict always says why (results written by another version might not).
+        if s.verdict == Verdict::Fail && out.len() == before {
+            out.push(exit::Finding::MissedTarget {
+                scenario: s.name.clone(),
+                detail: "scenario failed".into(),
+            });
+        }
     }
+    out
+}
+
+/// `latency.p99_ms <= 5 ms (actual 6.2)`.
+pub fn target_line(t: &crate::results::TargetCheck) -> String {
+    let mut line = format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
+        .trim_end()
+        .to_owned();
+    if let Some(actual) = t.actual {
+        line.push_str(&format!(" (actual {actual:.3})"));
+    }
+    line
+}
+
+/// The exit code a set of results deserves, by the one rule ([`exit::code`]).
+pub fn exit_code(results: &RunResults) -> u8 {
+    exit::code(&findings(results))
 }
 
 /// The scenarios to run, in table order, with their configuration; unknown names are errors.

@@ -49,8 +49,9 @@ pub const HISTORY_BASELINE_RUNS: usize = 5;
 
 /// Resolve `--baseline`: `history:<branch>` (the newest [`HISTORY_BASELINE_RUNS`] runs of that
 /// branch in `history_dir` whose fingerprint matches the candidate's, newest last; when none
-/// matches, the newest run, which the gate will then report as not comparable), a run directory,
-/// or a results file (one run).
+/// matches, the newest run, which the gate will then report as not comparable; no run at all when
+/// the branch has none, which the gate reports as "no comparable baseline"), a run directory, or
+/// a results file (one run).
 ///
 /// History entries are `<history_dir>/<run_id>.json` (the history store's layout); CI also keeps
 /// the run's interval logs in `<history_dir>/<run_id>/` so latency percentiles can be
@@ -69,11 +70,11 @@ pub fn resolve_baseline(
         .into_iter()
         .filter(|r| r.results.environment.git_branch.as_deref() == Some(branch))
         .collect();
-    anyhow::ensure!(
-        !on_branch.is_empty(),
-        "no run of branch {branch:?} in history {}",
-        history_dir.display()
-    );
+    if on_branch.is_empty() {
+        // Not an error: the comparison reports "no comparable baseline", which fails the gate
+        // unless the caller opted out.
+        return Ok(Vec::new());
+    }
     on_branch.sort_by(|a, b| {
         a.results
             .started_at

@@ -69,6 +69,7 @@ fn icon(v: ChangeVerdict) -> &'static str {
         ChangeVerdict::Improved => "🟢 improved",
         ChangeVerdict::Unchanged => "⚪ unchanged",
         ChangeVerdict::Inconclusive => "❔ inconclusive",
+        ChangeVerdict::Noisier => "🟠 noisier",
     }
 }
 
@@ -104,29 +105,84 @@ fn noise_cell(m: &MetricComparison) -> String {
     }
 }
 
+/// The minimum detectable effect: "≥ 9.1 %" (gated metrics carry a `gate` mark elsewhere).
+fn mde_cell(m: &MetricComparison) -> String {
+    match m.mde {
+        Some(x) if m.scale == "relative" => format!("≥ {}", percent(x).trim_start_matches('+')),
+        Some(x) => format!("≥ {}", absolute(x, &m.unit).trim_start_matches('+')),
+        None => "–".into(),
+    }
+}
+
 fn table(out: &mut String, rows: &[&MetricComparison]) {
     out.push_str(
-        "| Scenario | Metric | Baseline | Candidate | Change [CI] | A/A noise | Verdict |\n",
+        "| Scenario | Metric | Baseline | Candidate | Change [CI] | A/A noise | Could detect | Verdict |\n",
     );
-    out.push_str("|---|---|---:|---:|---|---:|---|\n");
+    out.push_str("|---|---|---:|---:|---|---:|---:|---|\n");
     for m in rows {
         let verdict = if m.note.is_empty() {
             icon(m.verdict).to_owned()
         } else {
             format!("{} ({})", icon(m.verdict), cell(&m.note))
         };
+        let metric = if m.gated {
+            format!("{} (gated)", cell(&m.metric))
+        } else {
+            cell(&m.metric)
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&m.scenario),
-            cell(&m.metric),
+            metric,
             value(m.baseline, &m.unit),
             value(m.candidate, &m.unit),
             change_cell(m),
             noise_cell(m),
+            mde_cell(m),
             verdict
         );
     }
+}
+
+/// What the gated metrics could see: the median and worst minimum detectable effect, and for
+/// interleaved runs the rounds per side that would detect the min effect everywhere.
+fn power_line(c: &Comparison) -> String {
+    let mut mdes: Vec<(&MetricComparison, f64)> = c
+        .metrics
+        .iter()
+        .filter(|m| m.gated && m.scale == "relative")
+        .filter_map(|m| m.mde.map(|x| (m, x)))
+        .collect();
+    if mdes.is_empty() {
+        return String::new();
+    }
+    mdes.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let median = mdes[mdes.len() / 2].1;
+    let (worst, worst_mde) = mdes[mdes.len() - 1];
+    let mut line = format!(
+        "This run could detect, on the gated metrics: median ≥ {}, worst ≥ {} ({} {})",
+        percent(median).trim_start_matches('+'),
+        percent(worst_mde).trim_start_matches('+'),
+        cell(&worst.scenario),
+        cell(&worst.metric)
+    );
+    let needed = c
+        .metrics
+        .iter()
+        .filter(|m| m.gated)
+        .filter_map(|m| m.rounds_needed)
+        .max();
+    if let Some(n) = needed {
+        let _ = write!(
+            line,
+            "; to detect {} on every gated metric: {n} rounds per side (this run: {})",
+            percent(c.options.min_effect).trim_start_matches('+'),
+            c.candidate.run_ids.len()
+        );
+    }
+    line.push_str(".\n\n");
+    line
 }
 
 /// The PR comment / step summary.
@@ -142,24 +198,30 @@ pub fn markdown(c: &Comparison) -> String {
         cell(short(&c.baseline.git_revision)),
         dirty(c.baseline.git_dirty)
     );
-    let regressed = c.count(ChangeVerdict::Regressed);
-    let headline = if regressed > 0 {
+    let findings = c.findings();
+    let regressed = c.gated_regressions().count();
+    let headline = if findings.is_empty() {
+        "**✅ passes: no regression, no missed target, nothing lost**".to_owned()
+    } else {
         format!(
-            "**🔴 {regressed} regression{}**",
+            "**🔴 fails: {} finding{}** ({regressed} gated regression{})",
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" },
             if regressed == 1 { "" } else { "s" }
         )
-    } else if !c.missed_targets.is_empty() {
-        "**🔴 no regression, but targets missed**".to_owned()
-    } else {
-        "**✅ no regression**".to_owned()
     };
     let _ = writeln!(
         out,
-        "{headline} · {} improved · {} unchanged · {} inconclusive\n",
+        "{headline} · {} improved · {} unchanged · {} inconclusive · {} noisier\n",
         c.count(ChangeVerdict::Improved),
         c.count(ChangeVerdict::Unchanged),
-        c.count(ChangeVerdict::Inconclusive)
+        c.count(ChangeVerdict::Inconclusive),
+        c.count(ChangeVerdict::Noisier)
     );
+    if !findings.is_empty() {
+        out.push_str(&crate::exit::summary(&findings));
+        out.push('\n');
+    }
     if !c.comparable {
         let _ = writeln!(
             out,
@@ -181,11 +243,18 @@ pub fn markdown(c: &Comparison) -> String {
             c.candidate.run_ids.len()
         )
     };
+    let correction = match c.options.correction {
+        super::Correction::Holm => "Holm",
+        super::Correction::Bonferroni => "Bonferroni",
+        super::Correction::None => "no correction",
+    };
     let _ = writeln!(
         out,
-        "Baseline {} ({}) · candidate {} ({}) · {mode}.  \nIntervals: {:.0} % family-wise (Bonferroni over {} comparisons, {:.3} % each); \
-         each is the wider of the bootstrap within runs and Student's t between runs; \
-         a verdict needs the interval to exclude 0 and the change to exceed max({}, A/A noise floor).\n",
+        "Baseline {} ({}) · candidate {} ({}) · {mode}.  \nGated metrics (p50, p99, throughput, CPU per event, NATS/direct CPU ratio): \
+         {:.0} % family-wise ({correction} over {} comparisons, the strictest at {:.3} %); the others are reported, not gated. \
+         Each interval is the wider of the bootstrap within runs and Student's t between runs; \
+         a verdict needs the interval to exclude 0 and the change to exceed max({}, the baseline's A/A noise). \
+         \"Could detect\": the change this run would call with 80 % power.\n",
         cell(short(&c.baseline.git_revision)),
         cell(&c.baseline.run_ids.join(", ")),
         cell(short(&c.candidate.git_revision)),
@@ -195,6 +264,7 @@ pub fn markdown(c: &Comparison) -> String {
         c.per_metric_confidence * 100.0,
         percent(c.options.min_effect).trim_start_matches('+'),
     );
+    out.push_str(&power_line(c));
     let notable: Vec<&MetricComparison> = c
         .metrics
         .iter()
@@ -210,27 +280,14 @@ pub fn markdown(c: &Comparison) -> String {
         for m in &notable {
             let _ = writeln!(
                 out,
-                "- {} **{}** {} ({} → {})",
+                "- {} **{}** {} ({} → {}){}",
                 icon(m.verdict),
                 cell(&m.scenario),
                 cell(&m.label),
                 value(m.baseline, &m.unit),
-                value(m.candidate, &m.unit)
+                value(m.candidate, &m.unit),
+                if m.gated { "" } else { ", reported, not gated" }
             );
-        }
-        out.push('\n');
-    }
-    if !c.missed_targets.is_empty() {
-        out.push_str("### Missed targets\n\n");
-        for t in &c.missed_targets {
-            let _ = writeln!(out, "- **{}** {}", cell(&t.scenario), cell(&t.detail));
-        }
-        out.push('\n');
-    }
-    if !c.harness_errors.is_empty() {
-        out.push_str("### Harness errors\n\n");
-        for e in &c.harness_errors {
-            let _ = writeln!(out, "- {}", cell(e));
         }
         out.push('\n');
     }

@@ -388,7 +388,6 @@ pub fn split_half_noise(
         .collect()
 }
 
-/// Mean and sample standard deviation.
 /// The standard error of the change between runs, and its degrees of freedom, from each run's
 /// own value of a statistic (`base[k]`, `cand[k]`, on the change scale: the logarithm for
 /// relative statistics). This is the variation *between* runs (a service that settles into a
@@ -449,6 +448,107 @@ pub fn t_quantile(df: usize, alpha: f64) -> f64 {
         .expect("positive degrees of freedom")
         .inverse_cdf(1.0 - alpha / 2.0)
 }
+
+/// Two-sided p-value of the null hypothesis "no change" for an estimate `est` with standard
+/// error `se`: from the normal distribution, or Student's t with `df` degrees of freedom.
+/// A zero standard error gives 1 for a zero estimate and 0 otherwise.
+pub fn p_value(est: f64, se: f64, df: Option<usize>) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+    if se <= 0.0 || !se.is_finite() {
+        return if est == 0.0 { 1.0 } else { 0.0 };
+    }
+    let x = -(est / se).abs();
+    let tail = match df {
+        Some(df) if df > 0 => StudentsT::new(0.0, 1.0, df as f64)
+            .expect("positive degrees of freedom")
+            .cdf(x),
+        Some(_) => return 1.0,
+        None => Normal::new(0.0, 1.0).expect("standard normal").cdf(x),
+    };
+    (2.0 * tail).min(1.0)
+}
+
+/// Holm's step-down procedure as per-test levels: test `i` rejects "no change" exactly when its
+/// p-value is at most `levels[i]`, with the family-wise error rate at most `alpha`. Sorted by
+/// p-value, the k-th smallest (from 0) gets `alpha / (m − k)` while every smaller one rejected;
+/// from the first that does not, that test and all after it get its level, so an interval at a
+/// test's level is consistent with its decision (it excludes zero iff the test rejects).
+pub fn holm_levels(p_values: &[f64], alpha: f64) -> Vec<f64> {
+    let m = p_values.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]).then(a.cmp(&b)));
+    let mut levels = vec![0.0; m];
+    let mut stopped: Option<f64> = None;
+    for (k, &i) in order.iter().enumerate() {
+        let level = stopped.unwrap_or(alpha / (m - k) as f64);
+        if stopped.is_none() && p_values[i] > level {
+            stopped = Some(level);
+        }
+        levels[i] = level;
+    }
+    levels
+}
+
+/// The spread of a statistic from one interval to the next on one side: the standard deviation
+/// of its per-interval values (logarithms for relative statistics) and how many there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub sd: f64,
+    pub n: usize,
+}
+
+/// Fewest intervals with a value for a [`Spread`] to be worth comparing.
+pub const MIN_SPREAD_INTERVALS: usize = 8;
+
+/// The interval-to-interval [`Spread`] of each statistic over every block of `sample`: a block
+/// holding too few events for a percentile gives no value, and a statistic with fewer than
+/// [`MIN_SPREAD_INTERVALS`] values has no spread. RSS slopes and run values have none.
+pub fn interval_spread(
+    table: &ValueTable,
+    stats: &[Stat],
+    sample: &[Vec<Block>],
+    min_tail_events: f64,
+) -> Vec<Option<Spread>> {
+    let per_block: Vec<Vec<Option<f64>>> = sample
+        .iter()
+        .flatten()
+        .map(|b| evaluate(table, stats, &[vec![b]], min_tail_events))
+        .collect();
+    stats
+        .iter()
+        .enumerate()
+        .map(|(i, stat)| {
+            if matches!(stat, Stat::RssSlope(_) | Stat::RunValue) {
+                return None;
+            }
+            let xs: Vec<f64> = per_block
+                .iter()
+                .filter_map(|v| v[i])
+                .filter(|v| *v > 0.0)
+                .map(f64::ln)
+                .collect();
+            if xs.len() < MIN_SPREAD_INTERVALS {
+                return None;
+            }
+            mean_sd(&xs).map(|(_, sd)| Spread { sd, n: xs.len() })
+        })
+        .collect()
+}
+
+/// One-sided p-value that the candidate's spread exceeds the baseline's (F test on the
+/// variance ratio).
+pub fn spread_p_value(base: Spread, cand: Spread) -> f64 {
+    use statrs::distribution::{ContinuousCDF, FisherSnedecor};
+    if base.sd <= 0.0 {
+        return if cand.sd > 0.0 { 0.0 } else { 1.0 };
+    }
+    let ratio = (cand.sd / base.sd).powi(2);
+    let (d1, d2) = ((cand.n - 1) as f64, (base.n - 1) as f64);
+    FisherSnedecor::new(d1, d2).map_or(1.0, |f| 1.0 - f.cdf(ratio))
+}
+
+/// The one-sided normal quantile of the power the minimum detectable effect is stated for (80 %).
+pub const POWER_Z: f64 = 0.841_621_233_572_914_4;
 
 pub fn mean_sd(xs: &[f64]) -> Option<(f64, f64)> {
     if xs.len() < 2 {
@@ -528,6 +628,39 @@ mod tests {
                 normal_quantile(p)
             );
         }
+    }
+
+    #[test]
+    fn p_values_match_the_quantiles() {
+        // At the critical value the p-value is the level.
+        let z = normal_quantile(1.0 - 0.01 / 2.0);
+        assert!((p_value(z, 1.0, None) - 0.01).abs() < 1e-6);
+        let t = t_quantile(4, 0.01);
+        assert!((p_value(-2.0 * t, 2.0, Some(4)) - 0.01).abs() < 1e-6);
+        assert_eq!(p_value(0.0, 0.0, None), 1.0);
+        assert_eq!(p_value(0.1, 0.0, None), 0.0);
+        assert_eq!(
+            p_value(0.1, 0.05, Some(0)),
+            1.0,
+            "no degrees of freedom decide nothing"
+        );
+        assert!((POWER_Z - normal_quantile(0.8)).abs() < 1e-8);
+    }
+
+    #[test]
+    fn holm_steps_down_and_stays_consistent() {
+        // m = 4, alpha 0.05: 0.001 <= 0.0125, 0.01 <= 0.01667, 0.03 > 0.025 stops.
+        let levels = holm_levels(&[0.03, 0.001, 0.5, 0.01], 0.05);
+        let expect = [0.025, 0.0125, 0.025, 0.05 / 3.0];
+        for (l, e) in levels.iter().zip(expect) {
+            assert!((l - e).abs() < 1e-12, "{levels:?}");
+        }
+        // Rejected exactly when p <= level; Holm rejects what Bonferroni does and more.
+        let p = [0.03, 0.001, 0.5, 0.01];
+        let rejected: Vec<bool> = p.iter().zip(&levels).map(|(p, l)| p <= l).collect();
+        assert_eq!(rejected, [false, true, false, true]);
+        assert!(p.iter().filter(|&&p| p <= 0.05 / 4.0).count() <= 2);
+        assert!(holm_levels(&[], 0.05).is_empty());
     }
 
     #[test]

@@ -292,7 +292,9 @@ fn p99_change(
         let class = match m.verdict {
             ChangeVerdict::Regressed => "worse",
             ChangeVerdict::Improved => "better",
-            ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive => "same",
+            ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive | ChangeVerdict::Noisier => {
+                "same"
+            }
         };
         let prefix = format!("{} ", m.metric);
         let interval = m.label.strip_prefix(&prefix).unwrap_or(&m.label);
