@@ -6,7 +6,8 @@
 //! configuration, so that drift falls on both sides alike. Round *k* of A is paired with round
 //! *k* of B (they ran next to each other) and the gate's paired bootstrap resamples pairs of
 //! rounds, then intervals within them. The noise floor comes from the same run: A rounds against
-//! A rounds and B rounds against B rounds, split in the same balanced pattern.
+//! A rounds, split in the same balanced pattern (B against B is kept for reference; a candidate
+//! that got jittery is caught by the gate's spread check, not by raising its own floor).
 //!
 //! The other revision's services arrive built (`cargo xtask bench --against` builds them in a
 //! `git worktree`; the harness runs neither git nor cargo). Extra database-service arguments can be given
@@ -64,7 +65,12 @@ pub struct AbOptions {
     pub candidate: ServiceBinaries,
     pub candidate_dbservice_args: Vec<String>,
     pub baseline_dbservice_args: Vec<String>,
+    /// Rounds per side; with a budget, the most rounds per side.
     pub rounds_per_side: usize,
+    /// Bench time for all rounds: after each pair of rounds (one per arm), another pair starts
+    /// only if it is expected to end within the budget (at the pace of the pairs so far). At
+    /// least 2 rounds per side run whatever the budget: fewer cannot measure anything.
+    pub budget: Option<std::time::Duration>,
     /// Template for every round: NATS choice, scenarios, profile, configuration, seed. `out` is
     /// the directory of the whole A/B run (default: `<runs_dir>/ab-<UTC time>`).
     pub bench: BenchOptions,
@@ -76,7 +82,7 @@ pub struct AbOptions {
 pub struct AbOutcome {
     pub dir: PathBuf,
     pub comparison: Comparison,
-    /// A rounds against A rounds and B against B: the noise floor's source.
+    /// A rounds against A rounds (the noise floor) and B against B (for reference).
     pub aa: Comparison,
     pub bb: Comparison,
     pub exit_code: u8,
@@ -108,6 +114,28 @@ pub fn wrap_with_args(
     Ok(path)
 }
 
+/// `<runs_dir>/<prefix>-<UTC yyyymmddThhmmssZ>`: where an A/B run goes unless told.
+pub fn timestamped_dir(runs_dir: &Path, prefix: &str) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    runs_dir.join(format!("{prefix}-{stamp}"))
+}
+
+/// Whether another pair of rounds fits in `budget` after `pairs_done` pairs took `elapsed`:
+/// always for the first two pairs (fewer rounds cannot measure anything), then when the pace so
+/// far says the next pair ends within the budget.
+pub fn budget_allows_another_pair(
+    budget: Option<std::time::Duration>,
+    elapsed: std::time::Duration,
+    pairs_done: usize,
+) -> bool {
+    let Some(budget) = budget else { return true };
+    if pairs_done < 2 {
+        return true;
+    }
+    let per_pair = elapsed.as_secs_f64() / pairs_done as f64;
+    elapsed.as_secs_f64() + per_pair <= budget.as_secs_f64()
+}
+
 /// Run the rounds and compare.
 pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
     anyhow::ensure!(
@@ -116,12 +144,11 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
         opts.rounds_per_side
     );
     let baseline = &opts.baseline.binaries;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let dir = opts
         .bench
         .out
         .clone()
-        .unwrap_or_else(|| opts.bench.runs_dir.join(format!("ab-{stamp}")));
+        .unwrap_or_else(|| timestamped_dir(&opts.bench.runs_dir, "ab"));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let wrappers = dir.join("bin");
     let arms = [
@@ -159,7 +186,17 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
     ));
     let order = round_order(opts.rounds_per_side);
     let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
+    let started = std::time::Instant::now();
     for (i, arm) in order.iter().enumerate() {
+        if i % 2 == 0 && !budget_allows_another_pair(opts.budget, started.elapsed(), i / 2) {
+            (opts.bench.status)(&format!(
+                "ab: budget {:.1} min reached after {} rounds per side ({:.1} min)",
+                opts.budget.unwrap_or_default().as_secs_f64() / 60.0,
+                i / 2,
+                started.elapsed().as_secs_f64() / 60.0
+            ));
+            break;
+        }
         let binaries = arms
             .iter()
             .find(|(a, _)| a == arm)
@@ -251,19 +288,21 @@ pub fn interleaved_comparison(
     let none = NoiseFloors::new();
     let aa = compare::compare_sides(&a_even, &a_odd, false, Some(&none), options);
     let bb = compare::compare_sides(&b_even, &b_odd, false, Some(&none), options);
-    let mut floors = NoiseFloors::new();
-    for m in aa.metrics.iter().chain(&bb.metrics) {
-        let Some(change) = m.change else { continue };
-        let size = if m.scale == "relative" {
-            (1.0 + change).ln().abs()
-        } else {
-            change.abs()
-        };
-        let entry = floors
-            .entry((m.scenario.clone(), m.metric.clone()))
-            .or_insert(0.0);
-        *entry = entry.max(size);
-    }
+    // The floor is the baseline arm's noise alone: a jittery candidate must not raise its own
+    // threshold (the comparison checks the candidate's spread against the baseline's instead).
+    let noise: NoiseFloors = aa
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            let change = m.change?;
+            let size = if m.scale == "relative" {
+                (1.0 + change).ln().abs()
+            } else {
+                change.abs()
+            };
+            Some(((m.scenario.clone(), m.metric.clone()), size))
+        })
+        .collect();
     let base = Side {
         label: "baseline (A)".into(),
         rounds: a,
@@ -272,13 +311,13 @@ pub fn interleaved_comparison(
         label: "candidate (B)".into(),
         rounds: b,
     };
-    let mut comparison = compare::compare_sides(&base, &cand, true, Some(&floors), options);
+    let mut comparison = compare::compare_sides(&base, &cand, true, Some(&noise), options);
     let flagged = |c: &Comparison| {
         c.count(compare::ChangeVerdict::Regressed) + c.count(compare::ChangeVerdict::Improved)
     };
     comparison.notes.push(format!(
-        "noise floor from this run: A rounds against A rounds ({} of {} metrics flagged) and B against B ({} of {} flagged); \
-         the floor of each metric is the larger of the two changes",
+        "noise floor from this run: A rounds against A rounds ({} of {} metrics flagged); \
+         B against B for reference ({} of {} flagged)",
         flagged(&aa),
         aa.metrics.len(),
         flagged(&bb),
@@ -373,6 +412,85 @@ mod tests {
         let [lo, hi] = p50.ci.unwrap();
         assert!(lo < 0.5 && 0.5 < hi, "{lo}..{hi}");
         assert_eq!(c.exit_code(), crate::exit::TARGET_MISSED_OR_REGRESSED);
+    }
+
+    /// Interleaved rounds, no shift, with the latency level of each interval jittered by
+    /// `a_jitter` in the A rounds and `b_jitter` in the B rounds.
+    fn jittered(dir: &Path, a_jitter: f64, b_jitter: f64) -> (Vec<RunInput>, Vec<RunInput>) {
+        let order = round_order(4);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (i, arm) in order.iter().enumerate() {
+            let synth = Synth {
+                intervals: 20,
+                events: 2000,
+                interval_sigma: if *arm == Arm::A { a_jitter } else { b_jitter },
+                seed: 300 + i as u64,
+                ..Synth::default()
+            };
+            let r = run(&dir.join(format!("{i}")), &format!("r{i}"), &[("s", synth)]);
+            if *arm == Arm::A {
+                a.push(r);
+            } else {
+                b.push(r);
+            }
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn a_candidate_whose_noise_doubles_is_not_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = jittered(dir.path(), 0.04, 0.08);
+        let (c, _, _) = interleaved_comparison(a, b, &CompareOptions::default());
+        let p50 = c.metrics.iter().find(|m| m.metric == "p50").unwrap();
+        assert_eq!(p50.verdict, ChangeVerdict::Noisier, "{p50:?}");
+        assert!(p50.note.starts_with("noisier: spread +"), "{p50:?}");
+        let [base, cand] = p50.spread.unwrap();
+        assert!(cand > compare::NOISIER_RATIO * base, "{base} vs {cand}");
+        assert!(compare::render::markdown(&c).contains("noisier: spread"));
+
+        // The same jitter on both sides is not noisier.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = jittered(dir.path(), 0.04, 0.04);
+        let (c, _, _) = interleaved_comparison(a, b, &CompareOptions::default());
+        let p50 = c.metrics.iter().find(|m| m.metric == "p50").unwrap();
+        assert_ne!(p50.verdict, ChangeVerdict::Noisier, "{p50:?}");
+        assert_eq!(
+            c.exit_code(),
+            crate::exit::OK,
+            "{}",
+            compare::render::markdown(&c)
+        );
+    }
+
+    #[test]
+    fn every_gated_interval_says_what_it_could_detect() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = rounds(dir.path(), 1.0);
+        let (c, _, _) = interleaved_comparison(a, b, &CompareOptions::default());
+        for m in c.metrics.iter().filter(|m| m.gated && m.ci.is_some()) {
+            let mde = m.mde.unwrap_or_else(|| panic!("no MDE: {m:?}"));
+            assert!(mde >= m.threshold - 1e-12, "{m:?}");
+            let rounds = m.rounds_needed.unwrap();
+            assert!(rounds >= 4, "{m:?}");
+            // Needing more rounds means this run cannot see the min effect, and the reverse.
+            assert_eq!(rounds > 4, mde > c.options.min_effect + 1e-9, "{m:?}");
+        }
+        assert!(compare::render::markdown(&c).contains("This run could detect"));
+    }
+
+    #[test]
+    fn the_budget_stops_between_pairs_but_never_below_two_rounds_per_side() {
+        use std::time::Duration;
+        let min = |m: f64| Duration::from_secs_f64(m * 60.0);
+        let budget = Some(min(20.0));
+        // Two pairs always run, even over budget.
+        assert!(budget_allows_another_pair(budget, min(30.0), 1));
+        // 3 min a pair: after 4 pairs (12 min) a fifth ends at 15, a seventh would end at 21.
+        assert!(budget_allows_another_pair(budget, min(12.0), 4));
+        assert!(budget_allows_another_pair(budget, min(18.0), 6));
+        assert!(!budget_allows_another_pair(budget, min(18.1), 6));
+        assert!(budget_allows_another_pair(None, min(600.0), 100));
     }
 
     #[test]

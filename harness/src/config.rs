@@ -14,6 +14,9 @@
 //! duration_s = 5
 //! ```
 //!
+//! A `[history]` table says how many runs the bench history keeps per environment fingerprint
+//! (`keep_per_fingerprint`); it is not part of the hashed configuration.
+//!
 //! Every scenario table may hold `enabled` (default true) and `targets`; everything else is the
 //! scenario's own parameters, which it reads strictly (an unknown key is an error, so a typo
 //! cannot silently fall back to a default).
@@ -34,6 +37,9 @@ pub struct BenchConfig {
     pub services: ServicesConfig,
     /// How the harness judges its own measurement (`[self_check]`).
     pub self_check: SelfCheckConfig,
+    /// How much the bench history keeps (`[history]`). Not part of [`Self::merged`]: retention
+    /// is no measurement condition, so it never changes the config hash or the fingerprint.
+    pub history: HistoryConfig,
     /// Per scenario: its merged table (including `enabled` and `targets`).
     pub scenarios: BTreeMap<String, toml::Table>,
     /// The whole merged configuration, for the environment fingerprint.
@@ -166,6 +172,27 @@ impl SelfCheckConfig {
     }
 }
 
+/// What the bench history keeps (`[history]`), read by `cargo xtask ci history-append`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// The newest runs kept per environment fingerprint; older ones are pruned.
+    #[serde(default = "default_keep_per_fingerprint")]
+    pub keep_per_fingerprint: usize,
+}
+
+fn default_keep_per_fingerprint() -> usize {
+    crate::history::DEFAULT_KEEP_PER_FINGERPRINT
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep_per_fingerprint: default_keep_per_fingerprint(),
+        }
+    }
+}
+
 /// A target's comparison: `<=` (at most the threshold) or `>=` (at least).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -247,10 +274,19 @@ impl BenchConfig {
                 merge(&mut base, overrides);
             }
         }
+        // Taken out before anything hashes the configuration (see `BenchConfig::history`).
+        let history: HistoryConfig = match base.remove("history") {
+            Some(v) => v.try_into().context("[history]")?,
+            None => HistoryConfig::default(),
+        };
+        anyhow::ensure!(
+            history.keep_per_fingerprint >= 1,
+            "[history] keep_per_fingerprint must be at least 1"
+        );
         for key in base.keys() {
             if !["services", "scenarios", "self_check"].contains(&key.as_str()) {
                 bail!(
-                    "unknown top-level key `{key}` (expected services, self_check, scenarios, profiles)"
+                    "unknown top-level key `{key}` (expected services, self_check, history, scenarios, profiles)"
                 );
             }
         }
@@ -279,6 +315,7 @@ impl BenchConfig {
             profile: profile.to_owned(),
             services,
             self_check,
+            history,
             scenarios,
             merged: base,
         })
@@ -522,6 +559,23 @@ sample_interval_ms = 1000
         let soak = BenchConfig::parse(TEXT, "soak").unwrap();
         assert_eq!(soak.services.sample_interval_ms, 1000);
         assert_eq!(soak.to_json()["profile"], "soak");
+    }
+
+    #[test]
+    fn history_table_is_read_but_not_hashed() {
+        let plain = BenchConfig::parse(TEXT, "quick").unwrap();
+        assert_eq!(plain.history, HistoryConfig::default());
+        let with = BenchConfig::parse(
+            &format!("[history]\nkeep_per_fingerprint = 7\n{TEXT}"),
+            "quick",
+        )
+        .unwrap();
+        assert_eq!(with.history.keep_per_fingerprint, 7);
+        assert_eq!(with.to_json(), plain.to_json(), "retention is not hashed");
+        assert!(BenchConfig::parse("[history]\nkeep_per_fingerprint = 0\n", "quick").is_err());
+        assert!(BenchConfig::parse("[history]\nkeep = 3\n", "quick").is_err());
+        let committed = BenchConfig::parse(include_str!("../bench.toml"), "quick").unwrap();
+        assert_eq!(committed.history.keep_per_fingerprint, 30);
     }
 
     #[test]

@@ -9,10 +9,15 @@
 
 use crate::results::{RunResults, RESULTS_FILE, SCHEMA_VERSION};
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where history lives unless configured otherwise (relative to the workspace root).
 pub const DEFAULT_DIR: &str = "reports/history";
+
+/// How many runs per environment fingerprint the CI history keeps ([`prune_selection`]) unless
+/// `[history] keep_per_fingerprint` in `harness/bench.toml` (or `--keep`) says otherwise.
+pub const DEFAULT_KEEP_PER_FINGERPRINT: usize = 30;
 
 /// Every readable run in a history directory, oldest first.
 #[derive(Debug, Default, Clone)]
@@ -226,6 +231,28 @@ pub fn recent_comparable<'h>(
     runs.split_off(skip)
 }
 
+/// The runs to drop so that every environment fingerprint keeps only its `keep` newest runs,
+/// newest by `started_at`, then `run_id` (the order of [`load`]; a start time that does not parse
+/// counts as oldest). Runs of different fingerprints never count against each other. Pure: the
+/// caller deletes. Returns run ids, oldest first; the order of `runs` does not matter.
+pub fn prune_selection(runs: &[RunResults], keep: usize) -> Vec<String> {
+    let mut groups: BTreeMap<String, Vec<&RunResults>> = BTreeMap::new();
+    for run in runs {
+        groups
+            .entry(run.environment.fingerprint())
+            .or_default()
+            .push(run);
+    }
+    let mut drop: Vec<&RunResults> = Vec::new();
+    for mut group in groups.into_values() {
+        group.sort_by_key(|r| sort_key(r));
+        let excess = group.len().saturating_sub(keep);
+        drop.extend(group.into_iter().take(excess));
+    }
+    drop.sort_by_key(|r| sort_key(r));
+    drop.into_iter().map(|r| r.run_id.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +423,34 @@ mod tests {
             Some("r1")
         );
         assert!(latest_comparable(&history, &current, Some("other")).is_none());
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_runs_of_each_fingerprint() {
+        // Kernel 6.1: five runs, given out of order; two share a start time (run id decides).
+        // Kernel 6.2: two runs, under the limit. A start time that does not parse is oldest.
+        let runs = vec![
+            run("a4", "2026-11-27T04:00:00Z", "main", "6.1"),
+            run("a1", "2026-11-27T01:00:00Z", "main", "6.1"),
+            run("b1", "2026-11-27T00:30:00Z", "main", "6.2"),
+            run("a3b", "2026-11-27T03:00:00Z", "main", "6.1"),
+            run("a3a", "2026-11-27T03:00:00Z", "feature", "6.1"),
+            run("a0", "not a time", "main", "6.1"),
+            run("b2", "2026-11-27T05:00:00Z", "main", "6.2"),
+            // 04:30 UTC: after a4 as an instant, though its text sorts before a4's.
+            run("a5", "2026-11-27T03:30:00-01:00", "main", "6.1"),
+        ];
+        assert_eq!(prune_selection(&runs, 3), ["a0", "a1", "a3a"]);
+        assert_eq!(
+            prune_selection(&runs, 1),
+            ["a0", "b1", "a1", "a3a", "a3b", "a4"]
+        );
+        assert!(prune_selection(&runs, 6).is_empty());
+        assert!(prune_selection(&[], 3).is_empty());
+        assert_eq!(prune_selection(&runs, 0).len(), runs.len());
+        let mut reversed = runs.clone();
+        reversed.reverse();
+        assert_eq!(prune_selection(&reversed, 3), prune_selection(&runs, 3));
     }
 
     #[test]

@@ -59,14 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         return Ok(harness::exit::OK);
     }
-    // Fail on a typo before spending minutes on the release build.
-    let known = harness::scenarios::all();
-    for name in &args.scenarios {
-        if !known.iter().any(|d| d.name == name) {
-            let names: Vec<&str> = known.iter().map(|d| d.name).collect();
-            anyhow::bail!("unknown scenario {name:?} (known: {})", names.join(", "));
-        }
-    }
+    check_scenarios(&args.scenarios)?;
     let root = crate::workspace_root();
     let binaries = match (args.dbservice_bin, args.bot_bin) {
         (Some(dbservice), Some(bot)) => ServiceBinaries { dbservice, bot },
@@ -80,19 +73,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         _ => NatsChoice::Auto,
     };
     let options = BenchOptions {
-        services: ServicesUnderTest::Spawn(binaries),
-        nats,
         scenarios: args.scenarios,
         profile: args.profile,
         config_path: args
             .config
             .unwrap_or_else(|| root.join("harness").join("bench.toml")),
         out: args.out,
-        runs_dir: root.join("reports").join("runs"),
         seed: args.seed,
-        progress: std::io::stderr().is_terminal(),
-        status: |line| eprintln!("{line}"),
         service_log: args.service_log,
+        ..options(&root, binaries, nats)
     };
     // Regression gate: an interleaved A/B run replaces the single run.
     if args.gate.against.is_some() {
@@ -102,6 +91,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     println!();
     print!("{}", harness::run::summary_table(&outcome.results));
     println!();
+    let findings = harness::run::findings(&outcome.results);
+    if !findings.is_empty() {
+        println!(
+            "fails ({} finding{}):",
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" }
+        );
+        print!("{}", harness::exit::summary(&findings));
+        println!();
+    }
     println!(
         "results: {}",
         outcome
@@ -121,6 +120,37 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             eprintln!("error: the run was measured, but its reports could not be written: {e:#}");
             Ok(harness::exit::HARNESS_ERROR)
         }
+    }
+}
+
+/// Fail on a scenario name typo before spending minutes on the release build.
+pub fn check_scenarios(names: &[String]) -> anyhow::Result<()> {
+    let known = harness::scenarios::all();
+    for name in names {
+        if !known.iter().any(|d| d.name == name) {
+            let names: Vec<&str> = known.iter().map(|d| d.name).collect();
+            anyhow::bail!("unknown scenario {name:?} (known: {})", names.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The options of a bench run of these binaries on this NATS from the workspace at `root`,
+/// with every other choice at its default (all scenarios of the default profile, the default
+/// configuration, a run directory under reports/runs, seed 1), progress on a terminal.
+pub fn options(root: &Path, binaries: ServiceBinaries, nats: NatsChoice) -> BenchOptions {
+    BenchOptions {
+        services: ServicesUnderTest::Spawn(binaries),
+        nats,
+        scenarios: Vec::new(),
+        profile: "default".into(),
+        config_path: root.join("harness").join("bench.toml"),
+        out: None,
+        runs_dir: root.join("reports").join("runs"),
+        seed: 1,
+        progress: std::io::stderr().is_terminal(),
+        status: |line| eprintln!("{line}"),
+        service_log: "info".into(),
     }
 }
 
@@ -151,7 +181,7 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The release build of the services under test.
-fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
+pub fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
     crate::cargo::build_services(root, None)
 }

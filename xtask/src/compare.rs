@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Writes `compare.json` and `compare.md` (into the run directory unless `--output-dir`), prints
-//! the markdown, and exits 0 (no regression), 2 (confident regression or missed target) or 1
-//! (harness error). All statistics live in `harness::compare`.
+//! the markdown, and exits by the one rule (`harness::exit`): 0 when nothing was found, 2 for a
+//! gated regression, a missed target, lost events or no comparable baseline (unless
+//! `--allow-no-baseline`), 1 for a harness error. All statistics live in `harness::compare`.
 
 use anyhow::Context;
 use harness::compare::{self, CompareOptions, Correction, RunInput};
@@ -54,6 +55,10 @@ pub struct Args {
     /// Turn the multiple-comparison correction off (experiments only: expect false alarms).
     #[arg(long)]
     pub no_correction: bool,
+    /// No comparable baseline (none in the history, or a different environment) is a note, not
+    /// a failure. For a first run, or a pull request that changes the environment on purpose.
+    #[arg(long)]
+    pub allow_no_baseline: bool,
     /// Export the candidate run instead of / besides comparing: bmf (Bencher) or gab
     /// (github-action-benchmark; also writes <out stem>.bigger.json).
     #[arg(long, requires = "out")]
@@ -75,11 +80,12 @@ impl Args {
             correction: if self.no_correction {
                 Correction::None
             } else {
-                Correction::Bonferroni
+                Correction::Holm
             },
             resamples: self.resamples,
             seed: self.seed,
             allow_different_env: self.allow_different_env,
+            allow_no_baseline: self.allow_no_baseline,
             ..CompareOptions::default()
         }
     }
@@ -169,12 +175,16 @@ pub struct GateArgs {
     /// Smallest change worth a verdict, in percent.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     pub min_effect: f64,
+    /// With --baseline: no comparable baseline is a note, not a failure.
+    #[arg(long)]
+    pub allow_no_baseline: bool,
 }
 
 impl GateArgs {
-    fn options(&self) -> CompareOptions {
+    pub fn options(&self) -> CompareOptions {
         CompareOptions {
             min_effect: self.min_effect / 100.0,
+            allow_no_baseline: self.allow_no_baseline,
             ..CompareOptions::default()
         }
     }
@@ -202,6 +212,7 @@ pub fn bench_against(
         candidate_dbservice_args: gate.candidate_dbservice_args.clone(),
         baseline_dbservice_args: gate.baseline_dbservice_args.clone(),
         rounds_per_side: gate.rounds,
+        budget: None,
         bench,
         compare: gate.options(),
     })?;
@@ -213,8 +224,9 @@ pub fn bench_against(
     Ok(outcome.exit_code)
 }
 
-/// `cargo xtask bench --baseline <spec>`: gate the finished run; returns the combined exit code
-/// (2 if the run missed a target or the gate found a regression, else 1 on any harness error).
+/// `cargo xtask bench --baseline <spec>`: gate the finished run; the comparison's findings hold
+/// the run's own (its harness errors, lost events and missed targets), so its exit code is the
+/// whole verdict.
 pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> anyhow::Result<u8> {
     let Some(spec) = &gate.baseline else {
         return Ok(outcome.exit_code);
@@ -231,14 +243,5 @@ pub fn bench_baseline(gate: &GateArgs, outcome: &harness::run::BenchOutcome) -> 
     compare::write(&outcome.run_dir, &comparison)?;
     println!();
     print!("{}", compare::render::markdown(&comparison));
-    let gate_code = comparison.exit_code();
-    Ok(
-        if gate_code == harness::exit::TARGET_MISSED_OR_REGRESSED
-            || outcome.exit_code == harness::exit::TARGET_MISSED_OR_REGRESSED
-        {
-            harness::exit::TARGET_MISSED_OR_REGRESSED
-        } else {
-            gate_code.max(outcome.exit_code)
-        },
-    )
+    Ok(comparison.exit_code())
 }

@@ -9,9 +9,11 @@
 //! * `cargo xtask compare` — compare a run with a baseline (the regression gate).
 //! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
 //! * `cargo xtask fuzz`    — mutation-fuzz the services' decoders for a number of seconds.
+//! * `cargo xtask ci`      — what the GitHub workflows run (`ci pr-bench`, `ci history-append`).
 
 mod bench;
 mod cargo;
+mod ci;
 mod compare;
 mod fuzz;
 mod git;
@@ -39,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the benchmark scenarios against real services and write a run directory.
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
     /// Run every test of the workspace (finds or installs nats-server first).
     Test(test::Args),
     /// Render report.md / report.html for a run and the history index.
@@ -52,6 +54,8 @@ enum Command {
     /// Mutation-fuzz the services' event, request and reply decoders for --seconds; fails on a
     /// panic or on fewer than --min-inputs inputs.
     Fuzz(fuzz::Args),
+    /// What the GitHub workflows run (pr-bench, history-append), runnable here as a rehearsal.
+    Ci(ci::Args),
 }
 
 /// The workspace root (where the top-level Cargo.toml is).
@@ -70,12 +74,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Test(args) => test::run(args),
         Command::Report(args) => report::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Icount(args) => icount::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Ci(args) => ci::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
