@@ -2,8 +2,9 @@
 //!
 //! Two separate runs taken minutes apart differ by more than the code: the machine warms up,
 //! neighbours come and go. Here the baseline revision (A) and the working tree (B) run in short
-//! rounds, alternating in an A B B A A B B A … order against one NATS server at the same
-//! configuration, so that drift falls on both sides alike. Round *k* of A is paired with round
+//! rounds, alternating in an A B B A A B B A … order, each against a fresh nats-server of the same
+//! configuration (or one shared container or external server), so that drift falls on both
+//! sides alike. Round *k* of A is paired with round
 //! *k* of B (they ran next to each other) and the gate's paired bootstrap resamples pairs of
 //! rounds, then intervals within them. The noise floor comes from the same run: A rounds against
 //! A rounds, split in the same balanced pattern (B against B is kept for reference; a candidate
@@ -178,12 +179,20 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
         ),
     ];
 
-    // One NATS server for every round.
-    let nats = provision::provision(&opts.bench.nats, &dir).context("provision nats")?;
-    (opts.bench.status)(&format!(
-        "ab: nats {} {} at {}",
-        nats.info.kind, nats.info.server_version, nats.url
-    ));
+    // A server the harness runs itself (local, or auto) is started afresh for every round, at
+    // the same configuration: the scenarios that restart NATS or sample its memory need their
+    // own. A container or an external server is provisioned once and shared by every round.
+    let shared = match &opts.bench.nats {
+        NatsChoice::Local | NatsChoice::Auto => None,
+        choice => {
+            let nats = provision::provision(choice, &dir).context("provision nats")?;
+            (opts.bench.status)(&format!(
+                "ab: nats {} {} at {}, shared by every round",
+                nats.info.kind, nats.info.server_version, nats.url
+            ));
+            Some(nats)
+        }
+    };
     let order = round_order(opts.rounds_per_side);
     let (mut a_rounds, mut b_rounds) = (Vec::new(), Vec::new());
     let started = std::time::Instant::now();
@@ -206,7 +215,10 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
         (opts.bench.status)(&format!("ab: round {}/{} ({arm:?})", i + 1, order.len()));
         let outcome = run_bench(BenchOptions {
             services: ServicesUnderTest::Spawn(binaries),
-            nats: NatsChoice::External(nats.url.clone()),
+            nats: shared.as_ref().map_or_else(
+                || opts.bench.nats.clone(),
+                |n| NatsChoice::External(n.url.clone()),
+            ),
             out: Some(round_dir.clone()),
             ..opts.bench.clone()
         })
@@ -234,7 +246,7 @@ pub fn run_ab(opts: AbOptions) -> anyhow::Result<AbOutcome> {
             Arm::B => b_rounds.push(input),
         }
     }
-    drop(nats);
+    drop(shared);
 
     let (comparison, aa, bb) = interleaved_comparison(a_rounds, b_rounds, &opts.compare);
     compare::write(&dir, &comparison)?;
@@ -486,11 +498,52 @@ mod tests {
         let budget = Some(min(20.0));
         // Two pairs always run, even over budget.
         assert!(budget_allows_another_pair(budget, min(30.0), 1));
-        // 3 min a pair: after 4 pairs (12 min) a fifth ends at 15, a seventh would end at 21.
+        // 3 min a pair: after 5 pairs (15 min) a sixth ends at 18, a seventh would end at 21.
         assert!(budget_allows_another_pair(budget, min(12.0), 4));
-        assert!(budget_allows_another_pair(budget, min(18.0), 6));
-        assert!(!budget_allows_another_pair(budget, min(18.1), 6));
+        assert!(budget_allows_another_pair(budget, min(15.0), 5));
+        assert!(!budget_allows_another_pair(budget, min(18.0), 6));
         assert!(budget_allows_another_pair(None, min(600.0), 100));
+    }
+
+    fn lagging(r: &mut RunInput) {
+        let s = &mut r.results.scenarios[0];
+        s.verdict = crate::results::Verdict::Invalid;
+        s.harness_lag = Some(crate::results::HarnessLag {
+            send_delay_p99_us: 900.0,
+            limit_us: 500.0,
+            limit_source: "test".into(),
+            within: false,
+            machine_wake_p99_us: Some(850.0),
+        });
+    }
+
+    #[test]
+    fn one_lagging_round_is_left_out_but_many_fail_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, mut b) = rounds(dir.path(), 1.0);
+        lagging(&mut b[1]);
+        let (c, _, _) = interleaved_comparison(a.clone(), b.clone(), &CompareOptions::default());
+        assert_eq!(c.exit_code(), crate::exit::OK, "{}", compare::render::markdown(&c));
+        assert!(c.harness_errors.is_empty());
+        assert!(
+            c.notes.iter().any(|n| n.contains("left out of the comparison")),
+            "{:?}",
+            c.notes
+        );
+        // The pair went out with its lagging half: 3 pairs compared.
+        let p50 = c.metrics.iter().find(|m| m.metric == "p50").unwrap();
+        assert!(p50.ci.is_some(), "{p50:?}");
+
+        // Lag in 3 of 8 rounds is more than machine noise: a harness error.
+        lagging(&mut b[2]);
+        let mut a2 = a;
+        lagging(&mut a2[0]);
+        let (c, _, _) = interleaved_comparison(a2, b, &CompareOptions::default());
+        assert_eq!(c.exit_code(), crate::exit::HARNESS_ERROR);
+        assert!(c
+            .findings()
+            .iter()
+            .any(|f| f.line().contains("invalid (harness lag)")));
     }
 
     #[test]

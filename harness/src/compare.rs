@@ -47,7 +47,7 @@ pub(crate) mod tests;
 
 use crate::exit::{self, Finding};
 use crate::histogram;
-use crate::results::ScenarioResult;
+use crate::results::{ScenarioResult, Verdict};
 use anyhow::Context;
 use input::{blocks_of, load_intervals, summary_value};
 pub use input::{resolve_baseline, RunInput, HISTORY_BASELINE_RUNS};
@@ -442,7 +442,12 @@ pub fn compare_sides(
         .map(|(p, level)| p.finish(level, options))
         .collect();
 
-    let (missed_targets, harness_errors) = absolute_checks(base, cand);
+    let (missed_targets, harness_errors, excused) = absolute_checks(base, cand, paired);
+    for e in excused {
+        notes.push(format!(
+            "left out of the comparison, the harness lost its schedule there (machine noise in few rounds): {e}"
+        ));
+    }
 
     Comparison {
         schema_version: COMPARE_SCHEMA_VERSION,
@@ -467,7 +472,12 @@ pub fn compare_sides(
 
 /// The candidate's missed targets (one line per scenario and target, however many rounds missed
 /// it, saying whether the baseline missed it too) and its harness errors.
-fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>) {
+/// Also returns the candidate rounds whose harness lag is excused ([`lag_excused`]).
+fn absolute_checks(
+    base: &Side,
+    cand: &Side,
+    paired: bool,
+) -> (Vec<MissedTarget>, Vec<String>, Vec<String>) {
     // (scenario, target, lost) -> (rounds missed, actual values)
     type Key = (String, String, bool);
     let mut missed: Vec<(Key, usize, Vec<f64>)> = Vec::new();
@@ -494,10 +504,19 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
         }
         out
     };
+    let mut excused = Vec::new();
     for round in &cand.rounds {
         for f in crate::run::findings(&round.results) {
-            if let Finding::HarnessError { detail } = f {
-                harness_errors.push(detail);
+            match f {
+                Finding::HarnessError { detail } => harness_errors.push(detail),
+                Finding::HarnessLag { scenario, detail } => {
+                    if lag_excused(&scenario, base, cand, paired) {
+                        excused.push(format!("{}: {scenario}: {detail}", round.results.run_id));
+                    } else {
+                        harness_errors.push(format!("{scenario}: invalid (harness lag): {detail}"));
+                    }
+                }
+                _ => {}
             }
         }
         for (key, actual) in misses(round) {
@@ -542,7 +561,7 @@ fn absolute_checks(base: &Side, cand: &Side) -> (Vec<MissedTarget>, Vec<String>)
             }
         })
         .collect();
-    (targets, harness_errors)
+    (targets, harness_errors, excused)
 }
 
 fn side_info(side: &Side) -> SideInfo {
@@ -830,16 +849,7 @@ fn prepare_scenario(
     options: &CompareOptions,
     notes: &mut Vec<String>,
 ) -> Vec<Pending> {
-    let base_runs: Vec<(&RunInput, &ScenarioResult)> = base
-        .rounds
-        .iter()
-        .filter_map(|r| r.results.scenario(name).map(|s| (r, s)))
-        .collect();
-    let cand_runs: Vec<(&RunInput, &ScenarioResult)> = cand
-        .rounds
-        .iter()
-        .filter_map(|r| r.results.scenario(name).map(|s| (r, s)))
-        .collect();
+    let (base_runs, cand_runs) = usable_rounds(name, base, cand, paired);
 
     let processes = processes_under_test(base_runs.iter().chain(&cand_runs).map(|(_, s)| *s));
     let defs = metric_defs(&processes);
@@ -1018,6 +1028,61 @@ fn prepare_scenario(
         options,
     ));
     pending
+}
+
+/// The rounds of each side that measured scenario `name`: a round whose harness lost its
+/// schedule there (`invalid`) measured the load generator and is left out ([`lag_excused`]
+/// says when that is allowed); for paired rounds its partner goes too, so pairs stay pairs.
+#[allow(clippy::type_complexity)]
+fn usable_rounds<'a>(
+    name: &str,
+    base: &'a Side,
+    cand: &'a Side,
+    paired: bool,
+) -> (
+    Vec<(&'a RunInput, &'a ScenarioResult)>,
+    Vec<(&'a RunInput, &'a ScenarioResult)>,
+) {
+    let usable = |r: &'a RunInput| -> Option<(&'a RunInput, &'a ScenarioResult)> {
+        let s = r.results.scenario(name)?;
+        (s.verdict != Verdict::Invalid).then_some((r, s))
+    };
+    if paired {
+        base.rounds
+            .iter()
+            .zip(&cand.rounds)
+            .filter_map(|(b, c)| usable(b).zip(usable(c)))
+            .unzip()
+    } else {
+        (
+            base.rounds.iter().filter_map(usable).collect(),
+            cand.rounds.iter().filter_map(usable).collect(),
+        )
+    }
+}
+
+/// Whether the rounds in which scenario `name` was `invalid (harness lag)` may be left out of
+/// the comparison rather than fail it: only with several rounds per side, at most a third of
+/// them invalid, and at least 2 usable (pairs of) rounds left. One lagging round in twelve is
+/// the machine's noise; a scenario that lags in many rounds is the harness's problem.
+pub fn lag_excused(name: &str, base: &Side, cand: &Side, paired: bool) -> bool {
+    let invalid = |side: &Side| {
+        side.rounds
+            .iter()
+            .filter(|r| {
+                r.results
+                    .scenario(name)
+                    .is_some_and(|s| s.verdict == Verdict::Invalid)
+            })
+            .count()
+    };
+    let rounds = base.rounds.len() + cand.rounds.len();
+    let (usable_b, usable_c) = usable_rounds(name, base, cand, paired);
+    base.rounds.len() >= 2
+        && cand.rounds.len() >= 2
+        && 3 * (invalid(base) + invalid(cand)) <= rounds
+        && usable_b.len() >= 2
+        && usable_c.len() >= 2
 }
 
 /// The [`RUN_METRICS`] a scenario reports in either side's runs, before the family-wise

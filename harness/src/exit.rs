@@ -22,9 +22,11 @@ pub const TARGET_MISSED_OR_REGRESSED: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
-    /// Something could not be measured: a tool failed, a scenario errored, or the harness did
-    /// not keep its own schedule (the figures would measure the load generator).
+    /// Something could not be measured: a tool failed or a scenario errored.
     HarnessError { detail: String },
+    /// The harness did not keep its own schedule in a scenario (`invalid (harness lag)`): the
+    /// figures would measure the load generator, not the service.
+    HarnessLag { scenario: String, detail: String },
     /// A scenario's target (not an informational one) was missed.
     MissedTarget { scenario: String, detail: String },
     /// Events were lost or duplicated where none may be.
@@ -44,7 +46,7 @@ impl Finding {
     /// The exit code of this finding alone.
     pub fn code(&self) -> u8 {
         match self {
-            Finding::HarnessError { .. } => HARNESS_ERROR,
+            Finding::HarnessError { .. } | Finding::HarnessLag { .. } => HARNESS_ERROR,
             _ => TARGET_MISSED_OR_REGRESSED,
         }
     }
@@ -53,6 +55,9 @@ impl Finding {
     pub fn line(&self) -> String {
         match self {
             Finding::HarnessError { detail } => format!("harness error: {detail}"),
+            Finding::HarnessLag { scenario, detail } => {
+                format!("harness error: {scenario}: invalid (harness lag): {detail}")
+            }
             Finding::MissedTarget { scenario, detail } => {
                 format!("target missed: {scenario}: {detail}")
             }

@@ -78,15 +78,17 @@ pub fn findings(results: &RunResults) -> Vec<exit::Finding> {
                     s.error.as_deref().unwrap_or("scenario error")
                 ),
             }),
-            Verdict::Invalid => out.push(exit::Finding::HarnessError {
-                detail: format!(
-                    "{}: invalid (harness lag): {}",
-                    s.name,
-                    s.harness_lag.as_ref().map_or_else(String::new, |l| format!(
-                        "send delay p99 {:.0} µs over its limit {:.0} µs",
+            Verdict::Invalid => out.push(exit::Finding::HarnessLag {
+                scenario: s.name.clone(),
+                detail: s.harness_lag.as_ref().map_or_else(String::new, |l| {
+                    let machine = l
+                        .machine_wake_p99_us
+                        .map_or_else(String::new, |m| format!(", machine wake-up p99 {m:.0} µs"));
+                    format!(
+                        "send delay p99 {:.0} µs over its limit {:.0} µs{machine}",
                         l.send_delay_p99_us, l.limit_us
-                    ))
-                ),
+                    )
+                }),
             }),
             _ => {}
         }
