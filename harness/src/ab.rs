@@ -368,28 +368,38 @@ mod tests {
         );
     }
 
-    /// Rounds that drift 8 % per round (the machine heating up) around a candidate `factor`.
-    fn rounds(dir: &Path, factor: f64) -> (Vec<RunInput>, Vec<RunInput>) {
-        let order = round_order(4);
+    /// Four interleaved rounds per side of scenario `s`, round `i` of arm `arm` drawn from
+    /// `synth(i, arm)`.
+    fn interleaved(
+        dir: &Path,
+        synth: impl Fn(usize, Arm) -> Synth,
+    ) -> (Vec<RunInput>, Vec<RunInput>) {
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for (i, arm) in order.iter().enumerate() {
-            let drift = 1.0 + 0.08 * i as f64;
-            let f = if *arm == Arm::B { factor } else { 1.0 };
-            let synth = Synth {
-                intervals: 6,
-                events: 2000,
-                median_ns: 200_000.0 * drift * f,
-                seed: 100 + i as u64,
-                ..Synth::default()
-            };
-            let r = run(&dir.join(format!("{i}")), &format!("r{i}"), &[("s", synth)]);
-            if *arm == Arm::A {
-                a.push(r);
-            } else {
-                b.push(r);
+        for (i, arm) in round_order(4).into_iter().enumerate() {
+            let r = run(
+                &dir.join(format!("{i}")),
+                &format!("r{i}"),
+                &[("s", synth(i, arm))],
+            );
+            match arm {
+                Arm::A => a.push(r),
+                Arm::B => b.push(r),
             }
         }
         (a, b)
+    }
+
+    /// Rounds that drift 8 % per round (the machine heating up) around a candidate `factor`.
+    fn rounds(dir: &Path, factor: f64) -> (Vec<RunInput>, Vec<RunInput>) {
+        interleaved(dir, |i, arm| Synth {
+            intervals: 6,
+            events: 2000,
+            median_ns: 200_000.0
+                * (1.0 + 0.08 * i as f64)
+                * if arm == Arm::B { factor } else { 1.0 },
+            seed: 100 + i as u64,
+            ..Synth::default()
+        })
     }
 
     #[test]
@@ -429,24 +439,13 @@ mod tests {
     /// Interleaved rounds, no shift, with the latency level of each interval jittered by
     /// `a_jitter` in the A rounds and `b_jitter` in the B rounds.
     fn jittered(dir: &Path, a_jitter: f64, b_jitter: f64) -> (Vec<RunInput>, Vec<RunInput>) {
-        let order = round_order(4);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for (i, arm) in order.iter().enumerate() {
-            let synth = Synth {
-                intervals: 20,
-                events: 2000,
-                interval_sigma: if *arm == Arm::A { a_jitter } else { b_jitter },
-                seed: 300 + i as u64,
-                ..Synth::default()
-            };
-            let r = run(&dir.join(format!("{i}")), &format!("r{i}"), &[("s", synth)]);
-            if *arm == Arm::A {
-                a.push(r);
-            } else {
-                b.push(r);
-            }
-        }
-        (a, b)
+        interleaved(dir, |i, arm| Synth {
+            intervals: 20,
+            events: 2000,
+            interval_sigma: if arm == Arm::A { a_jitter } else { b_jitter },
+            seed: 300 + i as u64,
+            ..Synth::default()
+        })
     }
 
     #[test]
@@ -523,10 +522,17 @@ mod tests {
         let (a, mut b) = rounds(dir.path(), 1.0);
         lagging(&mut b[1]);
         let (c, _, _) = interleaved_comparison(a.clone(), b.clone(), &CompareOptions::default());
-        assert_eq!(c.exit_code(), crate::exit::OK, "{}", compare::render::markdown(&c));
+        assert_eq!(
+            c.exit_code(),
+            crate::exit::OK,
+            "{}",
+            compare::render::markdown(&c)
+        );
         assert!(c.harness_errors.is_empty());
         assert!(
-            c.notes.iter().any(|n| n.contains("left out of the comparison")),
+            c.notes
+                .iter()
+                .any(|n| n.contains("left out of the comparison")),
             "{:?}",
             c.notes
         );

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A `[history]` table says how many runs the bench history keeps per environment fingerprint
-//! (`keep_per_fingerprint`); it is not part of the hashed configuration.
+//! (`keep_per_fingerprint`), and a `[gate]` table what the pull-request gate runs (`pr_scenarios`,
+//! `budget_minutes`); neither is part of the hashed configuration.
 //!
 //! Every scenario table may hold `enabled` (default true) and `targets`; everything else is the
 //! scenario's own parameters, which it reads strictly (an unknown key is an error, so a typo
@@ -40,6 +41,8 @@ pub struct BenchConfig {
     /// How much the bench history keeps (`[history]`). Not part of [`Self::merged`]: retention
     /// is no measurement condition, so it never changes the config hash or the fingerprint.
     pub history: HistoryConfig,
+    /// What `cargo xtask ci pr-bench` runs (`[gate]`). Not part of [`Self::merged`] either.
+    pub gate: GateConfig,
     /// Per scenario: its merged table (including `enabled` and `targets`).
     pub scenarios: BTreeMap<String, toml::Table>,
     /// The whole merged configuration, for the environment fingerprint.
@@ -193,6 +196,18 @@ impl Default for HistoryConfig {
     }
 }
 
+/// What the pull-request gate runs (`[gate]`), read by `cargo xtask ci pr-bench`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// The scenarios of each A/B round (empty: every scenario of the profile).
+    #[serde(default)]
+    pub pr_scenarios: Vec<String>,
+    /// Bench time for all rounds together, in minutes (None: the command's own default).
+    #[serde(default)]
+    pub budget_minutes: Option<f64>,
+}
+
 /// A target's comparison: `<=` (at most the threshold) or `>=` (at least).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -283,10 +298,20 @@ impl BenchConfig {
             history.keep_per_fingerprint >= 1,
             "[history] keep_per_fingerprint must be at least 1"
         );
+        let gate: GateConfig = match base.remove("gate") {
+            Some(v) => v.try_into().context("[gate]")?,
+            None => GateConfig::default(),
+        };
+        if let Some(b) = gate.budget_minutes {
+            anyhow::ensure!(
+                b > 0.0 && b.is_finite(),
+                "[gate] budget_minutes must be positive"
+            );
+        }
         for key in base.keys() {
             if !["services", "scenarios", "self_check"].contains(&key.as_str()) {
                 bail!(
-                    "unknown top-level key `{key}` (expected services, self_check, history, scenarios, profiles)"
+                    "unknown top-level key `{key}` (expected services, self_check, history, gate, scenarios, profiles)"
                 );
             }
         }
@@ -316,6 +341,7 @@ impl BenchConfig {
             services,
             self_check,
             history,
+            gate,
             scenarios,
             merged: base,
         })
@@ -574,6 +600,15 @@ sample_interval_ms = 1000
         assert_eq!(with.to_json(), plain.to_json(), "retention is not hashed");
         assert!(BenchConfig::parse("[history]\nkeep_per_fingerprint = 0\n", "quick").is_err());
         assert!(BenchConfig::parse("[history]\nkeep = 3\n", "quick").is_err());
+        let gated = BenchConfig::parse(
+            &format!("[gate]\npr_scenarios = [\"a\"]\nbudget_minutes = 5.0\n{TEXT}"),
+            "quick",
+        )
+        .unwrap();
+        assert_eq!(gated.gate.pr_scenarios, ["a"]);
+        assert_eq!(gated.gate.budget_minutes, Some(5.0));
+        assert_eq!(gated.merged, plain.merged, "[gate] is not hashed either");
+        assert!(BenchConfig::parse("[gate]\nbudget_minutes = 0.0\n", "quick").is_err());
         let committed = BenchConfig::parse(include_str!("../bench.toml"), "quick").unwrap();
         assert_eq!(committed.history.keep_per_fingerprint, 30);
     }

@@ -105,10 +105,20 @@ fn noise_cell(m: &MetricComparison) -> String {
     }
 }
 
+/// "≥ 9.1 %", or "nothing under ×10" when the interval is that wide (two rounds per side under
+/// a family-wise correction, say).
+fn detectable(x: f64) -> String {
+    if x >= 9.0 {
+        "nothing under ×10".to_owned()
+    } else {
+        format!("≥ {}", percent(x).trim_start_matches('+'))
+    }
+}
+
 /// The minimum detectable effect: "≥ 9.1 %" (gated metrics carry a `gate` mark elsewhere).
 fn mde_cell(m: &MetricComparison) -> String {
     match m.mde {
-        Some(x) if m.scale == "relative" => format!("≥ {}", percent(x).trim_start_matches('+')),
+        Some(x) if m.scale == "relative" => detectable(x),
         Some(x) => format!("≥ {}", absolute(x, &m.unit).trim_start_matches('+')),
         None => "–".into(),
     }
@@ -161,9 +171,9 @@ fn power_line(c: &Comparison) -> String {
     let median = mdes[mdes.len() / 2].1;
     let (worst, worst_mde) = mdes[mdes.len() - 1];
     let mut line = format!(
-        "This run could detect, on the gated metrics: median ≥ {}, worst ≥ {} ({} {})",
-        percent(median).trim_start_matches('+'),
-        percent(worst_mde).trim_start_matches('+'),
+        "This run could detect, on the gated metrics: median {}, worst {} ({} {})",
+        detectable(median),
+        detectable(worst_mde),
         cell(&worst.scenario),
         cell(&worst.metric)
     );
@@ -174,6 +184,11 @@ fn power_line(c: &Comparison) -> String {
         .filter_map(|m| m.rounds_needed)
         .max();
     if let Some(n) = needed {
+        let n = if n > 100 {
+            "more than 100".to_owned()
+        } else {
+            n.to_string()
+        };
         let _ = write!(
             line,
             "; to detect {} on every gated metric: {n} rounds per side (this run: {})",

@@ -27,15 +27,17 @@ pub struct Args {
     pub base: String,
     /// Bench time for all rounds together, in minutes (the two release builds come on top).
     /// Rounds are added in pairs while the next pair is expected to fit; at least 2 per side.
-    #[arg(long, default_value_t = 20.0, value_name = "MINUTES")]
-    pub budget_minutes: f64,
+    /// Default: `[gate] budget_minutes` in harness/bench.toml (20).
+    #[arg(long, value_name = "MINUTES")]
+    pub budget_minutes: Option<f64>,
     /// The most rounds per side, whatever the budget.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_rounds: usize,
     /// Bench profile of every round.
     #[arg(long, default_value = "quick", value_parser = ["quick", "default", "soak"])]
     pub profile: String,
-    /// Run only this scenario (repeatable). Default: every scenario of the profile.
+    /// Run only this scenario (repeatable). Default: `[gate] pr_scenarios` in
+    /// harness/bench.toml (the service scenarios that fit several rounds in the budget).
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Output directory (default: reports/runs/pr-bench-<UTC time>/): the A/B run, compare.json,
@@ -59,14 +61,23 @@ pub struct Args {
     pub min_effect: f64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<u8> {
+pub fn run(mut args: Args) -> anyhow::Result<u8> {
+    let root = crate::workspace_root();
+    let config =
+        harness::config::BenchConfig::load(&root.join("harness/bench.toml"), &args.profile)?;
+    if args.scenarios.is_empty() {
+        args.scenarios.clone_from(&config.gate.pr_scenarios);
+    }
+    let budget_minutes = args
+        .budget_minutes
+        .or(config.gate.budget_minutes)
+        .unwrap_or(20.0);
     anyhow::ensure!(
-        args.budget_minutes > 0.0 && args.budget_minutes.is_finite(),
+        budget_minutes > 0.0 && budget_minutes.is_finite(),
         "--budget-minutes must be positive"
     );
     anyhow::ensure!(args.max_rounds >= 2, "--max-rounds must be at least 2");
     crate::bench::check_scenarios(&args.scenarios)?;
-    let root = crate::workspace_root();
     let out = args
         .out
         .clone()
@@ -80,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         "pr-bench: working tree against {} (merge base of HEAD and {}), budget {} min",
         short(&merge_base),
         args.base,
-        args.budget_minutes
+        budget_minutes
     );
     let candidate = crate::bench::build_services(&root)?;
     let target_dir = crate::cargo::target_dir(&root);
@@ -116,9 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         candidate_dbservice_args: args.candidate_dbservice_args.clone(),
         baseline_dbservice_args: Vec::new(),
         rounds_per_side: args.max_rounds,
-        budget: Some(std::time::Duration::from_secs_f64(
-            args.budget_minutes * 60.0,
-        )),
+        budget: Some(std::time::Duration::from_secs_f64(budget_minutes * 60.0)),
         bench,
         compare: options,
     })?;
@@ -131,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         outcome.comparison.candidate.run_ids.len(),
         args.profile,
         started.elapsed().as_secs_f64() / 60.0,
-        args.budget_minutes,
+        budget_minutes,
         if args.candidate_dbservice_args.is_empty() {
             String::new()
         } else {
