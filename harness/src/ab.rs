@@ -507,6 +507,20 @@ mod tests {
     fn lagging(r: &mut RunInput) {
         let s = &mut r.results.scenarios[0];
         s.verdict = crate::results::Verdict::Invalid;
+        // What a lagging round's figures may look like: a target missed, which must not count.
+        s.targets.push(crate::results::TargetCheck {
+            metric: "latency.p99_ms".into(),
+            op: "<=".into(),
+            threshold: 10.0,
+            unit: "ms".into(),
+            actual: Some(25.0),
+            passed: false,
+            source: String::new(),
+            informational: false,
+            needs_events: None,
+            interval: None,
+            inconclusive: false,
+        });
         s.harness_lag = Some(crate::results::HarnessLag {
             send_delay_p99_us: 900.0,
             limit_us: 500.0,
@@ -529,6 +543,7 @@ mod tests {
             compare::render::markdown(&c)
         );
         assert!(c.harness_errors.is_empty());
+        assert!(c.missed_targets.is_empty(), "{:?}", c.missed_targets);
         assert!(
             c.notes
                 .iter()

@@ -486,7 +486,14 @@ fn absolute_checks(
     // without its actual value, so that one line says in how many rounds it was missed.
     let misses = |round: &RunInput| -> Vec<(Key, Option<f64>)> {
         let mut out = Vec::new();
-        for s in &round.results.scenarios {
+        // Only a failed scenario's targets count: an invalid one (harness lag) measured the
+        // load generator, so its figures can neither meet nor miss a target.
+        for s in round
+            .results
+            .scenarios
+            .iter()
+            .filter(|s| s.verdict == Verdict::Fail)
+        {
             for t in s.targets.iter().filter(|t| t.missed()) {
                 let what = format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
                     .trim_end()
@@ -606,6 +613,10 @@ struct Pending {
 pub const ONE_RUN_PER_SIDE: &str = "one run per side: the variation between runs is not measured \
      (compare with several baseline runs, e.g. history:<branch>, or run --against)";
 
+/// Why nothing is decided when interleaved rounds leave a single pair for a scenario.
+pub const ONE_PAIR: &str = "one usable pair of rounds (the others lagged or lack the scenario): \
+     the variation between rounds is not measured";
+
 /// Why nothing is decided when a run has no value of its own for the statistic.
 pub const BETWEEN_RUNS_UNKNOWN: &str =
     "a run has no value of its own for this statistic, so the variation between runs is unknown";
@@ -656,6 +667,7 @@ impl Pending {
             let mut spread = se;
             let mut unmeasured = None;
             match self.between {
+                Some((_, 0)) if self.rounds.is_some() => unmeasured = Some(ONE_PAIR),
                 Some((_, 0)) => unmeasured = Some(ONE_RUN_PER_SIDE),
                 Some((between_se, df)) => {
                     let t = stats::t_quantile(df, level) * between_se;

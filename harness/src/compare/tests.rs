@@ -556,6 +556,7 @@ fn missed_targets_and_harness_errors_set_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
     let mut cand = base.clone();
+    cand.results.scenarios[0].verdict = Verdict::Fail;
     cand.results.scenarios[0].targets.push(TargetCheck {
         metric: "latency.p99_ms".into(),
         op: "<=".into(),
@@ -707,6 +708,7 @@ fn missed_targets_are_listed_once_with_their_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let base = run(&dir.path().join("a"), "a", &[("s", Synth::default())]);
     let mut cand = base.clone();
+    cand.results.scenarios[0].verdict = Verdict::Fail;
     cand.results.scenarios[0].targets.push(TargetCheck {
         metric: "latency.p99_ms".into(),
         op: "<=".into(),
