@@ -711,9 +711,16 @@ impl Pending {
             if let (Some((b, c)), ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive) =
                 (self.spreads, r.verdict)
             {
-                if c.sd > NOISIER_RATIO * b.sd && stats::spread_p_value(b, c) < level {
+                if unmeasured.is_none()
+                    && c.sd > NOISIER_RATIO * b.sd
+                    && stats::spread_p_value(b, c) < level
+                {
                     r.verdict = ChangeVerdict::Noisier;
-                    r.note = format!("noisier: spread {}", render::percent(c.sd / b.sd - 1.0));
+                    r.note = if b.sd > 0.0 {
+                        format!("noisier: spread {}", render::percent(c.sd / b.sd - 1.0))
+                    } else {
+                        "noisier: spread up from none".to_owned()
+                    };
                 }
             }
             r.spread = self.spreads.map(|(b, c)| [b.sd, c.sd]);

@@ -84,7 +84,7 @@ fn gate_writes_json_and_markdown_and_exits_two_on_regression() {
     assert_eq!(back.exit_code(), harness::exit::TARGET_MISSED_OR_REGRESSED);
     let text = std::fs::read_to_string(md).unwrap();
     assert!(text.starts_with(compare::COMMENT_MARKER), "{text}");
-    assert!(text.contains("| stats | p50 |"), "{text}");
+    assert!(text.contains("| stats | p50 (gated) |"), "{text}");
 
     // One run of main, however different, decides nothing: runs vary between themselves.
     let one = compare::compare_runs(&bases[0], &cand, &CompareOptions::default());
