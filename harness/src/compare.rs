@@ -142,7 +142,8 @@ pub enum ChangeVerdict {
 }
 
 /// How much larger than the baseline's the candidate's interval-to-interval spread must be to
-/// call it `noisier` (and the difference must be significant at the metric's level).
+/// call it `noisier` (the difference must also be significant at the metric's level, and the
+/// spread at least a quarter of the min effect).
 pub const NOISIER_RATIO: f64 = 1.5;
 
 impl ChangeVerdict {
@@ -711,8 +712,11 @@ impl Pending {
             if let (Some((b, c)), ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive) =
                 (self.spreads, r.verdict)
             {
+                // A spread below a quarter of the min effect is immaterial (a paced throughput
+                // that varies by 0.1 % against 0 % is not noisier in any way that matters).
                 if unmeasured.is_none()
                     && c.sd > NOISIER_RATIO * b.sd
+                    && c.sd >= self.min_effect / 4.0
                     && stats::spread_p_value(b, c) < level
                 {
                     r.verdict = ChangeVerdict::Noisier;
