@@ -496,9 +496,7 @@ fn absolute_checks(
             .filter(|s| s.verdict == Verdict::Fail)
         {
             for t in s.targets.iter().filter(|t| t.missed()) {
-                let what = format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
-                    .trim_end()
-                    .to_owned();
+                let what = crate::run::target_text(t);
                 out.push(((s.name.clone(), what, false), t.actual));
             }
             let a = s.accounting;

@@ -123,11 +123,16 @@ pub fn findings(results: &RunResults) -> Vec<exit::Finding> {
     out
 }
 
+/// `latency.p99_ms <= 5 ms`: a target without its actual value.
+pub fn target_text(t: &crate::results::TargetCheck) -> String {
+    format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
+        .trim_end()
+        .to_owned()
+}
+
 /// `latency.p99_ms <= 5 ms (actual 6.2)`.
 pub fn target_line(t: &crate::results::TargetCheck) -> String {
-    let mut line = format!("{} {} {} {}", t.metric, t.op, t.threshold, t.unit)
-        .trim_end()
-        .to_owned();
+    let mut line = target_text(t);
     if let Some(actual) = t.actual {
         line.push_str(&format!(" (actual {actual:.3})"));
     }
