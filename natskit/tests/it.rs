@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 
 #[path = "it/client.rs"]
 mod client;
+#[path = "it/drain.rs"]
+mod drain;
 #[path = "it/hostile.rs"]
 mod hostile;
 

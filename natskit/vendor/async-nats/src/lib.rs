@@ -469,7 +469,21 @@ pub(crate) struct ConnectionHandler {
     should_reconnect: bool,
     flush_observers: Vec<oneshot::Sender<()>>,
     is_draining: bool,
-    drain_pings: VecDeque<u64>,
+    // PATCHED (rosey): what each PING in flight is for, oldest first (a server answers PINGs in
+    // order). Upstream kept only the sids being drained and dropped their subscriptions one poll
+    // after writing the UNSUB, losing what the server had sent but the client not yet read.
+    pongs_due: VecDeque<PongDue>,
+    // PATCHED (rosey): the whole-connection drain's PONG has arrived.
+    drained: bool,
+}
+
+/// PATCHED (rosey): the reason for one PING in flight.
+enum PongDue {
+    /// The keep-alive ping (counted in `pending_pings`).
+    KeepAlive,
+    /// The fence after the UNSUBs of a drain: when its PONG arrives, the server has processed the
+    /// UNSUBs and sent every message routed before them, so these subscriptions are complete.
+    Drain { sids: Vec<u64>, whole_connection: bool },
 }
 
 impl ConnectionHandler {
@@ -493,7 +507,8 @@ impl ConnectionHandler {
             should_reconnect: false,
             flush_observers: Vec::new(),
             is_draining: false,
-            drain_pings: VecDeque::new(),
+            pongs_due: VecDeque::new(),
+            drained: false,
         }
     }
 
@@ -516,6 +531,8 @@ impl ConnectionHandler {
             #[cold]
             fn ping(&mut self) -> Poll<ExitReason> {
                 self.handler.pending_pings += 1;
+                // PATCHED (rosey): see `PongDue`.
+                self.handler.pongs_due.push_back(PongDue::KeepAlive);
 
                 if self.handler.pending_pings > MAX_PENDING_PINGS {
                     debug!(
@@ -574,19 +591,12 @@ impl ConnectionHandler {
                     }
                 }
 
-                // Before handling any commands, drop any subscriptions which are draining
-                // Note: safe to assume subscription drain has completed at this point, as we would have flushed
-                // all outgoing UNSUB messages in the previous call to this fn, and we would have processed and
-                // delivered any remaining messages to the subscription in the loop above.
-                while let Some(sid) = self.handler.drain_pings.pop_front() {
-                    self.handler.subscriptions.remove(&sid);
-                }
-
-                if self.handler.is_draining {
-                    // The entire connection is draining. This means we flushed outgoing messages in the previous
-                    // call to this fn, we handled any remaining messages from the server in the loop above, and
-                    // all subs were drained, so drain is complete and we should exit instead of processing any
-                    // further messages
+                // PATCHED (rosey): draining subscriptions end when their fence's PONG arrives
+                // (`handle_server_op`), not here one poll after the UNSUB was written.
+                if self.handler.drained {
+                    // The entire connection was draining and the server has answered the fence:
+                    // everything written before it was flushed and everything it sent before
+                    // the PONG was delivered above.
                     return Poll::Ready(ExitReason::Closed);
                 }
 
@@ -597,7 +607,11 @@ impl ConnectionHandler {
 
                 let mut made_progress = true;
                 loop {
-                    while !self.handler.connection.is_write_buf_full() {
+                    // PATCHED (rosey): a draining connection takes no new commands while it
+                    // waits for its fence (upstream closed before reading them).
+                    while !self.handler.connection.is_write_buf_full()
+                        && !self.handler.is_draining
+                    {
                         debug_assert!(self.recv_buf.is_empty());
 
                         let Self {
@@ -683,6 +697,11 @@ impl ConnectionHandler {
             match process.await {
                 ExitReason::Disconnected(err) => {
                     debug!(error = ?err, "disconnected");
+                    // PATCHED (rosey): see `lost_connection_completes_drains`.
+                    if self.lost_connection_completes_drains() {
+                        self.connector.events_tx.try_send(Event::Closed).ok();
+                        break;
+                    }
                     if self.handle_disconnect().await.is_err() {
                         break;
                     };
@@ -697,6 +716,11 @@ impl ConnectionHandler {
                     debug!("reconnect requested");
                     // Should be ok to ingore error, as that means we are not in connected state.
                     self.connection.stream.shutdown().await.ok();
+                    // PATCHED (rosey): see `lost_connection_completes_drains`.
+                    if self.lost_connection_completes_drains() {
+                        self.connector.events_tx.try_send(Event::Closed).ok();
+                        break;
+                    }
                     if self.handle_disconnect().await.is_err() {
                         break;
                     };
@@ -715,7 +739,16 @@ impl ConnectionHandler {
             }
             ServerOp::Pong => {
                 debug!("received PONG");
-                self.pending_pings = self.pending_pings.saturating_sub(1);
+                // PATCHED (rosey): see `PongDue`.
+                match self.pongs_due.pop_front() {
+                    Some(PongDue::Drain {
+                        sids,
+                        whole_connection,
+                    }) => self.drain_completed(sids, whole_connection),
+                    Some(PongDue::KeepAlive) | None => {
+                        self.pending_pings = self.pending_pings.saturating_sub(1);
+                    }
+                }
             }
             ServerOp::Error(error) => {
                 debug!("received ERROR: {:?}", error);
@@ -844,24 +877,25 @@ impl ConnectionHandler {
                 self.flush_observers.push(observer);
             }
             Command::Drain { sid } => {
-                let mut drain_sub = |sid: u64| {
-                    self.drain_pings.push_back(sid);
+                // PATCHED (rosey): the sids go with the PING that fences them (`PongDue`).
+                let sids: Vec<u64> = match sid {
+                    Some(sid) if self.subscriptions.contains_key(&sid) => vec![sid],
+                    Some(_) => Vec::new(),
+                    None => {
+                        // sid isn't set, so drain the whole client
+                        self.connector.events_tx.try_send(Event::Draining).ok();
+                        self.is_draining = true;
+                        self.subscriptions.keys().copied().collect()
+                    }
+                };
+                for &sid in &sids {
                     self.connection
                         .enqueue_write_op(&ClientOp::Unsubscribe { sid, max: None });
-                };
-
-                if let Some(sid) = sid {
-                    if self.subscriptions.get_mut(&sid).is_some() {
-                        drain_sub(sid);
-                    }
-                } else {
-                    // sid isn't set, so drain the whole client
-                    self.connector.events_tx.try_send(Event::Draining).ok();
-                    self.is_draining = true;
-                    for &sid in self.subscriptions.keys() {
-                        drain_sub(sid);
-                    }
                 }
+                self.pongs_due.push_back(PongDue::Drain {
+                    sids,
+                    whole_connection: sid.is_none(),
+                });
                 self.connection.enqueue_write_op(&ClientOp::Ping);
             }
             Command::Subscribe {
@@ -976,6 +1010,33 @@ impl ConnectionHandler {
                 let _ = result.send(self.connector.server_pool());
             }
         }
+    }
+
+    /// PATCHED (rosey): a drain's fence has been answered (or its connection is gone): its
+    /// subscriptions end, and a whole-connection drain closes the client.
+    fn drain_completed(&mut self, sids: Vec<u64>, whole_connection: bool) {
+        for sid in sids {
+            self.subscriptions.remove(&sid);
+        }
+        if whole_connection {
+            self.drained = true;
+        }
+    }
+
+    /// PATCHED (rosey): nothing more arrives from a lost connection, so the drains it was fencing
+    /// are complete (their subscriptions are not subscribed again on the next one). Returns true
+    /// when that completes a whole-connection drain: the client closes instead of reconnecting.
+    fn lost_connection_completes_drains(&mut self) -> bool {
+        for due in std::mem::take(&mut self.pongs_due) {
+            if let PongDue::Drain {
+                sids,
+                whole_connection,
+            } = due
+            {
+                self.drain_completed(sids, whole_connection);
+            }
+        }
+        self.drained
     }
 
     async fn handle_disconnect(&mut self) -> Result<(), ConnectError> {
