@@ -458,7 +458,21 @@ mod tests {
         assert!(p50.note.starts_with("noisier: spread +"), "{p50:?}");
         let [base, cand] = p50.spread.unwrap();
         assert!(cand > compare::NOISIER_RATIO * base, "{base} vs {cand}");
-        assert!(compare::render::markdown(&c).contains("noisier: spread"));
+        let md = compare::render::markdown(&c);
+        assert!(md.contains("noisier: spread"), "{md}");
+        // A gated metric that got noisier fails the gate, and the summary says which.
+        assert!(p50.gated);
+        assert!(
+            c.findings().iter().any(|f| matches!(
+                f,
+                crate::exit::Finding::Noisier { metric, detail, .. }
+                    if metric == "p50" && detail.starts_with("spread +")
+            )),
+            "{:?}",
+            c.findings()
+        );
+        assert_eq!(c.exit_code(), crate::exit::TARGET_MISSED_OR_REGRESSED);
+        assert!(md.contains("- noisier: s p50: spread +"), "{md}");
 
         // The same jitter on both sides is not noisier.
         let dir = tempfile::tempdir().unwrap();

@@ -25,8 +25,10 @@
 //!    change between halves is that side's noise. For an interleaved A/B run, the A-against-A
 //!    comparison of the same run is used. The floor is the *baseline's* noise: a candidate that
 //!    got jittery cannot raise its own threshold. Instead each side's spread from one interval
-//!    to the next is compared, and a candidate clearly noisier than its baseline (by
-//!    [`NOISIER_RATIO`] and an F test at the metric's level) is `noisier`, never `unchanged`.
+//!    to the next, within each run, is compared run by run, and a candidate clearly noisier
+//!    than its baseline (by [`NOISIER_RATIO`], significantly at the metric's level:
+//!    [`stats::spread_p_value`]) is `noisier`, never `unchanged`; for a gated metric that is a
+//!    finding, as a regression is.
 //! 4. **Decision.** With `T = max(min effect, noise floor)` on the change scale:
 //!    `regressed`/`improved` when the interval excludes zero *and* the estimate is beyond `T`
 //!    in the bad/good direction; otherwise `unchanged` when the whole interval lies within `±T`
@@ -64,11 +66,16 @@ pub const COMMENT_MARKER: &str = "<!-- rosey-bench -->";
 
 /// Scenario metrics (one figure per run, from `metrics`) the gate compares besides the
 /// interval statistics: key, unit, direction. Their interval is the between-run one only.
-pub const RUN_METRICS: &[(&str, &str, Direction)] = &[(
-    "cpu_ratio_nats_vs_direct",
-    "ratio",
-    Direction::LowerIsBetter,
-)];
+pub const RUN_METRICS: &[(&str, &str, Direction)] = &[
+    (
+        "cpu_ratio_nats_vs_direct",
+        "ratio",
+        Direction::LowerIsBetter,
+    ),
+    // The saturation knee (`scenarios/knee.rs`): only when the service, not the load generator,
+    // limited it. Its steps are `resolution` apart, so it moves in steps of that size.
+    ("knee_per_s", "events/s", Direction::HigherIsBetter),
+];
 
 /// Processes whose resources are *not* under test.
 const NOT_UNDER_TEST: &[&str] = &["harness"];
@@ -137,7 +144,8 @@ pub enum ChangeVerdict {
     Unchanged,
     Inconclusive,
     /// No shift beyond the threshold, but the candidate varies clearly more from one interval
-    /// to the next than the baseline ([`NOISIER_RATIO`]): reported, never `unchanged`.
+    /// to the next than the baseline ([`NOISIER_RATIO`]): never `unchanged`, and a finding for a
+    /// gated metric.
     Noisier,
 }
 
@@ -273,8 +281,16 @@ impl Comparison {
             .filter(|m| m.gated && m.verdict == ChangeVerdict::Regressed)
     }
 
+    /// Gated metrics the candidate made noisier: they fail the gate too.
+    pub fn gated_noisier(&self) -> impl Iterator<Item = &MetricComparison> {
+        self.metrics
+            .iter()
+            .filter(|m| m.gated && m.verdict == ChangeVerdict::Noisier)
+    }
+
     /// Everything that fails this comparison, each listed: the candidate's harness errors, a
-    /// missing baseline (unless allowed), lost events, missed targets and gated regressions.
+    /// missing baseline (unless allowed), lost events, missed targets, and gated regressions and
+    /// noisier metrics.
     pub fn findings(&self) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
             .harness_errors
@@ -304,6 +320,13 @@ impl Comparison {
                 scenario: m.scenario.clone(),
                 metric: m.metric.clone(),
                 detail: m.label.clone(),
+            });
+        }
+        for m in self.gated_noisier() {
+            out.push(Finding::Noisier {
+                scenario: m.scenario.clone(),
+                metric: m.metric.clone(),
+                detail: format!("{} ({})", m.note.trim_start_matches("noisier: "), m.label),
             });
         }
         out
@@ -604,8 +627,9 @@ struct Pending {
     one_run_each: bool,
     /// Interleaved runs: rounds per side (for [`MetricComparison::rounds_needed`]).
     rounds: Option<usize>,
-    /// Interval-to-interval spread of each side ([`stats::interval_spread`]).
-    spreads: Option<(stats::Spread, stats::Spread)>,
+    /// Interval-to-interval spread of each side ([`stats::interval_spread`]) and the one-sided
+    /// p-value that the candidate's is larger ([`stats::spread_p_value`]).
+    spreads: Option<(stats::Spread, stats::Spread, f64)>,
 }
 
 /// Why nothing is decided when each side is a single run.
@@ -706,16 +730,18 @@ impl Pending {
                 }
             }
             // Noisier: the candidate's interval-to-interval spread clearly above the baseline's
-            // (by NOISIER_RATIO, and significant by an F test at this metric's level).
-            if let (Some((b, c)), ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive) =
-                (self.spreads, r.verdict)
+            // (by NOISIER_RATIO, and significant run to run at this metric's level).
+            if let (
+                Some((b, c, spread_p)),
+                ChangeVerdict::Unchanged | ChangeVerdict::Inconclusive,
+            ) = (&self.spreads, r.verdict)
             {
                 // A spread below a quarter of the min effect is immaterial (a paced throughput
                 // that varies by 0.1 % against 0 % is not noisier in any way that matters).
                 if unmeasured.is_none()
                     && c.sd > NOISIER_RATIO * b.sd
                     && c.sd >= self.min_effect / 4.0
-                    && stats::spread_p_value(b, c) < level
+                    && *spread_p < level
                 {
                     r.verdict = ChangeVerdict::Noisier;
                     r.note = if b.sd > 0.0 {
@@ -725,7 +751,7 @@ impl Pending {
                     };
                 }
             }
-            r.spread = self.spreads.map(|(b, c)| [b.sd, c.sd]);
+            r.spread = self.spreads.as_ref().map(|(b, c, _)| [b.sd, c.sd]);
             if unmeasured.is_none() || (idle && !self.one_run_each) {
                 let detectable = (half + stats::POWER_Z * spread).max(r.threshold);
                 r.mde = Some(detectable);
@@ -1036,7 +1062,11 @@ fn prepare_scenario(
             };
             let column = |runs: &[Vec<Option<f64>>]| -> Vec<Option<f64>> { runs.iter().map(|r| r[i]).collect() };
             let between = stats::between_runs(*stat, &column(&base_per_run), &column(&cand_per_run), paired);
-            Pending { row, se, between, relative, min_effect, one_run_each, rounds, spreads: spread_b[i].zip(spread_c[i]) }
+            let spreads = spread_b[i].clone().zip(spread_c[i].clone()).map(|(b, c)| {
+                let p = stats::spread_p_value(&b, &c, paired);
+                (b, c, p)
+            });
+            Pending { row, se, between, relative, min_effect, one_run_each, rounds, spreads }
         })
         .collect();
     pending.extend(run_metrics(

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 pub const OK: u8 = 0;
 /// The harness or a tool failed: something could not be measured.
 pub const HARNESS_ERROR: u8 = 1;
-/// Measured fine, but a target was missed, events were lost, a regression was found, or there
-/// was no baseline to compare with.
+/// Measured fine, but a target was missed, events were lost, a regression was found, a gated
+/// metric became noisier, or there was no baseline to compare with.
 pub const TARGET_MISSED_OR_REGRESSED: u8 = 2;
 
 /// One reason a run or a comparison does not pass.
@@ -33,6 +33,13 @@ pub enum Finding {
     LostEvents { scenario: String, detail: String },
     /// The gate is confident a gated metric got worse beyond its threshold.
     Regressed {
+        scenario: String,
+        metric: String,
+        detail: String,
+    },
+    /// A gated metric of the candidate is clearly noisier than its baseline (`noisier`): its
+    /// typical value may not have moved, but how much it varies did.
+    Noisier {
         scenario: String,
         metric: String,
         detail: String,
@@ -69,6 +76,11 @@ impl Finding {
                 metric,
                 detail,
             } => format!("regressed: {scenario} {metric}: {detail}"),
+            Finding::Noisier {
+                scenario,
+                metric,
+                detail,
+            } => format!("noisier: {scenario} {metric}: {detail}"),
             Finding::NoBaseline { detail } => format!("no comparable baseline: {detail}"),
         }
     }
@@ -118,6 +130,11 @@ mod tests {
                 scenario: "s".into(),
                 metric: "p50".into(),
                 detail: "+12 %".into(),
+            },
+            Finding::Noisier {
+                scenario: "s".into(),
+                metric: "p99".into(),
+                detail: "spread +120 % (p99 +2.0 % [-3.0 %, +7.0 %])".into(),
             },
             Finding::NoBaseline {
                 detail: "none".into(),

@@ -286,16 +286,21 @@ pub fn markdown(c: &Comparison) -> String {
         .filter(|m| {
             matches!(
                 m.verdict,
-                ChangeVerdict::Regressed | ChangeVerdict::Improved
+                ChangeVerdict::Regressed | ChangeVerdict::Improved | ChangeVerdict::Noisier
             )
         })
         .collect();
     if !notable.is_empty() {
         out.push_str("### Changes\n\n");
         for m in &notable {
+            let spread = if m.verdict == ChangeVerdict::Noisier {
+                format!(", {}", cell(&m.note))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "- {} **{}** {} ({} → {}){}",
+                "- {} **{}** {} ({} → {}{spread}){}",
                 icon(m.verdict),
                 cell(&m.scenario),
                 cell(&m.label),

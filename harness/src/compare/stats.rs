@@ -489,30 +489,41 @@ pub fn holm_levels(p_values: &[f64], alpha: f64) -> Vec<f64> {
     levels
 }
 
-/// The spread of a statistic from one interval to the next on one side: the standard deviation
-/// of its per-interval values (logarithms for relative statistics) and how many there were.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The spread of a statistic from one interval to the next on one side, run by run: in each run
+/// the standard deviation of its per-interval values (logarithms) around that run's own mean, so
+/// a run that settled at another level as a whole (which the between-run interval accounts for)
+/// does not count as jitter.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Spread {
+    /// Pooled over the runs: the root mean square of their standard deviations.
     pub sd: f64,
-    pub n: usize,
+    /// Each run's standard deviation, in run order; `None` when it had too few intervals.
+    pub per_run: Vec<Option<f64>>,
 }
 
-/// Fewest intervals with a value for a [`Spread`] to be worth comparing.
+/// Fewest intervals with a value for a run's spread.
+pub const MIN_RUN_SPREAD_INTERVALS: usize = 4;
+
+/// Fewest intervals with a value, over all runs of a side, for a [`Spread`].
 pub const MIN_SPREAD_INTERVALS: usize = 8;
 
-/// The interval-to-interval [`Spread`] of each statistic over every block of `sample`: a block
-/// holding too few events for a percentile gives no value, and a statistic with fewer than
-/// [`MIN_SPREAD_INTERVALS`] values has no spread. RSS slopes and run values have none.
+/// The interval-to-interval [`Spread`] of each statistic in each run (a group of `sample`): a
+/// block holding too few events for a percentile gives no value, a run with fewer than
+/// [`MIN_RUN_SPREAD_INTERVALS`] values has no spread, and a side with fewer than
+/// [`MIN_SPREAD_INTERVALS`] in all has none. RSS slopes and run values have none.
 pub fn interval_spread(
     table: &ValueTable,
     stats: &[Stat],
     sample: &[Vec<Block>],
     min_tail_events: f64,
 ) -> Vec<Option<Spread>> {
-    let per_block: Vec<Vec<Option<f64>>> = sample
+    let per_run: Vec<Vec<Vec<Option<f64>>>> = sample
         .iter()
-        .flatten()
-        .map(|b| evaluate(table, stats, &[vec![b]], min_tail_events))
+        .map(|run| {
+            run.iter()
+                .map(|b| evaluate(table, stats, &[vec![b]], min_tail_events))
+                .collect()
+        })
         .collect();
     stats
         .iter()
@@ -521,30 +532,69 @@ pub fn interval_spread(
             if matches!(stat, Stat::RssSlope(_) | Stat::RunValue) {
                 return None;
             }
-            let xs: Vec<f64> = per_block
+            let mut total = 0;
+            let sds: Vec<Option<f64>> = per_run
                 .iter()
-                .filter_map(|v| v[i])
-                .filter(|v| *v > 0.0)
-                .map(f64::ln)
+                .map(|blocks| {
+                    let xs: Vec<f64> = blocks
+                        .iter()
+                        .filter_map(|v| v[i])
+                        .filter(|v| *v > 0.0)
+                        .map(f64::ln)
+                        .collect();
+                    if xs.len() < MIN_RUN_SPREAD_INTERVALS {
+                        return None;
+                    }
+                    total += xs.len();
+                    mean_sd(&xs).map(|(_, sd)| sd)
+                })
                 .collect();
-            if xs.len() < MIN_SPREAD_INTERVALS {
+            let vars: Vec<f64> = sds.iter().flatten().map(|sd| sd * sd).collect();
+            if total < MIN_SPREAD_INTERVALS || vars.is_empty() {
                 return None;
             }
-            mean_sd(&xs).map(|(_, sd)| Spread { sd, n: xs.len() })
+            let sd = (vars.iter().sum::<f64>() / vars.len() as f64).sqrt();
+            Some(Spread { sd, per_run: sds })
         })
         .collect()
 }
 
-/// One-sided p-value that the candidate's spread exceeds the baseline's (F test on the
-/// variance ratio).
-pub fn spread_p_value(base: Spread, cand: Spread) -> f64 {
-    use statrs::distribution::{ContinuousCDF, FisherSnedecor};
-    if base.sd <= 0.0 {
-        return if cand.sd > 0.0 { 0.0 } else { 1.0 };
+/// One-sided p-value that the candidate's spread exceeds the baseline's. The runs' spreads are
+/// compared as run-level figures (logarithms), paired round by round for interleaved runs, so
+/// the test rests on how much the spread itself varies from run to run: intervals within a run
+/// are neither independent nor normal, and an F test over them called ordinary variation
+/// "noisier". 1 when fewer than two runs per side (or pairs) have a spread.
+pub fn spread_p_value(base: &Spread, cand: &Spread, paired: bool) -> f64 {
+    let usable = |sd: &Option<f64>| sd.filter(|sd| *sd > 0.0);
+    let (b, c): (Vec<Option<f64>>, Vec<Option<f64>>) = if paired {
+        // Pairs where both rounds have a spread.
+        base.per_run
+            .iter()
+            .zip(&cand.per_run)
+            .filter_map(|(b, c)| Some((Some(usable(b)?), Some(usable(c)?))))
+            .unzip()
+    } else {
+        let some = |v: &[Option<f64>]| v.iter().filter_map(usable).map(Some).collect();
+        (some(&base.per_run), some(&cand.per_run))
+    };
+    if b.len() < 2 || c.len() < 2 {
+        return 1.0;
     }
-    let ratio = (cand.sd / base.sd).powi(2);
-    let (d1, d2) = ((cand.n - 1) as f64, (base.n - 1) as f64);
-    FisherSnedecor::new(d1, d2).map_or(1.0, |f| 1.0 - f.cdf(ratio))
+    let Some((se, df)) = between_runs(Stat::RunValue, &b, &c, paired) else {
+        return 1.0;
+    };
+    if df == 0 {
+        return 1.0;
+    }
+    let mean_ln =
+        |v: &[Option<f64>]| v.iter().flatten().map(|sd| sd.ln()).sum::<f64>() / v.len() as f64;
+    let est = mean_ln(&c) - mean_ln(&b);
+    let two_sided = p_value(est, se, Some(df));
+    if est > 0.0 {
+        two_sided / 2.0
+    } else {
+        1.0 - two_sided / 2.0
+    }
 }
 
 /// The one-sided normal quantile of the power the minimum detectable effect is stated for (80 %).
