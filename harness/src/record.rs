@@ -210,6 +210,15 @@ impl PhaseRecord {
         (secs > 0.0).then(|| self.confirmed as f64 / secs)
     }
 
+    /// Proven events per second between the first and the last proof: the rate the service
+    /// kept up, free of the latency at either end of a short phase (which `throughput_per_s`,
+    /// from the schedule's start, includes). `None` with fewer than two proofs.
+    pub fn commit_rate_per_s(&self) -> Option<f64> {
+        let (first, last) = (self.first_confirm?, self.last_confirm?);
+        let secs = last.saturating_duration_since(first).as_secs_f64();
+        (self.confirmed >= 2 && secs > 0.0).then(|| (self.confirmed - 1) as f64 / secs)
+    }
+
     /// Summary points of the interval histograms, for `ScenarioResult::intervals`.
     pub fn interval_points(&self) -> Vec<IntervalPoint> {
         self.intervals
@@ -452,6 +461,8 @@ mod tests {
             (3, 2, 1, 1, 1)
         );
         assert_eq!(r.latency.len(), 2);
+        // Two proofs, 1,495 ms apart: one interval between them.
+        assert!((r.commit_rate_per_s().unwrap() - 1.0 / 1.495).abs() < 1e-6);
         // x.2 was intended at 20 ms and confirmed at 1500 ms.
         assert!(r.latency.max() >= 1_479_000_000 && r.latency.max() <= 1_481_000_000);
         assert_eq!(

@@ -13,6 +13,11 @@ pub struct Args {
     /// Run only this scenario (repeatable). Default: every scenario enabled in the profile.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
+    /// Search the saturation knee of this scenario's load and run only that search: the highest
+    /// offered rate that meets the latency objective with nothing lost (`[scenarios.<scenario>_knee]`
+    /// in harness/bench.toml). Knees exist for: single_event_latency.
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "scenarios")]
+    pub knee: Option<String>,
     /// List the scenarios with one line each and exit.
     #[arg(long)]
     pub list: bool,
@@ -52,12 +57,15 @@ pub struct Args {
     pub gate: crate::compare::GateArgs,
 }
 
-pub fn run(args: Args) -> anyhow::Result<u8> {
+pub fn run(mut args: Args) -> anyhow::Result<u8> {
     if args.list {
         for def in harness::scenarios::all() {
             println!("{:<28} {}", def.name, def.description);
         }
         return Ok(harness::exit::OK);
+    }
+    if let Some(of) = &args.knee {
+        args.scenarios = vec![knee_scenario(of)?.to_owned()];
     }
     check_scenarios(&args.scenarios)?;
     let root = crate::workspace_root();
@@ -123,6 +131,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
+/// The scenario that searches the knee of `of` (`--knee`), or an error naming those that exist.
+pub fn knee_scenario(of: &str) -> anyhow::Result<&'static str> {
+    use harness::scenarios::knee;
+    knee::knee_scenario(of).ok_or_else(|| {
+        let known: Vec<&str> = knee::KNEES.iter().map(|(of, _)| *of).collect();
+        anyhow::anyhow!(
+            "--knee {of}: no knee search for that scenario (there is one for: {})",
+            known.join(", ")
+        )
+    })
+}
+
 /// Fail on a scenario name typo before spending minutes on the release build.
 pub fn check_scenarios(names: &[String]) -> anyhow::Result<()> {
     let known = harness::scenarios::all();
@@ -184,4 +204,19 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
 pub fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
     crate::cargo::build_services(root, None)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn knee_names_its_search_or_says_which_exist() {
+        assert_eq!(
+            super::knee_scenario("single_event_latency").unwrap(),
+            "single_event_latency_knee"
+        );
+        let e = super::knee_scenario("burst_throughput")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("there is one for: single_event_latency"), "{e}");
+    }
 }

@@ -239,12 +239,16 @@ fn spectrum_chart(
 
 /// A rate sweep's curve: p50 and p99 against the offered rate (log scale), a dot per step, a
 /// tooltip with the achieved rate, loss, CPU per event and whether the harness kept its schedule.
+/// A knee search's curve also marks the knee (a dashed vertical line) and its p99 objective (a
+/// dashed horizontal one).
 fn curve_chart(s: &ScenarioResult) -> Option<ChartView> {
     if s.curve.is_empty() {
         return None;
     }
-    let tips: Vec<String> = s
-        .curve
+    // A search measures rates out of order, some more than once: the lines join them by rate.
+    let mut curve: Vec<&crate::results::CurvePoint> = s.curve.iter().collect();
+    curve.sort_by(|a, b| a.offered_per_s.total_cmp(&b.offered_per_s));
+    let tips: Vec<String> = curve
         .iter()
         .map(|c| {
             format!(
@@ -272,27 +276,54 @@ fn curve_chart(s: &ScenarioResult) -> Option<ChartView> {
         ..Series::line(
             label,
             color,
-            s.curve
+            curve
                 .iter()
                 .map(|c| (c.offered_per_s, f(c) as f64 / 1e6))
                 .collect(),
         )
     };
-    let series = vec![
+    let mut series = vec![
         line("p50", 0, &|c| c.latency.p50_ns),
         line("p99", 1, &|c| c.latency.p99_ns),
     ];
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let slo = s.metrics.get("knee_slo_p99_ms").copied();
+    let ys = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(slo);
+    let x = Axis::fit(
+        "offered rate (events/s)",
+        curve.iter().map(|c| c.offered_per_s),
+        Scale::Log,
+    );
+    let y = Axis::fit("latency (ms)", ys, Scale::Linear);
+    let dashed = |label: String, color: usize, points: Vec<(f64, f64)>| Series {
+        stroke: super::charts::Stroke::Dashed,
+        ..Series::line(&label, color, points)
+    };
+    if let Some(slo) = slo {
+        series.push(dashed(
+            format!("p99 objective {} ms", super::view::trimmed(slo)),
+            3,
+            vec![(x.min, slo), (x.max, slo)],
+        ));
+    }
+    let knee = [("knee_per_s", "knee"), ("knee_at_least_per_s", "knee ≥")]
+        .iter()
+        .find_map(|(key, label)| s.metrics.get(*key).map(|k| (*label, *k)));
+    if let Some((label, k)) = knee {
+        series.push(dashed(
+            format!("{label} {}/s", super::view::trimmed(k)),
+            2,
+            vec![(k, y.min), (k, y.max)],
+        ));
+    }
     let spec = ChartSpec {
         title: "Latency against offered rate".into(),
         width: SPECTRUM.0,
         height: SPECTRUM.1,
-        x: Axis::fit(
-            "offered rate (events/s)",
-            s.curve.iter().map(|c| c.offered_per_s),
-            Scale::Log,
-        ),
-        y: Axis::fit("latency (ms)", ys, Scale::Linear),
+        x,
+        y,
         series,
     };
     Some(ChartView::from_spec(&spec))
@@ -530,6 +561,29 @@ mod tests {
         let mut single = s.clone();
         single.curve.clear();
         assert!(curve_chart(&single).is_none());
+
+        // A knee search: steps out of order, the knee and the objective marked.
+        let mut knee = s.clone();
+        knee.curve.insert(
+            0,
+            serde_json::from_value(point(5000.0, 400_000, 2_000_000, 100.0)).unwrap(),
+        );
+        knee.metrics.insert("knee_per_s".into(), 5000.0);
+        knee.metrics.insert("knee_slo_p99_ms".into(), 10.0);
+        let chart = curve_chart(&knee).unwrap();
+        assert_eq!(chart.error, None);
+        let legend: Vec<String> = chart
+            .chart
+            .unwrap()
+            .legend
+            .iter()
+            .map(|l| l.label.clone())
+            .collect();
+        assert!(legend.contains(&"knee 5000/s".to_owned()), "{legend:?}");
+        assert!(
+            legend.contains(&"p99 objective 10 ms".to_owned()),
+            "{legend:?}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The history index (`index.html`): every run in the history, and per scenario the trend of p50,
-//! p99, throughput and CPU per event across runs, each point labelled with its revision.
+//! p99, throughput, CPU per event and the saturation knee across runs, each point labelled with
+//! its revision.
 //!
 //! Runs are grouped by environment fingerprint and a trend line never joins runs of different
 //! groups: each group gets its own charts, headed by how its environment differs from the newest.
@@ -90,7 +91,7 @@ type Metric = (
     fn(&ScenarioResult) -> Option<f64>,
 );
 
-const METRICS: [Metric; 4] = [
+const METRICS: [Metric; 5] = [
     ("p50", "p50 (ms)", |s| {
         s.latency
             .filter(|l| l.count > 0)
@@ -103,6 +104,10 @@ const METRICS: [Metric; 4] = [
     }),
     ("throughput", "committed / s", |s| s.throughput_per_s),
     ("CPU µs per event", "CPU µs / event", cpu_us_per_event),
+    // Only a knee the service limited (`knee.rs`): a load generator's is not the service's.
+    ("knee", "events / s", |s| {
+        s.metrics.get("knee_per_s").copied()
+    }),
 ];
 
 fn trends(runs: &[&RunResults]) -> Vec<TrendRow> {

@@ -192,6 +192,7 @@ pub async fn bare_floor(
             subject: subject.to_owned(),
             answer,
             delay: Duration::ZERO,
+            service_time: Duration::ZERO,
             spin: Duration::ZERO,
             stall: None,
         },
@@ -240,6 +241,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 subject: subject.clone(),
                 answer: answer.clone(),
                 delay: Duration::from_secs_f64(ms / 1e3),
+                service_time: Duration::ZERO,
                 spin,
                 stall: None,
             };

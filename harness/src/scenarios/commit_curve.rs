@@ -128,8 +128,8 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     Ok(result)
 }
 
-/// The curve point of one measured step.
-fn point(
+/// The curve point of one measured step (also the knee search's, `knee.rs`).
+pub(super) fn point(
     step: &ScenarioResult,
     rate: f64,
     limit_us: f64,

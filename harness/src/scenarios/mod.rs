@@ -10,6 +10,7 @@ pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
 pub mod hostile_inputs;
+pub mod knee;
 pub mod latency;
 pub mod memory_stability;
 pub mod mixed_event_types;
@@ -58,6 +59,9 @@ pub fn all() -> Vec<ScenarioDef> {
         stats_end_to_end::DEF,
         pm_audit_end_to_end::DEF,
         memory_stability::DEF,
+        // After the scenarios whose figures depend on the database's size: a search commits
+        // hundreds of thousands of events.
+        knee::SINGLE_EVENT,
         service_restart::CORE,
         service_restart::DURABLE,
         // Last: they restart nats-server, which every connection then has to come back from.

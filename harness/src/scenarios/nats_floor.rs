@@ -56,6 +56,7 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             subject: subject.clone(),
             answer: Answer::Reply,
             delay: Duration::ZERO,
+            service_time: Duration::ZERO,
             spin: Duration::ZERO,
             stall: None,
         },

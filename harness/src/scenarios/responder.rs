@@ -2,7 +2,7 @@
 //! every message on one subject after a known delay (measured from the moment it received the
 //! message), either with a reply (the request path) or with a commit notice listing the
 //! message's event id (the path of the database service's events), and can stall once for a
-//! known time.
+//! known time, or answer at a known capacity (one answer per `service_time`).
 //!
 //! It runs on its own OS threads with its own single-threaded runtime and connection: one thread
 //! receives and stamps each message, another answers them in arrival order, each at its
@@ -37,6 +37,10 @@ pub struct ResponderSpec {
     pub answer: Answer,
     /// Added to every reply, from the receipt of the request.
     pub delay: Duration,
+    /// At least this long between two answers: a service of known capacity (`1 / service_time`
+    /// per second), as one server with a constant service time (answers queue behind each
+    /// other once messages come faster). Zero: no limit, every answer exactly `delay` late.
+    pub service_time: Duration,
     /// Spin this long at the end of each delay for precision.
     pub spin: Duration,
     /// Stall once, for this long, when handling the request with this (0-based) sequence number.
@@ -140,6 +144,7 @@ async fn serve(
         }
     }
     let mut stall_until: Option<Instant> = None;
+    let mut last_due: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -158,6 +163,10 @@ async fn serve(
         if let Some(until) = stall_until {
             due = due.max(until);
         }
+        if let Some(last) = last_due {
+            due = due.max(last + spec.service_time);
+        }
+        last_due = Some(due);
         if tx.send((due, msg)).is_err() {
             break; // The answering thread failed; its error is returned below.
         }

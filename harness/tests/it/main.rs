@@ -3,6 +3,7 @@
 mod bench;
 mod compare;
 mod infra;
+mod knee;
 mod report;
 
 /// The tests of this binary run one at a time. Some measure this very process (the sampler's CPU
