@@ -6,7 +6,8 @@
 //! invalid, because finding where that happens is part of what a sweep is for.
 
 use super::{connect_publishers, measure_step, message_log_payload, OpenLoopParams, Plan, Timing};
-use crate::load::{Ids, Proof, Script};
+use crate::load::{Ids, PhaseOutcome, Proof, Script};
+use crate::publishers::Publishers;
 use crate::results::{CurvePoint, LoadInfo, ScenarioResult};
 use crate::scenario::{judge_lag, lag_limit_us, BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -86,32 +87,16 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         &ctx.table.targets,
     );
     for (k, &rate) in p.rates_per_s.iter().enumerate() {
-        let params = OpenLoopParams {
-            timing: p.timing(rate),
-            payload_bytes: p.payload_bytes,
-            publishers: 1,
-            prefill_events: 0,
-        };
-        let plan = Plan::open_loop(
-            &params,
-            senders.clone(),
-            Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
-            Proof::CommitNotices(Ids::Direct),
-        );
-        let key = rate_key(rate);
-        let mut step = ctx.result(params.load_info());
-        measure_step(
+        let (step, point, _) = message_log_step(
             ctx,
-            &plan,
+            &senders,
+            p.timing(rate),
+            p.payload_bytes,
             &format!("r{k}"),
-            &mut step,
-            "rosey.db.message.log: intended send time → commit notice",
-            async {},
+            (limit_us, &limit_source),
         )
-        .await
-        .with_context(|| format!("the step at {rate}/s"))?;
-        let point = point(&step, rate, limit_us, limit_source.clone())?;
-        fold_step(&mut result, &step, &point, &key);
+        .await?;
+        fold_step(&mut result, &step, &point, &rate_key(rate));
         result.curve.push(point);
     }
     result.notes.push(format!(
@@ -128,8 +113,56 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     Ok(result)
 }
 
-/// The curve point of one measured step (also the knee search's, `knee.rs`).
-pub(super) fn point(
+/// One steady step of `single_event_latency`'s load at `timing`'s rate, warmed up and measured
+/// on ids of its own (`tag`): the step's result, its curve point and the measured phase. The
+/// sweep's steps and the knee search's (`knee.rs`).
+pub(super) async fn message_log_step(
+    ctx: &ScenarioContext,
+    senders: &Publishers,
+    timing: Timing,
+    payload_bytes: usize,
+    tag: &str,
+    (limit_us, limit_source): (f64, &str),
+) -> anyhow::Result<(ScenarioResult, CurvePoint, PhaseOutcome)> {
+    let rate = timing.rate_per_s;
+    let params = OpenLoopParams {
+        timing,
+        payload_bytes,
+        publishers: 1,
+        prefill_events: 0,
+    };
+    let plan = Plan::open_loop(
+        &params,
+        senders.clone(),
+        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(payload_bytes)),
+        Proof::CommitNotices(Ids::Direct),
+    );
+    let mut step = ctx.result(params.load_info());
+    let (outcome, ()) = measure_step(
+        ctx,
+        &plan,
+        tag,
+        &mut step,
+        "rosey.db.message.log: intended send time → commit notice",
+        async {},
+    )
+    .await
+    .with_context(|| format!("the step at {rate}/s"))?;
+    let point = point(&step, rate, limit_us, limit_source.to_owned())?;
+    Ok((step, point, outcome))
+}
+
+/// Add a step's accounting to the whole sweep's.
+pub(super) fn add_accounting(result: &mut ScenarioResult, step: &ScenarioResult) {
+    let a = &mut result.accounting;
+    a.sent += step.accounting.sent;
+    a.committed += step.accounting.committed;
+    a.lost += step.accounting.lost;
+    a.duplicated += step.accounting.duplicated;
+}
+
+/// The curve point of one measured step.
+fn point(
     step: &ScenarioResult,
     rate: f64,
     limit_us: f64,
@@ -152,11 +185,7 @@ pub(super) fn point(
 /// Add one step to the sweep's result: its accounting, its latency histogram as `<key>`, its
 /// figures as `<key>.*` metrics, a note when the harness lagged in it, and its own notes.
 fn fold_step(result: &mut ScenarioResult, step: &ScenarioResult, point: &CurvePoint, key: &str) {
-    let a = &mut result.accounting;
-    a.sent += step.accounting.sent;
-    a.committed += step.accounting.committed;
-    a.lost += step.accounting.lost;
-    a.duplicated += step.accounting.duplicated;
+    add_accounting(result, step);
     if let Some(h) = step.histograms.iter().find(|h| h.name == "latency") {
         let mut h = h.clone();
         h.name = key.to_owned();

@@ -18,12 +18,9 @@
 //! result says so (`knee_at_least_per_s`, limit "load generator"), and there is no `knee_per_s`
 //! to track or gate, because it would be the harness's figure, not the service's.
 
-use super::{connect_publishers, measure_step, message_log_payload, OpenLoopParams, Plan, Timing};
-use crate::load::{Ids, Proof, Script};
+use super::{commit_curve, connect_publishers, Timing};
 use crate::results::{CurvePoint, LoadInfo, ProcessResources, ScenarioResult};
 use crate::scenario::{lag_limit_us, BoxFuture, ScenarioContext, ScenarioDef};
-use anyhow::Context;
-use rosey_protocol::subjects;
 use serde::{Deserialize, Serialize};
 
 pub const SINGLE_EVENT: ScenarioDef = ScenarioDef {
@@ -274,7 +271,9 @@ impl Limit {
             Limit::LoadGenerator => "the load generator",
             Limit::MaxRate => "none within max_per_s",
             Limit::BelowRange => "the service, below the lowest rate tried",
-            Limit::StepBudget => "the step budget (max_steps) ran out",
+            Limit::StepBudget => {
+                "the step budget (max_steps), which ran out before the bracket closed"
+            }
         }
     }
 }
@@ -456,30 +455,15 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     while let Some(rate) = search.next() {
         let k = search.steps().len();
         let timing = p.timing(rate);
-        let params = OpenLoopParams {
-            timing,
-            payload_bytes: p.payload_bytes,
-            publishers: 1,
-            prefill_events: 0,
-        };
-        let plan = Plan::open_loop(
-            &params,
-            senders.clone(),
-            Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
-            Proof::CommitNotices(Ids::Direct),
-        );
-        let mut step = ctx.result(params.load_info());
-        let (outcome, ()) = measure_step(
+        let (step, mut point, outcome) = commit_curve::message_log_step(
             ctx,
-            &plan,
+            &senders,
+            timing,
+            p.payload_bytes,
             &format!("k{k}"),
-            &mut step,
-            "rosey.db.message.log: intended send time → commit notice",
-            async {},
+            (limit_us, &limit_source),
         )
-        .await
-        .with_context(|| format!("the step at {rate}/s"))?;
-        let mut point = super::commit_curve::point(&step, rate, limit_us, limit_source.clone())?;
+        .await?;
         // Achieved: the rate of proofs while they came, not diluted by a short step's last
         // latencies (a passing 0.5 s step whose last events take 10 ms would read 98 %).
         point.achieved_per_s = outcome.record.commit_rate_per_s().unwrap_or(0.0);
@@ -503,11 +487,7 @@ fn fold_step(
     timing: Timing,
     verdict: &StepVerdict,
 ) {
-    let a = &mut result.accounting;
-    a.sent += step.accounting.sent;
-    a.committed += step.accounting.committed;
-    a.lost += step.accounting.lost;
-    a.duplicated += step.accounting.duplicated;
+    commit_curve::add_accounting(result, step);
     result.load.duration_s += timing.duration_s;
     result.load.warmup_s += timing.warmup_s;
     let rate = crate::report::view::trimmed(point.offered_per_s);
