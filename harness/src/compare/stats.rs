@@ -767,6 +767,31 @@ mod tests {
     }
 
     #[test]
+    fn noisier_is_judged_run_by_run() {
+        let spread = |sds: &[f64]| Spread {
+            sd: 0.0,
+            per_run: sds.iter().map(|s| Some(*s)).collect(),
+        };
+        let base = spread(&[0.04, 0.05, 0.03, 0.045, 0.04, 0.05]);
+        // Twice the spread in every round: clearly noisier, paired or not.
+        let doubled = spread(&[0.08, 0.09, 0.07, 0.085, 0.09, 0.1]);
+        assert!(spread_p_value(&base, &doubled, true) < 0.001);
+        assert!(spread_p_value(&base, &doubled, false) < 0.001);
+        // One round far noisier, the others as before: not a consistent change.
+        let one_burst = spread(&[0.04, 0.05, 0.03, 0.045, 0.04, 0.5]);
+        assert!(spread_p_value(&base, &one_burst, true) > 0.05);
+        // Quieter is never noisier; a single pair decides nothing.
+        assert!(spread_p_value(&doubled, &base, true) > 0.5);
+        assert_eq!(spread_p_value(&spread(&[0.04]), &spread(&[0.4]), true), 1.0);
+        // Rounds without a spread drop out with their pair.
+        let gaps = Spread {
+            sd: 0.0,
+            per_run: vec![Some(0.08), None, Some(0.07), Some(0.085), None, Some(0.1)],
+        };
+        assert!(spread_p_value(&base, &gaps, true) < 0.01);
+    }
+
+    #[test]
     fn slope_is_pooled_within_groups() {
         let block = |t: f64, y: f64| Block {
             rss: vec![vec![(t, y)]],
