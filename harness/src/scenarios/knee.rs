@@ -295,8 +295,6 @@ pub struct Knee {
 pub struct Search {
     spec: SearchSpec,
     steps: Vec<(f64, StepVerdict)>,
-    /// The lowest rate a search that steps down from a failing start may try.
-    floor_per_s: f64,
 }
 
 /// How far below `start_per_s` a search steps down before it gives up (`growth^DOWN_STEPS`).
@@ -305,10 +303,14 @@ const DOWN_STEPS: i32 = 3;
 impl Search {
     pub fn new(spec: SearchSpec) -> Search {
         Search {
-            floor_per_s: spec.start_per_s / spec.growth.powi(DOWN_STEPS),
             spec,
             steps: Vec::new(),
         }
+    }
+
+    /// The lowest rate a search that steps down from a failing start may try.
+    fn floor_per_s(&self) -> f64 {
+        self.spec.start_per_s / self.spec.growth.powi(DOWN_STEPS)
     }
 
     pub fn steps(&self) -> &[(f64, StepVerdict)] {
@@ -338,7 +340,8 @@ impl Search {
             .max_by(f64::total_cmp)
     }
 
-    fn passes_at(&self, rate: f64) -> u32 {
+    /// How many times `rate` passed.
+    pub fn passes_at(&self, rate: f64) -> u32 {
         let n = self
             .steps
             .iter()
@@ -358,13 +361,14 @@ impl Search {
     /// The next rate by the rules alone, whatever the step budget.
     fn proposal(&self) -> Option<f64> {
         let s = &self.spec;
-        let (Some(pass), failure) = (self.highest_pass(), self.lowest_failure()) else {
+        let failure = self.lowest_failure();
+        let Some(pass) = self.highest_pass() else {
             // Nothing passed yet: start, or step down from a failing start.
-            return match self.lowest_failure() {
+            return match failure {
                 None => Some(s.start_per_s),
                 Some((fail, _)) => {
                     let lower = nice(fail / s.growth);
-                    (lower >= self.floor_per_s * (1.0 - 1e-9)).then_some(lower)
+                    (lower >= self.floor_per_s() * (1.0 - 1e-9)).then_some(lower)
                 }
             };
         };
@@ -545,10 +549,7 @@ fn summarize(
         .rposition(|(r, v)| *r == rate && v.passed())
         .unwrap_or(0);
     let point = &result.curve[at];
-    let passes = steps
-        .iter()
-        .filter(|(r, v)| *r == rate && v.passed())
-        .count();
+    let passes = search.passes_at(rate);
     let m = &mut result.metrics;
     match knee.limit {
         Limit::Service => {
