@@ -42,6 +42,7 @@ pub fn collect(
         config_hash: config_hash(&comparability_view(config)),
         config: config.clone(),
         seed,
+        load_generators: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub mod sampler;
 pub mod scenario;
 pub mod scenarios;
 pub mod services;
+pub mod workers;
 
 pub use run::{run_bench, BenchOptions, BenchOutcome, ServicesUnderTest};
 pub use services::ServiceBinaries;

@@ -126,7 +126,8 @@ pub struct SendStats {
 }
 
 impl SendStats {
-    fn new() -> SendStats {
+    /// Nothing sent yet.
+    pub fn empty() -> SendStats {
         SendStats {
             send_delay: crate::histogram::new_histogram(),
             errors: 0,
@@ -165,6 +166,9 @@ pub struct Script {
     /// Kind labels, indexed by [`Message::kind`].
     pub kinds: Vec<String>,
     pub message: MessageFn,
+    /// The same script in words a worker can rebuild it from (distributed load), when there are
+    /// such words ([`crate::workers::RemoteScript::script`]); `None` for an arbitrary closure.
+    pub remote: Option<crate::workers::RemoteScript>,
 }
 
 impl Script {
@@ -179,6 +183,7 @@ impl Script {
                 payload: payload(i),
                 expected_events: 1,
             }),
+            remote: None,
         }
     }
 
@@ -190,6 +195,7 @@ impl Script {
         Script {
             kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
             message: Arc::new(message),
+            remote: None,
         }
     }
 }
@@ -1056,7 +1062,7 @@ async fn run_sender(
     progress: &indicatif::ProgressBar,
     clients: &[Client],
 ) -> (SendStats, Acks) {
-    let mut stats = SendStats::new();
+    let mut stats = SendStats::empty();
     let mut acks = Vec::new();
     // A JetStream publish is retried until the phase's drain deadline at the latest.
     let retry_until = tokio::time::Instant::from_std(

@@ -33,9 +33,9 @@ const OFFICIAL_IMAGES: [(&str, &str); 1] = [("nats", "2.10-alpine")];
 pub const LOCAL_IMAGE_REPO: &str = "rosey-bench/nats-server";
 /// Deadlines for the docker CLI calls (an unreachable registry fails fast, a hung daemon must not
 /// hang the run).
-const DOCKER_QUICK_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DOCKER_QUICK_TIMEOUT: Duration = Duration::from_secs(15);
 const DOCKER_PULL_TIMEOUT: Duration = Duration::from_secs(120);
-const DOCKER_BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const DOCKER_BUILD_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a container may take to print "Server is ready".
 const CONTAINER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an external server may take to accept a connection and send INFO.
@@ -550,18 +550,18 @@ fn build_local_image(binary: &Path) -> Result<ImageChoice> {
 }
 
 #[cfg(unix)]
-fn set_executable(path: &Path) -> Result<()> {
+pub(crate) fn set_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} executable", path.display()))
 }
 
 #[cfg(not(unix))]
-fn set_executable(_path: &Path) -> Result<()> {
+pub(crate) fn set_executable(_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn image_exists(reference: &str) -> bool {
+pub(crate) fn image_exists(reference: &str) -> bool {
     docker(
         &["image", "inspect", "--format", "{{.Id}}", reference],
         DOCKER_QUICK_TIMEOUT,
@@ -595,18 +595,22 @@ pub fn docker_answers() -> Result<()> {
     )
 }
 
-struct DockerOutput {
-    stdout: String,
-    stderr: String,
+pub(crate) struct DockerOutput {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn docker(args: &[&str], timeout: Duration) -> Result<DockerOutput> {
+pub(crate) fn docker(args: &[&str], timeout: Duration) -> Result<DockerOutput> {
     docker_with_env(args, &[], timeout)
 }
 
 /// Runs the docker CLI with a deadline; output goes to temp files so a chatty command never
 /// blocks on a full pipe while we wait for it.
-fn docker_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<DockerOutput> {
+pub(crate) fn docker_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<DockerOutput> {
     let mut stdout = tempfile::tempfile().context("creating a temp file")?;
     let mut stderr = tempfile::tempfile().context("creating a temp file")?;
     let mut cmd = Command::new("docker");

@@ -68,6 +68,11 @@ pub struct Environment {
     #[serde(default)]
     pub config: serde_json::Value,
     pub seed: u64,
+    /// Who offered the load, when not the harness process alone: `3 worker containers`,
+    /// `2 remote workers`. Part of the fingerprint (a different load generator is a different
+    /// measurement); absent, the fingerprint is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_generators: Option<String>,
 }
 
 impl Environment {
@@ -83,7 +88,11 @@ impl Environment {
             self.nats.kind,
             self.nats.server_version,
             self.config_hash
-        )
+        ) + &self
+            .load_generators
+            .as_ref()
+            .map(|l| format!("|load={l}"))
+            .unwrap_or_default()
     }
 
     /// The fields in which two fingerprints differ, for "not comparable" explanations.
@@ -115,6 +124,12 @@ impl Environment {
             self.config_hash.clone(),
             other.config_hash.clone(),
         );
+        let load = |e: &Environment| {
+            e.load_generators
+                .clone()
+                .unwrap_or_else(|| "the harness process".into())
+        };
+        check("load generators", load(self), load(other));
         out
     }
 }
@@ -382,6 +397,10 @@ pub struct ScenarioResult {
     /// A rate sweep's steps, in offered-rate order (empty for single-rate scenarios).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub curve: Vec<CurvePoint>,
+    /// The load workers that offered the measured phase, each with its own figures (empty: the
+    /// harness process offered it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::workers::WorkerFigures>,
     pub verdict: Verdict,
     #[serde(default)]
     pub intervals: Vec<IntervalPoint>,

@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub status: fn(&str),
     /// `RUST_LOG` of the services the run starts (`cargo xtask bench --service-log`).
     pub service_log: String,
+    /// Load workers (`--workers`, `--remote-workers`); none: this process offers the load.
+    pub workers: crate::workers::WorkerSource,
 }
 
 /// What a run produced.
@@ -212,7 +214,13 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
         "bench: nats {} {} at {}",
         nats.info.kind, nats.info.server_version, nats.url
     ));
-    let environment = crate::env::collect(&nats.info, &config.to_json(), opts.seed, &opts.profile);
+    let mut environment =
+        crate::env::collect(&nats.info, &config.to_json(), opts.seed, &opts.profile);
+    environment.load_generators = opts.workers.describe();
+    // Workers on this host, before the runtime (the docker CLI is synchronous); dropped after
+    // the scenarios, which keeps their logs and removes them whatever happened.
+    let local_workers = start_local_workers(&opts, &nats.url, &run_id, &run_dir)?;
+    let worker_processes = local_workers.pids();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,12 +230,17 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
         &opts,
         &config,
         &selected,
-        &nats.url,
-        nats.pid,
-        nats.control(),
-        &run_dir,
+        Site {
+            nats_url: &nats.url,
+            nats_pid: nats.pid,
+            nats_control: nats.control(),
+            run_dir: &run_dir,
+            run_id: &run_id,
+            worker_processes,
+        },
     ));
     drop(runtime);
+    drop(local_workers);
     drop(nats);
 
     let results = RunResults {
@@ -256,15 +269,31 @@ pub fn write_results(run_dir: &Path, results: &RunResults) -> anyhow::Result<()>
     crate::files::write_atomic(&path, text)
 }
 
+/// Where a run's scenarios run: its NATS server, its directory and id, its workers' processes.
+struct Site<'a> {
+    nats_url: &'a str,
+    nats_pid: Option<u32>,
+    nats_control: Option<crate::provision::NatsControl>,
+    run_dir: &'a Path,
+    run_id: &'a str,
+    /// The load workers started on this host (sampled with the other processes).
+    worker_processes: Vec<(String, u32)>,
+}
+
 async fn run_scenarios(
     opts: &BenchOptions,
     config: &BenchConfig,
     selected: &[(ScenarioDef, ScenarioTable)],
-    nats_url: &str,
-    nats_pid: Option<u32>,
-    nats_control: Option<crate::provision::NatsControl>,
-    run_dir: &Path,
+    site: Site<'_>,
 ) -> (Vec<ScenarioResult>, Vec<String>) {
+    let Site {
+        nats_url,
+        nats_pid,
+        nats_control,
+        run_dir,
+        run_id,
+        worker_processes,
+    } = site;
     let mut harness_errors = Vec::new();
     let client = match crate::load::connect(nats_url, "bench-harness").await {
         Ok(c) => c,
@@ -342,6 +371,14 @@ async fn run_scenarios(
         None
     };
 
+    let workers = match gather_workers(opts, &client, nats_url, run_id, &progress).await {
+        Ok(w) => w.map(|w| Arc::new(w.with_processes(worker_processes))),
+        Err(e) => {
+            harness_errors.push(format!("{e:#}"));
+            return (Vec::new(), harness_errors);
+        }
+    };
+
     let mut results = Vec::new();
     for (def, table) in selected {
         if !table.enabled {
@@ -369,6 +406,7 @@ async fn run_scenarios(
             self_check: config.self_check.clone(),
             config_json: serde_json::to_value(config.scenarios.get(def.name)).unwrap_or_default(),
             progress: progress.clone(),
+            workers: workers.clone(),
         };
         say(&progress, opts, format!("bench: {} …", def.name));
         let started = std::time::Instant::now();
@@ -416,10 +454,121 @@ async fn run_scenarios(
             }
         }
     }
+    if let Some(w) = workers {
+        w.dismiss().await;
+    }
     drop(sampler);
     let _ = client.drain().await;
     (results, harness_errors)
 }
+
+/// The run's load workers, once all of them joined (none when the run has none).
+async fn gather_workers(
+    opts: &BenchOptions,
+    client: &async_nats::Client,
+    nats_url: &str,
+    run_id: &str,
+    progress: &indicatif::MultiProgress,
+) -> anyhow::Result<Option<crate::workers::Workers>> {
+    use crate::workers::WorkerSource;
+    let (count, timeout) = match &opts.workers {
+        WorkerSource::None => return Ok(None),
+        WorkerSource::Containers { count, .. } | WorkerSource::Processes { count, .. } => {
+            (*count, WORKERS_JOIN_LOCAL)
+        }
+        WorkerSource::Remote { count } => (*count, WORKERS_JOIN_REMOTE),
+    };
+    say(
+        progress,
+        opts,
+        format!(
+            "bench: waiting for {count} load workers to join run {run_id}{}",
+            match &opts.workers {
+                WorkerSource::Remote { .. } => format!(
+                    "; on each load host run: rosey-loadgen --nats-url {nats_url} --run-id {run_id}"
+                ),
+                _ => String::new(),
+            }
+        ),
+    );
+    let workers = crate::workers::Workers::gather(client, run_id, count, timeout, |joined| {
+        say(
+            progress,
+            opts,
+            format!("bench: {joined} of {count} load workers have joined; waiting"),
+        );
+    })
+    .await
+    .context("gathering the load workers")?;
+    say(
+        progress,
+        opts,
+        format!(
+            "bench: load workers joined: {}",
+            workers
+                .members()
+                .iter()
+                .map(|w| format!("{} ({})", w.name, w.host))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    Ok(Some(workers))
+}
+
+/// Workers the run started on this host, if any; dropped, they end.
+enum LocalWorkers {
+    None,
+    Containers(crate::workers::local::WorkerContainers),
+    Processes(crate::workers::local::WorkerProcesses),
+}
+
+impl LocalWorkers {
+    fn pids(&self) -> Vec<(String, u32)> {
+        match self {
+            LocalWorkers::None => Vec::new(),
+            LocalWorkers::Containers(c) => c.pids(),
+            LocalWorkers::Processes(p) => p.pids(),
+        }
+    }
+}
+
+/// Start the workers `--workers` or `--worker-processes` asked for.
+fn start_local_workers(
+    opts: &BenchOptions,
+    nats_url: &str,
+    run_id: &str,
+    run_dir: &Path,
+) -> anyhow::Result<LocalWorkers> {
+    use crate::workers::{local, WorkerSource};
+    let log_dir = run_dir.join("workers");
+    Ok(match &opts.workers {
+        WorkerSource::None | WorkerSource::Remote { .. } => LocalWorkers::None,
+        WorkerSource::Containers { count, binary } => {
+            (opts.status)(&format!(
+                "bench: building the load worker image around {} and starting {count} worker containers",
+                binary.display()
+            ));
+            let image = local::build_image(binary).context("building the load worker image")?;
+            LocalWorkers::Containers(
+                local::WorkerContainers::start(&image, *count, nats_url, run_id, &log_dir)
+                    .context("starting the load worker containers")?,
+            )
+        }
+        WorkerSource::Processes { count, binary } => {
+            (opts.status)(&format!("bench: starting {count} load worker processes"));
+            LocalWorkers::Processes(
+                local::WorkerProcesses::start(binary, *count, nats_url, run_id, &log_dir)
+                    .context("starting the load worker processes")?,
+            )
+        }
+    })
+}
+
+/// How long workers on this host may take to join.
+const WORKERS_JOIN_LOCAL: Duration = Duration::from_secs(60);
+/// How long workers started by hand on other hosts may take to join.
+const WORKERS_JOIN_REMOTE: Duration = Duration::from_secs(600);
 
 fn skipped_result(
     def: &ScenarioDef,
@@ -448,6 +597,7 @@ fn skipped_result(
         targets: Vec::new(),
         proof_path: None,
         curve: Vec::new(),
+        workers: Vec::new(),
         harness_lag: None,
         verdict: Verdict::Skipped,
         intervals: Vec::new(),
@@ -695,6 +845,7 @@ mod tests {
                 config_hash: String::new(),
                 config: serde_json::Value::Null,
                 seed: 1,
+                load_generators: None,
             },
             scenarios,
             harness_errors,

@@ -15,7 +15,7 @@ pub struct Args {
     pub scenarios: Vec<String>,
     /// Search the saturation knee of this scenario's load and run only that search: the highest
     /// offered rate that meets the latency objective with nothing lost (`[scenarios.<scenario>_knee]`
-    /// in harness/bench.toml). Knees exist for: single_event_latency.
+    /// in harness/bench.toml). Knees exist for: single_event_latency, request_reply_latency.
     #[arg(long, value_name = "SCENARIO", conflicts_with = "scenarios")]
     pub knee: Option<String>,
     /// List the scenarios with one line each and exit.
@@ -44,6 +44,23 @@ pub struct Args {
     pub dbservice_bin: Option<PathBuf>,
     #[arg(long, requires = "dbservice_bin")]
     pub bot_bin: Option<PathBuf>,
+    /// Offer the load from N worker containers on this host instead of the harness process: an
+    /// image is built locally around the release `rosey-loadgen`, the containers join the run
+    /// over NATS, and each phase a worker can run (message.log load proven by commit notices:
+    /// single_event_latency, sustained_throughput, burst_throughput, the rate sweep and the knee)
+    /// is split among them and merged. Needs Docker.
+    #[arg(long, value_name = "N", conflicts_with_all = ["remote_workers", "worker_processes"], value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Option<u32>,
+    /// As `--workers`, with the workers as N child processes instead of containers (no Docker).
+    /// On a machine whose cores the service keeps busy, processes keep their schedule where
+    /// containers may not: Docker weighs all containers together like one process.
+    #[arg(long, value_name = "N", conflicts_with = "remote_workers", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub worker_processes: Option<u32>,
+    /// Wait for N workers started by hand on other hosts (`rosey-loadgen --nats-url <url>
+    /// --run-id <id>`, or `cargo xtask worker …`; the run prints the id) and offer the load from
+    /// them, as `--workers` does. Use a NATS server all hosts reach (`--nats-url`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub remote_workers: Option<u32>,
     /// `RUST_LOG` of the services under test (their logs land in the run directory).
     #[arg(
         long,
@@ -80,8 +97,21 @@ pub fn run(mut args: Args) -> anyhow::Result<u8> {
         ("local", _) => NatsChoice::Local,
         _ => NatsChoice::Auto,
     };
+    let workers = match (args.workers, args.worker_processes, args.remote_workers) {
+        (Some(count), _, _) => harness::workers::WorkerSource::Containers {
+            count,
+            binary: build_loadgen(&root)?,
+        },
+        (None, Some(count), _) => harness::workers::WorkerSource::Processes {
+            count,
+            binary: build_loadgen(&root)?,
+        },
+        (None, None, Some(count)) => harness::workers::WorkerSource::Remote { count },
+        (None, None, None) => harness::workers::WorkerSource::None,
+    };
     let options = BenchOptions {
         scenarios: args.scenarios,
+        workers,
         profile: args.profile,
         config_path: args
             .config
@@ -171,6 +201,7 @@ pub fn options(root: &Path, binaries: ServiceBinaries, nats: NatsChoice) -> Benc
         progress: std::io::stderr().is_terminal(),
         status: |line| eprintln!("{line}"),
         service_log: "info".into(),
+        workers: harness::workers::WorkerSource::None,
     }
 }
 
@@ -204,6 +235,12 @@ fn render_reports(run_dir: &Path, history_dir: &Path) -> anyhow::Result<()> {
 pub fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
     eprintln!("bench: building rosey-dbservice and rosey-bot (release)");
     crate::cargo::build_services(root, None)
+}
+
+/// The release build of the load worker, `rosey-loadgen` (for `--workers` and `cargo xtask worker`).
+pub fn build_loadgen(root: &Path) -> anyhow::Result<PathBuf> {
+    eprintln!("bench: building rosey-loadgen (release)");
+    crate::cargo::build_loadgen(root)
 }
 
 #[cfg(test)]

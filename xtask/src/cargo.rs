@@ -7,7 +7,7 @@
 //! environment and share their build artifacts.
 //!
 //! [`build_services`] is the one place that builds the services under test (for `cargo xtask
-//! bench` and for the baseline side of an A/B run). The harness itself never runs cargo: it is
+//! bench` and for the baseline side of an A/B run), [`build_loadgen`] the load worker. The harness itself never runs cargo: it is
 //! handed the binaries.
 
 use anyhow::Context as _;
@@ -69,16 +69,43 @@ pub fn seed_release_dir(seed: &Path, target: &Path) -> anyhow::Result<()> {
 /// progress on stderr as usual), with the executables' paths read from cargo's own artifact
 /// messages so any target directory works.
 pub fn build_services(src: &Path, target_dir: Option<&Path>) -> anyhow::Result<ServiceBinaries> {
+    let mut built = build_release(
+        src,
+        target_dir,
+        &["-p", "rosey-dbservice", "-p", "rosey-bot"],
+        &["rosey-dbservice", "rosey-bot"],
+    )?;
+    Ok(ServiceBinaries {
+        dbservice: built.remove("rosey-dbservice").unwrap_or_default(),
+        bot: built.remove("rosey-bot").unwrap_or_default(),
+    })
+}
+
+/// `cargo build --release -p harness --bin rosey-loadgen` in the workspace at `src`: the load
+/// worker's executable.
+pub fn build_loadgen(src: &Path) -> anyhow::Result<PathBuf> {
+    let mut built = build_release(
+        src,
+        None,
+        &["-p", "harness", "--bin", "rosey-loadgen"],
+        &["rosey-loadgen"],
+    )?;
+    Ok(built.remove("rosey-loadgen").unwrap_or_default())
+}
+
+/// `cargo build --release <selection>`, and the executables of `wanted` as cargo reported them
+/// (every one of them, or an error naming the missing one).
+fn build_release(
+    src: &Path,
+    target_dir: Option<&Path>,
+    selection: &[&str],
+    wanted: &[&str],
+) -> anyhow::Result<std::collections::BTreeMap<String, PathBuf>> {
     let mut cmd = command();
-    cmd.current_dir(src).args([
-        "build",
-        "--release",
-        "-p",
-        "rosey-dbservice",
-        "-p",
-        "rosey-bot",
-        "--message-format=json-render-diagnostics",
-    ]);
+    cmd.current_dir(src)
+        .args(["build", "--release"])
+        .args(selection)
+        .arg("--message-format=json-render-diagnostics");
     if let Some(target) = target_dir {
         cmd.arg("--target-dir").arg(target);
     }
@@ -88,7 +115,7 @@ pub fn build_services(src: &Path, target_dir: Option<&Path>) -> anyhow::Result<S
         .spawn()
         .context("run cargo build")?;
     let stdout = child.stdout.take().context("cargo build stdout")?;
-    let (mut dbservice, mut bot) = (None, None);
+    let mut built = std::collections::BTreeMap::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("read cargo build output")?;
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -100,22 +127,26 @@ pub fn build_services(src: &Path, target_dir: Option<&Path>) -> anyhow::Result<S
         let Some(exe) = msg["executable"].as_str() else {
             continue;
         };
-        match msg["target"]["name"].as_str() {
-            Some("rosey-dbservice") => dbservice = Some(PathBuf::from(exe)),
-            Some("rosey-bot") => bot = Some(PathBuf::from(exe)),
-            _ => {}
+        if let Some(name) = msg["target"]["name"].as_str() {
+            if wanted.contains(&name) {
+                built.insert(name.to_owned(), PathBuf::from(exe));
+            }
         }
     }
     let status = child.wait().context("wait for cargo build")?;
     anyhow::ensure!(
         status.success(),
-        "cargo build --release of the services in {} failed",
+        "cargo build --release {} in {} failed",
+        selection.join(" "),
         src.display()
     );
-    Ok(ServiceBinaries {
-        dbservice: dbservice.context("cargo build reported no rosey-dbservice binary")?,
-        bot: bot.context("cargo build reported no rosey-bot binary")?,
-    })
+    for name in wanted {
+        anyhow::ensure!(
+            built.contains_key(*name),
+            "cargo build reported no {name} binary"
+        );
+    }
+    Ok(built)
 }
 
 #[cfg(test)]

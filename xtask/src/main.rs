@@ -10,6 +10,7 @@
 //! * `cargo xtask icount`  — the instruction-count lane, gated against another revision.
 //! * `cargo xtask fuzz`    — mutation-fuzz the services' decoders for a number of seconds.
 //! * `cargo xtask ci`      — what the GitHub workflows run (`ci pr-bench`, `ci history-append`).
+//! * `cargo xtask worker`  — a load worker that joins a bench run over NATS (`rosey-loadgen`).
 
 mod bench;
 mod cargo;
@@ -22,6 +23,7 @@ mod report;
 mod revision;
 mod system;
 mod test;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use harness::exit;
@@ -56,6 +58,9 @@ enum Command {
     Fuzz(fuzz::Args),
     /// What the GitHub workflows run (pr-bench, history-append), runnable here as a rehearsal.
     Ci(ci::Args),
+    /// A load worker (builds and runs rosey-loadgen): joins the bench run with --run-id on
+    /// --nats-url and offers its share of the load (`cargo xtask worker -- --help`).
+    Worker(worker::Args),
 }
 
 /// The workspace root (where the top-level Cargo.toml is).
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Icount(args) => icount::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Ci(args) => ci::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

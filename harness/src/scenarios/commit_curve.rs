@@ -5,13 +5,12 @@
 //! its own schedule is marked as measuring the load generator; it does not make the whole sweep
 //! invalid, because finding where that happens is part of what a sweep is for.
 
-use super::{connect_publishers, measure_step, message_log_payload, OpenLoopParams, Plan, Timing};
-use crate::load::{Ids, PhaseOutcome, Proof, Script};
+use super::{connect_publishers, measure_step, OpenLoopParams, Plan, Timing};
+use crate::load::{Ids, PhaseOutcome, Proof};
 use crate::publishers::Publishers;
 use crate::results::{CurvePoint, LoadInfo, ScenarioResult};
 use crate::scenario::{judge_lag, lag_limit_us, BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
-use rosey_protocol::subjects;
 use serde::{Deserialize, Serialize};
 
 pub const DEF: ScenarioDef = ScenarioDef {
@@ -124,7 +123,6 @@ pub(super) async fn message_log_step(
     tag: &str,
     (limit_us, limit_source): (f64, &str),
 ) -> anyhow::Result<(ScenarioResult, CurvePoint, PhaseOutcome)> {
-    let rate = timing.rate_per_s;
     let params = OpenLoopParams {
         timing,
         payload_bytes,
@@ -134,20 +132,35 @@ pub(super) async fn message_log_step(
     let plan = Plan::open_loop(
         &params,
         senders.clone(),
-        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(payload_bytes)),
+        crate::workers::RemoteScript::MessageLog { payload_bytes }.script(),
         Proof::CommitNotices(Ids::Direct),
     );
-    let mut step = ctx.result(params.load_info());
-    let (outcome, ()) = measure_step(
+    plan_step(
         ctx,
         &plan,
+        &params,
         tag,
-        &mut step,
         "rosey.db.message.log: intended send time → commit notice",
-        async {},
+        (limit_us, limit_source),
     )
     .await
-    .with_context(|| format!("the step at {rate}/s"))?;
+}
+
+/// One steady step of `plan` (open loop at `params`' rate), warmed up and measured on ids of its
+/// own (`tag`): the step's result, its curve point and the measured phase.
+pub(super) async fn plan_step(
+    ctx: &ScenarioContext,
+    plan: &Plan,
+    params: &OpenLoopParams,
+    tag: &str,
+    latency_description: &str,
+    (limit_us, limit_source): (f64, &str),
+) -> anyhow::Result<(ScenarioResult, CurvePoint, PhaseOutcome)> {
+    let rate = params.timing.rate_per_s;
+    let mut step = ctx.result(params.load_info());
+    let (outcome, ()) = measure_step(ctx, plan, tag, &mut step, latency_description, async {})
+        .await
+        .with_context(|| format!("the step at {rate}/s"))?;
     let point = point(&step, rate, limit_us, limit_source.to_owned())?;
     Ok((step, point, outcome))
 }

@@ -2,8 +2,9 @@
 //! objective with nothing lost, found by search rather than read off fixed rates.
 //!
 //! `single_event_latency_knee` searches the load of `single_event_latency` (one publisher,
-//! `rosey.db.message.log`, proven by commit notices). `cargo xtask bench --knee
-//! single_event_latency` runs it alone. Each step is an open-loop phase at one rate, warmed up and
+//! `rosey.db.message.log`, proven by commit notices), `request_reply_latency_knee` that of
+//! `request_reply_latency` (`channel_stats` requests on a prefilled database, proven by replies
+//! that read the prefilled rows). `cargo xtask bench --knee <scenario>` runs one alone. Each step is an open-loop phase at one rate, warmed up and
 //! measured on its own ids, long enough for the p99 to have `tail_events` events beyond it (within
 //! `min_step_s`..`max_step_s`). A step passes when its p99 is within `slo_p99_ms`, it achieved at
 //! least `min_achieved_fraction` of the offered rate (proofs per second from the first proof to
@@ -29,12 +30,34 @@ pub const SINGLE_EVENT: ScenarioDef = ScenarioDef {
     description: "the highest offered rate of message.log events whose commit-notice p99 meets the objective with nothing lost and the harness on schedule, by stepping and bisecting the rate",
     needs_services: true,
     check: crate::config::check_params::<Params>,
-    run,
+    run: run_single_event,
+};
+
+pub const REQUEST_REPLY: ScenarioDef = ScenarioDef {
+    name: "request_reply_latency_knee",
+    title: "Saturation knee: channel_stats request → reply",
+    description: "the highest offered rate of channel_stats requests (on a prefilled database) whose reply p99 meets the objective with every request answered and the harness on schedule, by stepping and bisecting the rate",
+    needs_services: true,
+    check: crate::config::check_params::<Params>,
+    run: run_request_reply,
 };
 
 /// The scenarios whose knee can be searched (`cargo xtask bench --knee <scenario>`), with the
 /// scenario that searches it.
-pub const KNEES: &[(&str, &str)] = &[("single_event_latency", SINGLE_EVENT.name)];
+pub const KNEES: &[(&str, &str)] = &[
+    ("single_event_latency", SINGLE_EVENT.name),
+    ("request_reply_latency", REQUEST_REPLY.name),
+];
+
+/// The load a knee search steps through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// `single_event_latency`'s: message.log events, proven by commit notices.
+    SingleEvent,
+    /// `request_reply_latency`'s: channel_stats requests on a prefilled database, proven by
+    /// replies that read the prefilled rows.
+    RequestReply,
+}
 
 /// The knee scenario of `scenario`, if it has one.
 pub fn knee_scenario(scenario: &str) -> Option<&'static str> {
@@ -70,6 +93,8 @@ struct Params {
     /// The most steps one search may take.
     max_steps: u32,
     payload_bytes: usize,
+    /// Chat lines written (and proven) before the search, for queries to read (0: none).
+    prefill_events: u64,
 }
 
 impl crate::config::ScenarioParams for Params {
@@ -427,11 +452,64 @@ fn nice(x: f64) -> f64 {
     (x / scale).round() * scale
 }
 
-fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
-    Box::pin(measure(ctx))
+fn run_single_event(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(measure(ctx, Load::SingleEvent))
 }
 
-async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
+fn run_request_reply(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
+    Box::pin(measure(ctx, Load::RequestReply))
+}
+
+/// One step of `load` at `timing`'s rate (see [`commit_curve::plan_step`]).
+async fn step(
+    ctx: &ScenarioContext,
+    load: Load,
+    senders: &crate::publishers::Publishers,
+    p: &Params,
+    timing: Timing,
+    tag: &str,
+    limit: (f64, &str),
+) -> anyhow::Result<(ScenarioResult, CurvePoint, crate::load::PhaseOutcome)> {
+    match load {
+        Load::SingleEvent => {
+            commit_curve::message_log_step(ctx, senders, timing, p.payload_bytes, tag, limit).await
+        }
+        Load::RequestReply => {
+            let params = super::OpenLoopParams {
+                timing,
+                payload_bytes: p.payload_bytes,
+                publishers: 1,
+                prefill_events: p.prefill_events,
+            };
+            let check: crate::load::ReplyCheck = if p.prefill_events > 0 {
+                std::sync::Arc::new(super::latency::reads_prefilled_rows)
+            } else {
+                std::sync::Arc::new(super::latency::is_channel_stats_success)
+            };
+            // The seed's cmd_stats sends `{}`; the body is never parsed.
+            let plan = super::Plan::open_loop(
+                &params,
+                senders.clone(),
+                crate::load::Script::uniform(
+                    rosey_protocol::subjects::QUERY_CHANNEL_STATS,
+                    super::fixed_payload(bytes::Bytes::from_static(b"{}")),
+                ),
+                crate::load::Proof::Replies(check),
+            );
+            commit_curve::plan_step(
+                ctx,
+                &plan,
+                &params,
+                tag,
+                "rosey.db.query.channel_stats: intended send time → successful reply",
+                limit,
+            )
+            .await
+        }
+    }
+}
+
+async fn measure(ctx: &ScenarioContext, load: Load) -> anyhow::Result<ScenarioResult> {
     let p: Params = ctx.params()?;
     ctx.require_services()?;
     let mut result = ctx.result(LoadInfo {
@@ -443,6 +521,15 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         payload_bytes: u32::try_from(p.payload_bytes).ok(),
     });
     let senders = connect_publishers(ctx, 1).await?;
+    if load == Load::RequestReply {
+        super::prefill(
+            ctx,
+            &senders,
+            p.prefill_events,
+            p.timing(p.start_per_s).drain_timeout(),
+        )
+        .await?;
+    }
     let (limit_us, limit_source) = lag_limit_us(
         &ctx.self_check,
         ctx.table.send_delay_p99_max_us,
@@ -459,11 +546,12 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     while let Some(rate) = search.next() {
         let k = search.steps().len();
         let timing = p.timing(rate);
-        let (step, mut point, outcome) = commit_curve::message_log_step(
+        let (step, mut point, outcome) = step(
             ctx,
+            load,
             &senders,
+            &p,
             timing,
-            p.payload_bytes,
             &format!("k{k}"),
             (limit_us, &limit_source),
         )
@@ -811,6 +899,7 @@ mod tests {
             confirmations: 3,
             max_steps: 20,
             payload_bytes: 64,
+            prefill_events: 0,
         }
     }
 

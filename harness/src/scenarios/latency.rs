@@ -10,10 +10,7 @@
 //!   `rate_per_s / publishers` per second; latency per burst member from the shared instant (the
 //!   send delay shows how far the harness got from releasing them truly at once).
 
-use super::{
-    connect_publishers, fixed_payload, message_log_payload, prefill, warm_then_measure,
-    OpenLoopParams, Plan,
-};
+use super::{connect_publishers, fixed_payload, prefill, warm_then_measure, OpenLoopParams, Plan};
 use crate::load::{self, Ids, Proof, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
@@ -76,7 +73,10 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     let mut plan = Plan::open_loop(
         &p,
         senders,
-        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        crate::workers::RemoteScript::MessageLog {
+            payload_bytes: p.payload_bytes,
+        }
+        .script(),
         Proof::CommitNotices(Ids::Direct),
     );
     if concurrent {

@@ -29,6 +29,7 @@ use crate::load::{
 use crate::publishers::Publishers;
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
+use crate::workers::WorkerFigures;
 use anyhow::Context;
 use bytes::Bytes;
 use rosey_protocol::{
@@ -62,6 +63,7 @@ pub fn all() -> Vec<ScenarioDef> {
         // After the scenarios whose figures depend on the database's size: a search commits
         // hundreds of thousands of events.
         knee::SINGLE_EVENT,
+        knee::REQUEST_REPLY,
         service_restart::CORE,
         service_restart::DURABLE,
         // Last: they restart nats-server, which every connection then has to come back from.
@@ -352,9 +354,11 @@ pub async fn warm_up(
         return Ok(());
     }
     let bar = ctx.progress_bar("warm-up", plan.warmup_count);
-    let warm = load::run_phase(
-        &ctx.client,
-        plan.spec(ctx.id_prefix(&format!("{tag}-warmup")), plan.warmup_count),
+    let (warm, _) = run_plan_phase(
+        ctx,
+        plan,
+        ctx.id_prefix(&format!("{tag}-warmup")),
+        plan.warmup_count,
         &bar,
     )
     .await
@@ -416,10 +420,10 @@ pub async fn measure_step<F: std::future::Future>(
     let bar = ctx.progress_bar("measure", plan.count);
     let sampling = ctx.sampler.begin_phase();
     let (outcome, during) = tokio::join!(
-        load::run_phase(&ctx.client, plan.spec(ctx.id_prefix(tag), plan.count), &bar),
+        run_plan_phase(ctx, plan, ctx.id_prefix(tag), plan.count, &bar),
         during
     );
-    let outcome = outcome.context("measured phase")?;
+    let (outcome, workers) = outcome.context("measured phase")?;
     // A restart during the phase changed a pid: the sampler follows it from here on.
     ctx.refresh_sampled_processes().await;
     let (resources, timeline) = sampling.end(outcome.record.confirmed);
@@ -431,6 +435,7 @@ pub async fn measure_step<F: std::future::Future>(
         service_counters(result, &before, &after, plan, outcome.record.confirmed);
     }
     fill_from_phase(ctx, result, &outcome, latency_description)?;
+    worker_figures(ctx, result, workers);
     result.proof_path = Some(
         match plan.proof {
             Proof::Replies(_) => "reply",
@@ -441,6 +446,75 @@ pub async fn measure_step<F: std::future::Future>(
         .into(),
     );
     Ok((outcome, during))
+}
+
+/// Run one phase of `plan` (`count` messages, ids starting with `id_prefix`): over the run's
+/// load workers when it has some and the phase can be handed to them
+/// ([`crate::workers::remote_script`]), else in this process. The workers' own figures come
+/// back beside the merged outcome (none when this process ran it).
+pub async fn run_plan_phase(
+    ctx: &ScenarioContext,
+    plan: &Plan,
+    id_prefix: String,
+    count: u64,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(PhaseOutcome, Vec<WorkerFigures>)> {
+    let spec = plan.spec(id_prefix, count);
+    if let Some(workers) = &ctx.workers {
+        if let Some(script) = crate::workers::remote_script(&spec).cloned() {
+            let publishers = u32::try_from(plan.senders.clients().len()).unwrap_or(u32::MAX);
+            return workers.run_phase(&spec, &script, publishers, bar).await;
+        }
+    }
+    Ok((load::run_phase(&ctx.client, spec, bar).await?, Vec::new()))
+}
+
+/// The workers' breakdown of a measured phase: each worker's figures, the slowest worker's send
+/// delay as a metric, and a note when the run had workers but this phase could not be handed to
+/// them.
+fn worker_figures(
+    ctx: &ScenarioContext,
+    result: &mut crate::results::ScenarioResult,
+    workers: Vec<WorkerFigures>,
+) {
+    if workers.is_empty() {
+        if ctx.workers.is_some() {
+            result.notes.push(
+                "offered by the harness process, not the load workers: this phase's messages, \
+                 proof or fault cannot be handed to a worker"
+                    .into(),
+            );
+        }
+        return;
+    }
+    let slowest = workers
+        .iter()
+        .map(|w| w.send_delay_p99_us)
+        .fold(0.0_f64, f64::max);
+    result
+        .metrics
+        .insert("workers".into(), workers.len() as f64);
+    result
+        .metrics
+        .insert("workers.slowest_send_delay_p99_us".into(), slowest);
+    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} µs"));
+    for w in &workers {
+        result.notes.push(format!(
+            "worker {} (pid {} on {}): sent {}, committed {}, lost {}, duplicated {}; send delay \
+             p99 {:.0} µs; latency p50 {}, p99 {}",
+            w.name,
+            w.pid,
+            w.host,
+            w.sent,
+            w.committed,
+            w.lost,
+            w.duplicated,
+            w.send_delay_p99_us,
+            us(w.latency_p50_us),
+            us(w.latency_p99_us)
+        ));
+    }
+    result.workers = workers;
 }
 
 /// Both services' counters over the measured phase, and what they say beside the harness's own

@@ -5,11 +5,11 @@
 //! * `burst_throughput`: N events handed to the client as fast as it takes them (all intended
 //!   at the burst's start); the drain time runs until the last one is committed.
 
-use super::{connect_publishers, message_log_payload, warm_then_measure, OpenLoopParams, Plan};
-use crate::load::{DrainUntil, Ids, Proof, Script, SendVia, Taps};
+use super::{connect_publishers, warm_then_measure, OpenLoopParams, Plan};
+use crate::load::{DrainUntil, Ids, Proof, SendVia, Taps};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
-use rosey_protocol::subjects;
+use crate::workers::RemoteScript;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -48,7 +48,10 @@ async fn sustained(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let plan = Plan::open_loop(
         &p,
         senders,
-        Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        RemoteScript::MessageLog {
+            payload_bytes: p.payload_bytes,
+        }
+        .script(),
         Proof::CommitNotices(Ids::Direct),
     );
     warm_then_measure(
@@ -108,7 +111,10 @@ async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         count: p.events,
         burst_size: 1,
         senders,
-        script: Script::uniform(subjects::MESSAGE_LOG, message_log_payload(p.payload_bytes)),
+        script: RemoteScript::MessageLog {
+            payload_bytes: p.payload_bytes,
+        }
+        .script(),
         via: SendVia::Core,
         proof: Proof::CommitNotices(Ids::Direct),
         taps: Taps::none(),

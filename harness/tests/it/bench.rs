@@ -57,6 +57,7 @@ fn options(url: &str, dir: &Path, scenarios: &[&str]) -> BenchOptions {
         progress: false,
         status: |line| eprintln!("{line}"),
         service_log: "info".into(),
+        workers: Default::default(),
     }
 }
 

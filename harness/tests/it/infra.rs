@@ -71,7 +71,7 @@ async fn external_provisioning_reads_the_server_version() {
     round_trip(&nats.url).await;
 }
 
-fn docker_tests_skipped() -> bool {
+pub(crate) fn docker_tests_skipped() -> bool {
     std::env::var("ROSEY_SKIP_DOCKER_TESTS").is_ok_and(|v| v == "1")
 }
 
@@ -196,6 +196,7 @@ fn run_selected_scenarios() {
         progress: false,
         status: |line| eprintln!("{line}"),
         service_log: "info".into(),
+        workers: Default::default(),
     };
     let outcome = harness::run::run_bench(opts).unwrap();
     println!("{}", harness::run::summary_table(&outcome.results));

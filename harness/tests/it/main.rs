@@ -5,6 +5,7 @@ mod compare;
 mod infra;
 mod knee;
 mod report;
+mod workers;
 
 /// The tests of this binary run one at a time. Some measure this very process (the sampler's CPU
 /// and RSS of the test process) or the machine's timing (calibration against its bare floor),
