@@ -425,7 +425,7 @@ pub fn build(
     let scenarios = run.scenarios.iter().map(scenario_view).collect();
 
     let nats = &env.nats;
-    let environment = vec![
+    let mut environment = vec![
         kv(
             "revision",
             format!(
@@ -454,6 +454,9 @@ pub fn build(
         kv("seed", env.seed.to_string()),
         kv("profile", run.profile.clone()),
     ];
+    if let Some(load) = &env.load_generators {
+        environment.push(kv("load generators", load.clone()));
+    }
 
     RunView {
         run_id: run.run_id.clone(),
