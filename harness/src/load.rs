@@ -284,6 +284,7 @@ impl Taps {
 }
 
 /// One phase.
+#[derive(Clone)]
 pub struct PhaseSpec {
     /// Unique per phase; becomes the id prefix.
     pub id_prefix: String,
@@ -309,6 +310,35 @@ pub struct PhaseSpec {
     /// window (after its send instant, before the publish), as a harness that cost this much
     /// more would. Calibration must catch it.
     pub harness_fault: Duration,
+}
+
+impl PhaseSpec {
+    /// A phase of `script` over `senders`, proven by `proof`, waiting at most `drain_timeout`
+    /// for the proofs: one message at a time as fast as the client takes them (no rate, no
+    /// count yet), core publishes, no taps, drained until every message is proven, no spin, no
+    /// fault. Callers set what differs with struct update syntax.
+    pub fn new(
+        senders: Publishers,
+        script: Script,
+        proof: Proof,
+        drain_timeout: Duration,
+    ) -> PhaseSpec {
+        PhaseSpec {
+            id_prefix: String::new(),
+            rate_per_s: None,
+            count: 0,
+            burst_size: 1,
+            senders,
+            script,
+            via: SendVia::Core,
+            proof,
+            taps: Taps::none(),
+            drain_timeout,
+            drain_until: DrainUntil::All,
+            spin: Duration::ZERO,
+            harness_fault: Duration::ZERO,
+        }
+    }
 }
 
 /// Per-kind figures of a phase.

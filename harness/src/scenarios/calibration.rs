@@ -18,7 +18,7 @@
 use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
 use crate::bare::{self, BarePath};
-use crate::load::{self, DrainUntil, Ids, PhaseSpec, Proof, Script, SendVia, Taps};
+use crate::load::{self, Ids, PhaseSpec, Proof, Script};
 use crate::results::ScenarioResult;
 use crate::scenario::{add_histogram, BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context;
@@ -278,19 +278,17 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                         id_prefix: ctx.id_prefix(tag),
                         rate_per_s: Some(t.rate_per_s),
                         count: n,
-                        burst_size: 1,
-                        senders: sender.clone(),
-                        script: Script::uniform(subject.clone(), payload.clone()),
-                        via: SendVia::Core,
-                        proof: match path {
-                            "reply" => Proof::Replies(accept.clone()),
-                            _ => Proof::CommitNotices(Ids::Direct),
-                        },
-                        taps: Taps::none(),
-                        drain_timeout: drain,
-                        drain_until: DrainUntil::All,
                         spin,
                         harness_fault: Duration::from_micros(fault_us),
+                        ..PhaseSpec::new(
+                            sender.clone(),
+                            Script::uniform(subject.clone(), payload.clone()),
+                            match path {
+                                "reply" => Proof::Replies(accept.clone()),
+                                _ => Proof::CommitNotices(Ids::Direct),
+                            },
+                            drain,
+                        )
                     };
                     let key = delay_key(ms);
                     if warm_per_round > 0 {

@@ -8,9 +8,7 @@
 
 use super::responder::{Answer, Responder, ResponderSpec};
 use super::{connect_publishers, filler, fixed_payload};
-use crate::load::{
-    self, message_count, DrainUntil, PhaseSpec, Proof, Schedule, Script, SendVia, Taps,
-};
+use crate::load::{self, message_count, PhaseSpec, Proof, Schedule, Script};
 use crate::record::{Origin, Tracker};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{add_histogram, fill_from_phase, BoxFuture, ScenarioContext, ScenarioDef};
@@ -186,16 +184,12 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 id_prefix: ctx.id_prefix("open"),
                 rate_per_s: Some(p.rate_per_s),
                 count,
-                burst_size: 1,
-                senders,
-                script: Script::uniform(open_subject, payload.clone()),
-                via: SendVia::Core,
-                proof: Proof::Replies(accept),
-                taps: Taps::none(),
-                drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
-                drain_until: DrainUntil::All,
-                spin: Duration::ZERO,
-                harness_fault: Duration::ZERO,
+                ..PhaseSpec::new(
+                    senders,
+                    Script::uniform(open_subject, payload.clone()),
+                    Proof::Replies(accept),
+                    Duration::from_secs_f64(p.drain_timeout_s),
+                )
             },
             &b1,
         ),

@@ -273,8 +273,8 @@ async fn send_rounds(
     plan: &Plan,
     replies: &mut async_nats::Subscriber,
 ) -> anyhow::Result<Sent> {
-    let phase = match plan.rate_per_s {
-        Some(rate) => Duration::from_secs_f64(plan.count as f64 / rate),
+    let phase = match plan.phase.rate_per_s {
+        Some(rate) => Duration::from_secs_f64(plan.phase.count as f64 / rate),
         None => Duration::ZERO,
     };
     let start = tokio::time::Instant::now();

@@ -81,7 +81,7 @@ async fn events(ctx: &ScenarioContext, concurrent: bool) -> anyhow::Result<Scena
     );
     if concurrent {
         // One event per publisher, all intended at the same instant.
-        plan.burst_size = u64::from(p.publishers);
+        plan.phase.burst_size = u64::from(p.publishers);
     }
     warm_then_measure(
         ctx,

@@ -22,10 +22,7 @@ pub mod service_restart;
 pub mod stats_end_to_end;
 pub mod throughput;
 
-use crate::load::{
-    self, DrainUntil, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia,
-    Taps,
-};
+use crate::load::{self, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script};
 use crate::publishers::Publishers;
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
@@ -218,18 +215,16 @@ pub async fn prefill(
         return Ok(());
     }
     let setup = |count: u64, script: Script| Plan {
-        rate_per_s: None,
         warmup_count: 0,
-        count,
-        burst_size: 1,
-        senders: senders.clone(),
-        script,
-        via: SendVia::Core,
-        proof: Proof::CommitNotices(Ids::Direct),
-        taps: Taps::none(),
-        drain_timeout: deadline,
-        drain_until: DrainUntil::All,
-        spin: Duration::ZERO,
+        phase: PhaseSpec {
+            count,
+            ..PhaseSpec::new(
+                senders.clone(),
+                script,
+                Proof::CommitNotices(Ids::Direct),
+                deadline,
+            )
+        },
     };
     let joins = Script::new(&["user_joined", "high_water"], |_, i| {
         if i < PREFILL_USERS {
@@ -264,38 +259,33 @@ pub async fn prefill(
 
 /// Run `plan`'s measured count once as set-up (not measured) and require every message proven.
 pub async fn setup_phase(ctx: &ScenarioContext, plan: &Plan, tag: &str) -> anyhow::Result<()> {
-    let bar = ctx.progress_bar(tag, plan.count);
-    let outcome = load::run_phase(&ctx.client, plan.spec(ctx.id_prefix(tag), plan.count), &bar)
-        .await
-        .with_context(|| format!("set-up phase {tag}"))?;
+    let bar = ctx.progress_bar(tag, plan.phase.count);
+    let outcome = load::run_phase(
+        &ctx.client,
+        plan.spec(ctx.id_prefix(tag), plan.phase.count),
+        &bar,
+    )
+    .await
+    .with_context(|| format!("set-up phase {tag}"))?;
     bar.finish_and_clear();
     let r = &outcome.record;
     anyhow::ensure!(
-        outcome.drained && r.confirmed == plan.count,
+        outcome.drained && r.confirmed == plan.phase.count,
         "set-up phase {tag}: only {} of {} messages were proven",
         r.confirmed,
-        plan.count
+        plan.phase.count
     );
     Ok(())
 }
 
-/// One load shape, run as warm-up then measurement: the schedule, the script and the proof.
+/// One load shape, run as warm-up then measurement: the measured phase (schedule, script,
+/// proof) and the size of the warm-up before it, which is the same phase with fewer messages and
+/// ids of its own.
 #[derive(Clone)]
 pub struct Plan {
-    /// `None`: burst.
-    pub rate_per_s: Option<f64>,
-    /// Messages intended at the same instant (1: evenly spaced).
-    pub burst_size: u64,
     pub warmup_count: u64,
-    pub count: u64,
-    pub senders: Publishers,
-    pub script: Script,
-    pub via: SendVia,
-    pub proof: Proof,
-    pub taps: Taps,
-    pub drain_timeout: Duration,
-    pub drain_until: DrainUntil,
-    pub spin: Duration,
+    /// The measured phase; each run of it gets its own ids ([`Plan::spec`]).
+    pub phase: PhaseSpec,
 }
 
 impl Plan {
@@ -307,18 +297,12 @@ impl Plan {
         proof: Proof,
     ) -> Plan {
         Plan {
-            rate_per_s: Some(p.timing.rate_per_s),
             warmup_count: p.timing.warmup_count(),
-            count: p.timing.count(),
-            burst_size: 1,
-            senders,
-            script,
-            via: SendVia::Core,
-            proof,
-            taps: Taps::none(),
-            drain_timeout: p.timing.drain_timeout(),
-            drain_until: DrainUntil::All,
-            spin: Duration::ZERO,
+            phase: PhaseSpec {
+                rate_per_s: Some(p.timing.rate_per_s),
+                count: p.timing.count(),
+                ..PhaseSpec::new(senders, script, proof, p.timing.drain_timeout())
+            },
         }
     }
 
@@ -326,18 +310,8 @@ impl Plan {
     pub fn spec(&self, id_prefix: String, count: u64) -> PhaseSpec {
         PhaseSpec {
             id_prefix,
-            rate_per_s: self.rate_per_s,
             count,
-            burst_size: self.burst_size,
-            senders: self.senders.clone(),
-            script: self.script.clone(),
-            via: self.via,
-            proof: self.proof.clone(),
-            taps: self.taps.clone(),
-            drain_timeout: self.drain_timeout,
-            drain_until: self.drain_until,
-            spin: self.spin,
-            harness_fault: Duration::ZERO,
+            ..self.phase.clone()
         }
     }
 }
@@ -417,10 +391,10 @@ pub async fn measure_step<F: std::future::Future>(
         None => None,
     };
     ctx.refresh_sampled_processes().await;
-    let bar = ctx.progress_bar("measure", plan.count);
+    let bar = ctx.progress_bar("measure", plan.phase.count);
     let sampling = ctx.sampler.begin_phase();
     let (outcome, during) = tokio::join!(
-        run_plan_phase(ctx, plan, ctx.id_prefix(tag), plan.count, &bar),
+        run_plan_phase(ctx, plan, ctx.id_prefix(tag), plan.phase.count, &bar),
         during
     );
     let (outcome, workers) = outcome.context("measured phase")?;
@@ -437,7 +411,7 @@ pub async fn measure_step<F: std::future::Future>(
     fill_from_phase(ctx, result, &outcome, latency_description)?;
     worker_figures(ctx, result, workers);
     result.proof_path = Some(
-        match plan.proof {
+        match plan.phase.proof {
             Proof::Replies(_) => "reply",
             Proof::CommitNotices(Ids::Direct) => "notice",
             Proof::CommitNotices(Ids::ViaBot) | Proof::Correlated { .. } => "via_bot",
@@ -462,7 +436,7 @@ pub async fn run_plan_phase(
     let spec = plan.spec(id_prefix, count);
     if let Some(workers) = &ctx.workers {
         if let Some(script) = crate::workers::remote_script(&spec).cloned() {
-            let publishers = u32::try_from(plan.senders.clients().len()).unwrap_or(u32::MAX);
+            let publishers = u32::try_from(plan.phase.senders.clients().len()).unwrap_or(u32::MAX);
             return workers.run_phase(&spec, &script, publishers, bar).await;
         }
     }
@@ -576,7 +550,9 @@ pub fn service_counters(
         ));
     }
     let service_committed = after.committed.saturating_sub(before.committed);
-    if matches!(plan.proof, Proof::CommitNotices(Ids::Direct)) && service_committed != confirmed {
+    if matches!(plan.phase.proof, Proof::CommitNotices(Ids::Direct))
+        && service_committed != confirmed
+    {
         result.notes.push(format!(
             "the service committed {service_committed} events during the phase and the harness \
              confirmed {confirmed} of its own; the difference comes from other publishers (e.g. the \

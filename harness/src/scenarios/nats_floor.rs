@@ -71,10 +71,10 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     );
     let rr = async {
         super::warm_up(ctx, &rr_plan, "rr", &mut result.notes).await?;
-        let bar = ctx.progress_bar("rr", rr_plan.count);
+        let bar = ctx.progress_bar("rr", rr_plan.phase.count);
         let rr = load::run_phase(
             &ctx.client,
-            rr_plan.spec(ctx.id_prefix("rr"), rr_plan.count),
+            rr_plan.spec(ctx.id_prefix("rr"), rr_plan.phase.count),
             &bar,
         )
         .await;

@@ -129,7 +129,7 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     });
     let measured_prefix = ctx.id_prefix("m");
     let plan = p.plan(ctx, script).await?;
-    let count = plan.count;
+    let count = plan.phase.count;
     let outcome = super::warm_then_measure(
         ctx,
         &plan,

@@ -4,7 +4,7 @@
 //! the database service's, and the set-up that makes the bot know a scenario's users.
 
 use super::Plan;
-use crate::load::{self, DrainUntil, Ids, Message, Proof, Script, SendVia, Tap, TapMatch, Taps};
+use crate::load::{self, Ids, Message, PhaseSpec, Proof, Script, Tap, TapMatch, Taps};
 use crate::publishers::Publishers;
 use crate::scenario::ScenarioContext;
 use anyhow::Context;
@@ -39,18 +39,18 @@ impl BotLoadParams {
     pub async fn plan(&self, ctx: &ScenarioContext, script: Script) -> anyhow::Result<Plan> {
         let t = &self.timing;
         Ok(Plan {
-            rate_per_s: Some(t.rate_per_s),
             warmup_count: t.warmup_count(),
-            count: t.count(),
-            burst_size: 1,
-            senders: sender_connection(ctx).await?,
-            script,
-            via: SendVia::Core,
-            proof: Proof::CommitNotices(Ids::ViaBot),
-            taps: bot_taps(ctx).await?,
-            drain_timeout: t.drain_timeout(),
-            drain_until: DrainUntil::All,
-            spin: Duration::ZERO,
+            phase: PhaseSpec {
+                rate_per_s: Some(t.rate_per_s),
+                count: t.count(),
+                taps: bot_taps(ctx).await?,
+                ..PhaseSpec::new(
+                    sender_connection(ctx).await?,
+                    script,
+                    Proof::CommitNotices(Ids::ViaBot),
+                    t.drain_timeout(),
+                )
+            },
         })
     }
 }
@@ -99,23 +99,22 @@ pub async fn join_users(
     let count = users.len() as u64;
     let users = Arc::new(users);
     let plan = Plan {
-        rate_per_s: Some(200.0),
         warmup_count: 0,
-        count,
-        burst_size: 1,
-        senders: sender_connection(ctx).await?,
-        script: Script::new(&["user_join"], move |_, i| Message {
-            kind: 0,
-            subject: subject.clone(),
-            payload: Bytes::from(rosey_protocol::to_seed_json(&users[i as usize])),
-            expected_events: 2,
-        }),
-        via: SendVia::Core,
-        proof: Proof::CommitNotices(Ids::ViaBot),
-        taps: Taps::none(),
-        drain_timeout: Duration::from_secs(10),
-        drain_until: DrainUntil::All,
-        spin: Duration::ZERO,
+        phase: PhaseSpec {
+            rate_per_s: Some(200.0),
+            count,
+            ..PhaseSpec::new(
+                sender_connection(ctx).await?,
+                Script::new(&["user_join"], move |_, i| Message {
+                    kind: 0,
+                    subject: subject.clone(),
+                    payload: Bytes::from(rosey_protocol::to_seed_json(&users[i as usize])),
+                    expected_events: 2,
+                }),
+                Proof::CommitNotices(Ids::ViaBot),
+                Duration::from_secs(10),
+            )
+        },
     };
     super::setup_phase(ctx, &plan, tag)
         .await

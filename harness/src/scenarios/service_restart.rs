@@ -265,12 +265,12 @@ async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Resul
         Proof::CommitNotices(Ids::Direct),
     );
     if mode == Mode::Durable {
-        plan.via = SendVia::JetStream;
+        plan.phase.via = SendVia::JetStream;
     }
     // Core mode: once the last event is proven, anything earlier still unproven was never
     // received (lost while no service listened), so the drain can end there.
     if mode == Mode::Core {
-        plan.drain_until = DrainUntil::LastProven;
+        plan.phase.drain_until = DrainUntil::LastProven;
     }
     // The fault: scheduled relative to the measured phase's start (the wait is not part of any
     // message's measurement), then the restart, timed from the stop request.

@@ -85,11 +85,11 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             Script::uniform(subject, Arc::new(move |_| payload.clone())),
         )
         .await?;
-    plan.proof = Proof::Correlated {
+    plan.phase.proof = Proof::Correlated {
         subject: platform::out_subject(&channel, platform::action::PM),
         check: Arc::new(is_stats_reply),
     };
-    plan.taps.points = vec![
+    plan.phase.taps.points = vec![
         Tap {
             hop: "bot_in".into(),
             description: "PM intended send time → the bot's channel_stats request seen".into(),
@@ -104,8 +104,8 @@ async fn run(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             matches: TapMatch::ReplyToPrevious,
         },
     ];
-    plan.taps.last_hop = "bot_out".into();
-    plan.taps.last_description =
+    plan.phase.taps.last_hop = "bot_out".into();
+    plan.phase.taps.last_description =
         "dbservice reply seen → reply PM seen on the platform out subject".into();
     let outcome = super::warm_then_measure(
         ctx,

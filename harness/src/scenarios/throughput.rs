@@ -6,7 +6,7 @@
 //!   at the burst's start); the drain time runs until the last one is committed.
 
 use super::{connect_publishers, warm_then_measure, OpenLoopParams, Plan};
-use crate::load::{DrainUntil, Ids, Proof, SendVia, Taps};
+use crate::load::{Ids, PhaseSpec, Proof};
 use crate::results::{LoadInfo, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use crate::workers::RemoteScript;
@@ -106,21 +106,19 @@ async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     });
     let senders = connect_publishers(ctx, p.publishers).await?;
     let plan = Plan {
-        rate_per_s: None,
         warmup_count: p.warmup_events,
-        count: p.events,
-        burst_size: 1,
-        senders,
-        script: RemoteScript::MessageLog {
-            payload_bytes: p.payload_bytes,
-        }
-        .script(),
-        via: SendVia::Core,
-        proof: Proof::CommitNotices(Ids::Direct),
-        taps: Taps::none(),
-        drain_timeout: Duration::from_secs_f64(p.drain_timeout_s),
-        drain_until: DrainUntil::All,
-        spin: Duration::ZERO,
+        phase: PhaseSpec {
+            count: p.events,
+            ..PhaseSpec::new(
+                senders,
+                RemoteScript::MessageLog {
+                    payload_bytes: p.payload_bytes,
+                }
+                .script(),
+                Proof::CommitNotices(Ids::Direct),
+                Duration::from_secs_f64(p.drain_timeout_s),
+            )
+        },
     };
     let outcome = warm_then_measure(
         ctx,

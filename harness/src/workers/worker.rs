@@ -3,7 +3,7 @@
 //! what it recorded (see [`super`] for the conversation).
 
 use super::{Heartbeat, Hello, Ready, RemoteOutcome, Report, Slice, Subjects, Welcome, HEARTBEAT};
-use crate::load::{self, DrainUntil, Ids, Proof, SendVia, Taps};
+use crate::load::{self, Ids, Proof};
 use crate::publishers::Publishers;
 use anyhow::Context;
 use async_nats::Client;
@@ -195,16 +195,12 @@ async fn run_slice(
         id_prefix: slice.id_prefix.clone(),
         rate_per_s: slice.rate_per_s,
         count: slice.count,
-        burst_size: 1,
-        senders,
-        script: slice.script.script(),
-        via: SendVia::Core,
-        proof: Proof::CommitNotices(Ids::Direct),
-        taps: Taps::none(),
-        drain_timeout: Duration::from_millis(slice.drain_timeout_ms),
-        drain_until: DrainUntil::All,
-        spin: Duration::ZERO,
-        harness_fault: Duration::ZERO,
+        ..load::PhaseSpec::new(
+            senders,
+            slice.script.script(),
+            Proof::CommitNotices(Ids::Direct),
+            Duration::from_millis(slice.drain_timeout_ms),
+        )
     };
     let progress = indicatif::ProgressBar::hidden();
     let beat = {

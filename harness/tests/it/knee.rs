@@ -2,7 +2,7 @@
 //! responder that commits one event per 500 µs (2,000 events/s), driven by the phase engine
 //! through a real nats-server, must find its knee within 10 %.
 
-use harness::load::{self, DrainUntil, Ids, PhaseSpec, Proof, Script, SendVia, Taps};
+use harness::load::{self, Ids, PhaseSpec, Proof, Script};
 use harness::publishers::Publishers;
 use harness::scenarios::knee::{judge, Criteria, Limit, Search, SearchSpec, StepFigures};
 use harness::scenarios::responder::{Answer, Responder, ResponderSpec};
@@ -61,16 +61,12 @@ fn a_knee_search_finds_a_stand_ins_known_capacity_within_ten_percent() {
                 id_prefix: format!("knee-test.k{k}."),
                 rate_per_s: Some(rate),
                 count: (rate * 1.5) as u64,
-                burst_size: 1,
-                senders: senders.clone(),
-                script: Script::uniform(subject, harness::scenarios::message_log_payload(32)),
-                via: SendVia::Core,
-                proof: Proof::CommitNotices(Ids::Direct),
-                taps: Taps::none(),
-                drain_timeout: Duration::from_secs(20),
-                drain_until: DrainUntil::All,
-                spin: Duration::ZERO,
-                harness_fault: Duration::ZERO,
+                ..PhaseSpec::new(
+                    senders.clone(),
+                    Script::uniform(subject, harness::scenarios::message_log_payload(32)),
+                    Proof::CommitNotices(Ids::Direct),
+                    Duration::from_secs(20),
+                )
             };
             let out = load::run_phase(&listener, spec, &indicatif::ProgressBar::hidden())
                 .await

@@ -4,7 +4,7 @@
 //! the coordinator merges them. Three workers must offer what one process offers (same accounting,
 //! overlapping percentiles); a worker killed mid-phase must fail the phase, naming it.
 
-use harness::load::{self, DrainUntil, Ids, PhaseOutcome, PhaseSpec, Proof, SendVia, Taps};
+use harness::load::{self, Ids, PhaseOutcome, PhaseSpec, Proof};
 use harness::publishers::Publishers;
 use harness::scenarios::responder::{Answer, Responder, ResponderSpec};
 use harness::workers::local::WorkerProcesses;
@@ -45,16 +45,12 @@ fn phase(senders: &Publishers, tag: &str, rate: f64, count: u64) -> PhaseSpec {
         id_prefix: format!("workers-test.{tag}."),
         rate_per_s: Some(rate),
         count,
-        burst_size: 1,
-        senders: senders.clone(),
-        script: RemoteScript::MessageLog { payload_bytes: 32 }.script(),
-        via: SendVia::Core,
-        proof: Proof::CommitNotices(Ids::Direct),
-        taps: Taps::none(),
-        drain_timeout: Duration::from_secs(10),
-        drain_until: DrainUntil::All,
-        spin: Duration::ZERO,
-        harness_fault: Duration::ZERO,
+        ..PhaseSpec::new(
+            senders.clone(),
+            RemoteScript::MessageLog { payload_bytes: 32 }.script(),
+            Proof::CommitNotices(Ids::Direct),
+            Duration::from_secs(10),
+        )
     }
 }
 
