@@ -35,7 +35,7 @@ pub const LOCAL_IMAGE_REPO: &str = "rosey-bench/nats-server";
 /// hang the run).
 pub(crate) const DOCKER_QUICK_TIMEOUT: Duration = Duration::from_secs(15);
 const DOCKER_PULL_TIMEOUT: Duration = Duration::from_secs(120);
-pub(crate) const DOCKER_BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+const DOCKER_BUILD_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a container may take to print "Server is ready".
 const CONTAINER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an external server may take to accept a connection and send INFO.
@@ -525,15 +525,28 @@ fn build_local_image(binary: &Path) -> Result<ImageChoice> {
          CMD [\"-js\", \"-sd\", \"/data\"]\n",
     )
     .context("writing the Dockerfile")?;
-    let context_arg = context.path().to_string_lossy().into_owned();
+    build_image(context.path(), &reference, "rosey-bench nats-server")?;
+    Ok(ImageChoice {
+        name: LOCAL_IMAGE_REPO.into(),
+        tag: version,
+        built_locally: true,
+        how,
+    })
+}
+
+/// `docker build` of the context in `dir` (a Dockerfile `FROM scratch`) as `reference`, titled
+/// `title` in its labels.
+pub(crate) fn build_image(dir: &Path, reference: &str, title: &str) -> Result<()> {
+    let context_arg = dir.to_string_lossy().into_owned();
+    let label = format!("org.opencontainers.image.title={title}");
     docker_with_env(
         &[
             "build",
             "--quiet",
             "--label",
-            "org.opencontainers.image.title=rosey-bench nats-server",
+            &label,
             "-t",
-            &reference,
+            reference,
             &context_arg,
         ],
         // The classic builder needs no BuildKit session and no registry for `FROM scratch`.
@@ -541,12 +554,7 @@ fn build_local_image(binary: &Path) -> Result<ImageChoice> {
         DOCKER_BUILD_TIMEOUT,
     )
     .with_context(|| format!("building {reference}"))?;
-    Ok(ImageChoice {
-        name: LOCAL_IMAGE_REPO.into(),
-        tag: version,
-        built_locally: true,
-        how,
-    })
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -606,11 +614,7 @@ pub(crate) fn docker(args: &[&str], timeout: Duration) -> Result<DockerOutput> {
 
 /// Runs the docker CLI with a deadline; output goes to temp files so a chatty command never
 /// blocks on a full pipe while we wait for it.
-pub(crate) fn docker_with_env(
-    args: &[&str],
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<DockerOutput> {
+fn docker_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<DockerOutput> {
     let mut stdout = tempfile::tempfile().context("creating a temp file")?;
     let mut stderr = tempfile::tempfile().context("creating a temp file")?;
     let mut cmd = Command::new("docker");

@@ -14,9 +14,7 @@
 //! Dropping [`WorkerContainers`] or [`WorkerProcesses`] keeps each worker's log in the run
 //! directory and removes the containers or ends the processes, also after a failed run.
 
-use crate::provision::{
-    docker, docker_with_env, image_exists, DOCKER_BUILD_TIMEOUT, DOCKER_QUICK_TIMEOUT,
-};
+use crate::provision::{docker, image_exists, DOCKER_QUICK_TIMEOUT};
 use anyhow::{Context, Result};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
@@ -92,21 +90,7 @@ pub fn build_image(binary: &Path) -> Result<String> {
     dockerfile.push_str("COPY root/ /\nENTRYPOINT [\"/usr/local/bin/rosey-loadgen\"]\n");
     std::fs::write(context.path().join("Dockerfile"), dockerfile)
         .context("writing the Dockerfile")?;
-    let context_arg = context.path().to_string_lossy().into_owned();
-    docker_with_env(
-        &[
-            "build",
-            "--quiet",
-            "--label",
-            "org.opencontainers.image.title=rosey-bench loadgen",
-            "-t",
-            &reference,
-            &context_arg,
-        ],
-        &[("DOCKER_BUILDKIT", "0")],
-        DOCKER_BUILD_TIMEOUT,
-    )
-    .with_context(|| format!("building {reference}"))?;
+    crate::provision::build_image(context.path(), &reference, "rosey-bench loadgen")?;
     remove_other_images(&reference);
     Ok(reference)
 }
