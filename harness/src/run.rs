@@ -371,11 +371,17 @@ async fn run_scenarios(
         None
     };
 
-    let workers = match gather_workers(opts, &client, nats_url, run_id, &progress).await {
-        Ok(w) => w.map(|w| Arc::new(w.with_processes(worker_processes))),
+    // Without the workers the run asked for, nothing is measured (the load would not be what
+    // the user asked for), but the services still stop as after any run.
+    let (workers, selected) = match gather_workers(opts, &client, nats_url, run_id, &progress).await
+    {
+        Ok(w) => (
+            w.map(|w| Arc::new(w.with_processes(worker_processes))),
+            selected,
+        ),
         Err(e) => {
             harness_errors.push(format!("{e:#}"));
-            return (Vec::new(), harness_errors);
+            (None, &[][..])
         }
     };
 

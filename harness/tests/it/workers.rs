@@ -262,3 +262,24 @@ fn worker_containers_join_offer_their_slices_and_leave_nothing_behind() {
         "no container of the run is left"
     );
 }
+
+#[test]
+fn a_run_whose_workers_never_join_says_how_to_start_them() {
+    let _alone = crate::alone();
+    let nats = natskit::NatsServer::start().unwrap();
+    let err = runtime().block_on(async {
+        let client = load::connect(nats.url(), "workers-test").await.unwrap();
+        match Workers::gather(&client, "nobody-comes", 2, Duration::from_secs(2), |_| {}).await {
+            Ok(_) => panic!("gathered workers that do not exist"),
+            Err(e) => format!("{e:#}"),
+        }
+    });
+    assert!(
+        err.contains("0 of 2 workers joined run nobody-comes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rosey-loadgen --nats-url <url> --run-id nobody-comes"),
+        "{err}"
+    );
+}
