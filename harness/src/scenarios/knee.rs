@@ -430,6 +430,9 @@ impl Search {
         let failure = self.lowest_failure();
         let limit = match (pass, failure) {
             _ if self.proposal().is_some() => Limit::StepBudget,
+            // Nothing passed and the lowest rate tried failed on the harness's schedule: what
+            // is known is that the load generator could not offer it, not the service's knee.
+            (None, Some((_, true))) => Limit::LoadGenerator,
             (None, _) => Limit::BelowRange,
             (Some(_), None) => Limit::MaxRate,
             (Some(_), Some((_, true))) => Limit::LoadGenerator,
@@ -796,6 +799,12 @@ mod tests {
         assert_eq!(k.limit, Limit::BelowRange, "{:?}", s.steps());
         assert_eq!(k.rate_per_s, None);
         assert_eq!(k.upper_per_s, Some(125.0));
+        // A machine too busy to keep even the lowest schedule: the load generator is named, not
+        // the service (a noisy run once said "the service, below the lowest rate tried" here).
+        let s = simulate(spec(), f64::INFINITY, 10.0);
+        let k = s.knee();
+        assert_eq!(k.limit, Limit::LoadGenerator, "{:?}", s.steps());
+        assert_eq!(k.rate_per_s, None);
     }
 
     #[test]
