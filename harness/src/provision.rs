@@ -578,7 +578,7 @@ pub(crate) fn image_exists(reference: &str) -> bool {
 }
 
 /// The host pid of the container's main process (nats-server itself: it is the entrypoint).
-fn container_pid(id: &str) -> Result<u32> {
+pub(crate) fn container_pid(id: &str) -> Result<u32> {
     let out = docker(
         &["inspect", "--format", "{{.State.Pid}}", id],
         DOCKER_QUICK_TIMEOUT,

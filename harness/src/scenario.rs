@@ -86,7 +86,8 @@ pub struct ScenarioContext {
     /// The scenario's table as written (after profile merge), for the results.
     pub config_json: serde_json::Value,
     pub progress: indicatif::MultiProgress,
-    /// Load workers that joined the run (`--workers`, `--remote-workers`): phases they can run
+    /// Load workers that joined the run (`--workers`, `--worker-processes`, `--remote-workers`):
+    /// phases they can run
     /// are handed to them ([`crate::scenarios::run_plan_phase`]).
     pub workers: Option<Arc<crate::workers::Workers>>,
 }
@@ -128,7 +129,7 @@ impl ScenarioContext {
     }
 
     /// nats-server (its pid now: a scenario may have restarted it), the harness itself and the
-    /// load workers' containers.
+    /// load workers started on this host.
     pub fn base_processes(&self) -> Vec<(String, u32)> {
         let mut p = vec![("harness".to_owned(), std::process::id())];
         let nats_pid = match &self.nats_control {

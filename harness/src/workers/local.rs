@@ -172,39 +172,8 @@ impl WorkerContainers {
         self.containers
             .iter()
             .filter_map(|(name, id)| {
-                let out = docker(
-                    &["inspect", "--format", "{{.State.Pid}}", id],
-                    DOCKER_QUICK_TIMEOUT,
-                )
-                .ok()?;
-                let pid: u32 = out.stdout.trim().parse().ok()?;
-                (pid > 0).then(|| (format!("loadgen-{name}"), pid))
-            })
-            .collect()
-    }
-
-    /// Kill worker `name`'s container (as a crash would; tests of a vanished worker).
-    pub fn kill(&self, name: &str) -> Result<()> {
-        let (_, id) = self
-            .containers
-            .iter()
-            .find(|(n, _)| n == name)
-            .with_context(|| format!("no worker container {name}"))?;
-        docker(&["kill", id], DOCKER_QUICK_TIMEOUT)?;
-        Ok(())
-    }
-
-    /// Whether each container is still running, by worker name.
-    pub fn running(&self) -> Vec<(String, bool)> {
-        self.containers
-            .iter()
-            .map(|(name, id)| {
-                let up = docker(
-                    &["inspect", "--format", "{{.State.Running}}", id],
-                    DOCKER_QUICK_TIMEOUT,
-                )
-                .is_ok_and(|o| o.stdout.trim() == "true");
-                (name.clone(), up)
+                let pid = crate::provision::container_pid(id).ok()?;
+                Some((format!("loadgen-{name}"), pid))
             })
             .collect()
     }

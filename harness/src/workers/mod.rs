@@ -554,16 +554,6 @@ impl WorkerSource {
             WorkerSource::Remote { count } => Some(format!("{count} remote workers")),
         }
     }
-
-    /// How many workers the run waits for.
-    pub fn count(&self) -> u32 {
-        match self {
-            WorkerSource::None => 0,
-            WorkerSource::Containers { count, .. }
-            | WorkerSource::Processes { count, .. }
-            | WorkerSource::Remote { count } => *count,
-        }
-    }
 }
 
 /// The workers of a run, as the coordinator sees them.
