@@ -91,6 +91,8 @@ pub struct Config {
     pub max_buffered_bytes: usize,
     /// Durable mode: deliveries of one event before it becomes a dead letter (at least 1).
     pub max_deliver: u64,
+    /// Durable mode: replicas of the stream (1 to 5; at most the cluster's size).
+    pub stream_replicas: usize,
 }
 
 impl Config {
@@ -117,6 +119,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(10),
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             max_deliver: DEFAULT_MAX_DELIVER,
+            stream_replicas: 1,
         }
     }
 
@@ -165,6 +168,10 @@ impl Config {
             (1..=i64::MAX as u64).contains(&self.max_deliver),
             "max deliver must be at least 1"
         );
+        anyhow::ensure!(
+            (1..=5).contains(&self.stream_replicas),
+            "stream replicas must be between 1 and 5 (JetStream's limit)"
+        );
         Ok(())
     }
 }
@@ -210,6 +217,7 @@ pub struct FileConfig {
     pub shutdown_timeout_ms: Option<u64>,
     pub max_buffered_bytes: Option<usize>,
     pub max_deliver: Option<u64>,
+    pub stream_replicas: Option<usize>,
 }
 
 impl FileConfig {
@@ -286,6 +294,9 @@ impl FileConfig {
         }
         if let Some(v) = self.max_deliver {
             config.max_deliver = v;
+        }
+        if let Some(v) = self.stream_replicas {
+            config.stream_replicas = v;
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct ConsumerSettings {
     /// Deliveries before the server stops redelivering; the writer dead-letters an event that
     /// fails on this delivery.
     pub max_deliver: u64,
+    /// Copies of the stream the servers keep (3 on a three-node cluster).
+    pub stream_replicas: usize,
 }
 
 /// The durable consumer and the identity of the stream it reads.
@@ -39,7 +41,7 @@ pub struct Durable {
     pub stream_id: String,
 }
 
-fn stream_config() -> stream::Config {
+fn stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: subjects::DURABLE_STREAM.to_owned(),
         description: Some("Rosey database events, consumed by rosey-dbservice".to_owned()),
@@ -51,6 +53,7 @@ fn stream_config() -> stream::Config {
         retention: stream::RetentionPolicy::WorkQueue,
         max_age: STREAM_MAX_AGE,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -73,7 +76,7 @@ pub async fn ensure(
     js: &jetstream::Context,
     settings: ConsumerSettings,
 ) -> anyhow::Result<Durable> {
-    let wanted = stream_config();
+    let wanted = stream_config(settings.stream_replicas);
     let mut stream = js
         .get_or_create_stream(wanted.clone())
         .await
@@ -90,6 +93,24 @@ pub async fn ensure(
         js.update_stream(fixed)
             .await
             .context("updating the stream's subjects")?;
+    }
+    if info.config.num_replicas != wanted.num_replicas {
+        tracing::warn!(
+            have = info.config.num_replicas,
+            want = wanted.num_replicas,
+            "the stream keeps another number of replicas; updating it"
+        );
+        let mut fixed = js
+            .get_stream(subjects::DURABLE_STREAM)
+            .await
+            .context("reading the stream again")?
+            .cached_info()
+            .config
+            .clone();
+        fixed.num_replicas = wanted.num_replicas;
+        js.update_stream(fixed)
+            .await
+            .context("updating the stream's replicas")?;
     }
     if info.config.retention != wanted.retention {
         tracing::warn!(retention = ?info.config.retention, "existing stream does not use work-queue retention; keeping it");

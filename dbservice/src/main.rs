@@ -22,7 +22,7 @@ struct Args {
     /// batch_max_wait_us, batch_linger_us, channel_capacity, subscription_capacity, max_payload_bytes,
     /// fault_stats_delay_ms, fault_notice_delay_us, read_connections, ack_wait_ms, max_ack_pending,
     /// synchronous_full, maintenance_interval_secs, shutdown_timeout_ms, max_buffered_bytes,
-    /// max_deliver, and a [nats] table with url, user, password, token, nkey_seed_file, creds_file,
+    /// max_deliver, stream_replicas, and a [nats] table with url, user, password, token, nkey_seed_file, creds_file,
     /// tls_required, tls_ca_file, tls_cert_file, tls_key_file, name. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -144,6 +144,10 @@ struct Args {
     /// in the dead_letters table, counted, logged, never redelivered) [default: 10].
     #[arg(long, value_name = "N")]
     max_deliver: Option<u64>,
+    /// Durable mode: copies of the stream JetStream keeps (1 on a single server; 3 on a
+    /// three-node cluster, so the stream survives the loss of a node) [default: 1].
+    #[arg(long, value_name = "N")]
+    stream_replicas: Option<usize>,
 
     /// FAULT INJECTION, for testing the benchmark regression gate only: add this many
     /// milliseconds of delay inside every rosey.db.query.channel_stats request. Off (0) by
@@ -220,6 +224,7 @@ fn build_config(args: Args) -> anyhow::Result<(Config, String)> {
     );
     set!(config.max_buffered_bytes, args.max_buffered_bytes);
     set!(config.max_deliver, args.max_deliver);
+    set!(config.stream_replicas, args.stream_replicas);
     if let Some(ms) = args.fault_stats_delay_ms {
         config.fault_stats_delay = (ms > 0).then(|| Duration::from_millis(ms));
     }

@@ -249,6 +249,7 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
                 ack_wait: config.ack_wait,
                 max_ack_pending: config.max_ack_pending,
                 max_deliver: config.max_deliver,
+                stream_replicas: config.stream_replicas,
             };
             let d = durable::ensure(&js, settings).await?;
             let messages =

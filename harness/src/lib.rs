@@ -5,6 +5,7 @@
 
 pub mod ab;
 pub mod bare;
+pub mod cluster;
 pub mod compare;
 pub mod config;
 pub mod env;

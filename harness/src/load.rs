@@ -1243,6 +1243,9 @@ async fn send_paced(
 
 /// Connect a client named `name`.
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<Client> {
+    // A cluster's URL lists every node: the client fails over between them.
+    let servers =
+        natskit::client::server_addrs(&rosey_protocol::connect::NatsConnectConfig::new(url))?;
     async_nats::ConnectOptions::new()
         .name(name)
         // After an outage the harness must be back before the services it measures (whose
@@ -1250,7 +1253,7 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Client> {
         // charge that to them: it retries every 20 ms, for ever.
         .max_reconnects(None)
         .reconnect_delay_callback(|_| HARNESS_RECONNECT_DELAY)
-        .connect(url)
+        .connect(servers)
         .await
         .with_context(|| format!("connect to nats at {url}"))
 }

@@ -52,6 +52,9 @@ pub enum NatsChoice {
     Container,
     /// A `nats-server` child process started through natskit (installed on demand).
     Local,
+    /// Three nats-server containers on a private Docker network, routed, JetStream with R3
+    /// streams ([`crate::cluster`]).
+    Cluster,
 }
 
 impl fmt::Display for NatsChoice {
@@ -61,6 +64,7 @@ impl fmt::Display for NatsChoice {
             NatsChoice::External(url) => write!(f, "external {url}"),
             NatsChoice::Container => f.write_str("container"),
             NatsChoice::Local => f.write_str("local"),
+            NatsChoice::Cluster => f.write_str("cluster"),
         }
     }
 }
@@ -95,6 +99,7 @@ enum Guard {
         run_dir: PathBuf,
     },
     Container(Box<ContainerGuard>),
+    Cluster(crate::cluster::Cluster),
 }
 
 impl Drop for ProvisionedNats {
@@ -112,6 +117,7 @@ impl Drop for ProvisionedNats {
                 }
             }
             Guard::Container(container) => container.stop(),
+            Guard::Cluster(cluster) => drop(cluster),
         }
     }
 }
@@ -124,6 +130,14 @@ impl ProvisionedNats {
             Guard::Local { server, .. } => Some(NatsControl {
                 server: Arc::clone(server),
             }),
+            _ => None,
+        }
+    }
+
+    /// Fault control of the nodes, when the run's NATS is a cluster the harness started.
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterControl> {
+        match &self.guard {
+            Guard::Cluster(cluster) => Some(cluster.control()),
             _ => None,
         }
     }
@@ -175,7 +189,37 @@ pub fn provision(choice: &NatsChoice, run_dir: &Path) -> Result<ProvisionedNats>
         NatsChoice::Local => local(run_dir, natskit::find_or_install()?),
         NatsChoice::Container => container(run_dir),
         NatsChoice::Auto => auto(run_dir),
+        NatsChoice::Cluster => cluster(run_dir),
     }
+}
+
+fn cluster(run_dir: &Path) -> Result<ProvisionedNats> {
+    docker_answers().context("--nats cluster runs three nats-server containers")?;
+    let image = choose_image()?;
+    let reference = format!("{}:{}", image.name, image.tag);
+    let cluster = crate::cluster::Cluster::start(run_dir, &reference)?;
+    let url = cluster.url();
+    let info = read_server_info(&first_server_addr(&url)?, EXTERNAL_TIMEOUT)
+        .with_context(|| format!("checking the cluster's first node at {url}"))?;
+    Ok(ProvisionedNats {
+        info: NatsProvision {
+            kind: "cluster".into(),
+            detail: format!(
+                "{} nodes, JetStream R{}, clients over the {} ({reference}, {}; cluster {})",
+                crate::cluster::NODES,
+                crate::cluster::NODES,
+                cluster.client_path().as_str(),
+                image.how,
+                cluster.id()
+            ),
+            server_version: info.version,
+            image_built_locally: Some(image.built_locally),
+        },
+        url,
+        // Three processes, which faults stop and start: none is sampled as "the" server.
+        pid: None,
+        guard: Guard::Cluster(cluster),
+    })
 }
 
 fn auto(run_dir: &Path) -> Result<ProvisionedNats> {
@@ -460,6 +504,13 @@ fn container(run_dir: &Path) -> Result<ProvisionedNats> {
 
 fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// The nats-server image a container or a cluster runs (`name:tag`): the official image if it
+/// is here or can be pulled, else one built locally `FROM scratch`.
+pub fn nats_image() -> Result<String> {
+    let image = choose_image()?;
+    Ok(format!("{}:{}", image.name, image.tag))
 }
 
 /// The official image if it is here or can be pulled, else a locally built one.

@@ -234,6 +234,7 @@ pub fn run_bench(opts: BenchOptions) -> anyhow::Result<BenchOutcome> {
             nats_url: &nats.url,
             nats_pid: nats.pid,
             nats_control: nats.control(),
+            cluster: nats.cluster(),
             run_dir: &run_dir,
             run_id: &run_id,
             worker_processes,
@@ -274,6 +275,7 @@ struct Site<'a> {
     nats_url: &'a str,
     nats_pid: Option<u32>,
     nats_control: Option<crate::provision::NatsControl>,
+    cluster: Option<crate::cluster::ClusterControl>,
     run_dir: &'a Path,
     run_id: &'a str,
     /// The load workers started on this host (sampled with the other processes).
@@ -290,6 +292,7 @@ async fn run_scenarios(
         nats_url,
         nats_pid,
         nats_control,
+        cluster,
         run_dir,
         run_id,
         worker_processes,
@@ -306,6 +309,9 @@ async fn run_scenarios(
     let mut base = vec![("harness".to_owned(), std::process::id())];
     if let Some(pid) = nats_pid {
         base.push(("nats-server".to_owned(), pid));
+    }
+    if let Some(c) = &cluster {
+        base.extend(c.pids());
     }
     let sampler = Arc::new(Sampler::spawn(
         base,
@@ -330,7 +336,17 @@ async fn run_scenarios(
                         bot_channel: s.bot_channel.clone(),
                         ready_timeout: Duration::from_secs_f64(s.ready_timeout_s),
                         stop_timeout: Duration::from_secs_f64(s.stop_timeout_s),
-                        dbservice_args: s.dbservice_args.clone(),
+                        dbservice_args: {
+                            let mut args = s.dbservice_args.clone();
+                            // On a cluster the durable stream survives a node: a replica per node.
+                            if cluster.is_some() {
+                                args.extend([
+                                    "--stream-replicas".to_owned(),
+                                    crate::cluster::NODES.to_string(),
+                                ]);
+                            }
+                            args
+                        },
                         bot_args: s.bot_args.clone(),
                         log_filter: opts.service_log.clone(),
                     };
@@ -405,6 +421,7 @@ async fn run_scenarios(
             sampler: sampler.clone(),
             nats_pid,
             nats_control: nats_control.clone(),
+            cluster: cluster.clone(),
             run_dir: run_dir.to_owned(),
             profile: opts.profile.clone(),
             seed: opts.seed,

@@ -76,6 +76,8 @@ pub struct ScenarioContext {
     pub nats_pid: Option<u32>,
     /// Stop and start of nats-server, when the harness runs it as a local process.
     pub nats_control: Option<crate::provision::NatsControl>,
+    /// Fault control of the nodes, when NATS is a cluster the harness started (`--nats cluster`).
+    pub cluster: Option<crate::cluster::ClusterControl>,
     pub run_dir: PathBuf,
     pub profile: String,
     pub seed: u64,
@@ -136,6 +138,9 @@ impl ScenarioContext {
             Some(c) => Some(c.pid()),
             None => self.nats_pid,
         };
+        if let Some(cluster) = &self.cluster {
+            p.extend(cluster.pids());
+        }
         if let Some(pid) = nats_pid {
             p.push(("nats-server".to_owned(), pid));
         }

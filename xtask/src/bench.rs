@@ -33,8 +33,10 @@ pub struct Args {
     /// Random seed recorded with the results (and used for subject nonces).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where NATS comes from: auto, external (needs --nats-url), container or local.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "external", "container", "local"])]
+    /// Where NATS comes from: auto, external (needs --nats-url), container, local, or cluster
+    /// (three nats-server containers on a private Docker network, JetStream streams with three
+    /// replicas; the cluster_* fault scenarios need it).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "external", "container", "local", "cluster"])]
     pub nats: String,
     /// URL of an external NATS server (implies --nats external when --nats is auto).
     #[arg(long, env = "NATS_URL")]
@@ -95,6 +97,7 @@ pub fn run(mut args: Args) -> anyhow::Result<u8> {
         ("external", None) => anyhow::bail!("--nats external needs --nats-url (or NATS_URL)"),
         ("container", _) => NatsChoice::Container,
         ("local", _) => NatsChoice::Local,
+        ("cluster", _) => NatsChoice::Cluster,
         _ => NatsChoice::Auto,
     };
     let workers = match (args.workers, args.worker_processes, args.remote_workers) {

@@ -1,6 +1,7 @@
 //! The harness's one integration-test binary; one module per area.
 
 mod bench;
+mod cluster;
 mod compare;
 mod infra;
 mod knee;
