@@ -46,8 +46,13 @@ struct Slot {
     intended_ns: i64,
     /// Actual − intended send time in ns.
     send_delay_ns: u64,
+    /// Latency in µs once confirmed (saturating at 71 minutes), for the intervals by intended
+    /// send time.
+    latency_us: u32,
     confirmed: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
 
 const UNSENT: i64 = i64::MIN;
 
@@ -56,6 +61,7 @@ impl Default for Slot {
         Slot {
             intended_ns: UNSENT,
             send_delay_ns: 0,
+            latency_us: 0,
             confirmed: false,
         }
     }
@@ -170,6 +176,10 @@ pub struct PhaseRecord {
     pub latency: Histogram<u64>,
     /// One per second from the start of the phase, packed (see [`Packed`]).
     pub intervals: Vec<PackedInterval>,
+    /// One per second of *intended send time* from the start of the phase: the latency of the
+    /// messages scheduled in that second (µs resolution), wherever they were confirmed. What a
+    /// fault did to the messages sent during it shows here, not in `intervals`.
+    pub by_intended: Vec<PackedInterval>,
     pub start: Instant,
     pub start_wall: SystemTime,
     pub first_confirm: Option<Instant>,
@@ -347,6 +357,7 @@ impl Tracker {
         slot.confirmed = true;
         s.confirmed += 1;
         let ns = latency(self.origin, intended, actual, at);
+        slot.latency_us = u32::try_from(ns.as_micros()).unwrap_or(u32::MAX);
         histogram::record_duration(&mut s.latency, ns);
         let bucket = usize::try_from(at.saturating_duration_since(self.start).as_secs())
             .unwrap_or(usize::MAX);
@@ -405,6 +416,20 @@ impl Tracker {
                 },
             })
             .collect();
+        let mut by_intended: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+        for slot in s.slots.iter().filter(|s| s.confirmed) {
+            let second = usize::try_from(slot.intended_ns.max(0) / 1_000_000_000).unwrap_or(0);
+            if second >= 1_000_000 {
+                continue;
+            }
+            while by_intended.len() <= second {
+                by_intended.push(histogram::new_histogram());
+            }
+            histogram::record_duration(
+                &mut by_intended[second],
+                Duration::from_micros(u64::from(slot.latency_us)),
+            );
+        }
         PhaseRecord {
             sent: s.sent,
             confirmed: s.confirmed,
@@ -413,6 +438,7 @@ impl Tracker {
             rejected: s.rejected,
             latency: s.latency.clone(),
             intervals,
+            by_intended: pack_seconds(&by_intended, "latency_by_intended"),
             start: self.start,
             start_wall: self.start_wall,
             first_confirm: s.first_confirm,
@@ -431,9 +457,56 @@ impl Tracker {
     }
 }
 
+/// Per-second histograms as [`PackedInterval`]s from offset zero, tagged `tag`.
+pub fn pack_seconds(seconds: &[hdrhistogram::Histogram<u64>], tag: &str) -> Vec<PackedInterval> {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(i, h)| PackedInterval {
+            start: INTERVAL * u32::try_from(i).unwrap_or(u32::MAX),
+            length: INTERVAL,
+            tag: Some(tag.to_owned()),
+            histogram: Packed::pack(h),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_kept_by_intended_second_as_well_as_by_confirmation_second() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t = Tracker::new("x.", 3, t0);
+        for (i, at) in [(0, 100), (1, 1_100), (2, 1_200)] {
+            t.mark_sending(i, t0 + ms(at), t0 + ms(at));
+            t.mark_sent();
+        }
+        // Message 0 waited through a stall: scheduled in second 0, confirmed in second 2.
+        t.confirm_index(0, t0 + ms(2_600));
+        t.confirm_index(1, t0 + ms(1_103));
+        let r = t.finish();
+        let counts = |v: &[PackedInterval]| -> Vec<u64> {
+            v.iter().map(|iv| iv.unpack().histogram.len()).collect()
+        };
+        assert_eq!(counts(&r.intervals), [0, 1, 1], "by confirmation second");
+        assert_eq!(
+            counts(&r.by_intended),
+            [1, 1],
+            "by intended second; 2 was never confirmed"
+        );
+        let stalled = r.by_intended[0].unpack().histogram;
+        // HDR keeps 3 significant digits: 2.5 s within 0.1 %.
+        assert!(
+            stalled.equivalent(stalled.max(), 2_500_000_000),
+            "{}",
+            stalled.max()
+        );
+        let quick = r.by_intended[1].unpack().histogram;
+        assert!(quick.equivalent(quick.max(), 3_000_000), "{}", quick.max());
+    }
 
     #[test]
     fn accounting_counts_each_id_once() {

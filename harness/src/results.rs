@@ -259,6 +259,43 @@ pub struct IntervalPoint {
     pub max_ns: u64,
 }
 
+/// A fault injected into a measured phase: what, where, and when (seconds since the phase's
+/// start, the clock of [`IntervalPoint::t_s`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// `kill`, `pause`, `partition`, `restart`.
+    pub kind: String,
+    /// What it hit, e.g. `nats node n2 (JetStream meta leader)`.
+    pub target: String,
+    pub start_s: f64,
+    /// When the fault was lifted (the node started, unpaused, reconnected); `None`: never.
+    #[serde(default)]
+    pub end_s: Option<f64>,
+}
+
+/// One window of a phase with a fault: `before`, `during` or `after`. `confirmed`, `lost` and
+/// the latency percentiles are of the messages *scheduled* in the window (the per-second
+/// histograms by intended send time whose middle falls in it, and the lost messages' intended
+/// times), wherever they were confirmed; `throughput_per_s` counts the proofs that *arrived* in
+/// it (the histograms by confirmation second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseWindow {
+    pub name: String,
+    pub from_s: f64,
+    pub to_s: f64,
+    pub confirmed: u64,
+    pub lost: u64,
+    /// `None` when nothing was confirmed in the window.
+    #[serde(default)]
+    pub p50_ns: Option<u64>,
+    #[serde(default)]
+    pub p99_ns: Option<u64>,
+    #[serde(default)]
+    pub max_ns: Option<u64>,
+    /// Proofs that arrived in the window, per second.
+    pub throughput_per_s: f64,
+}
+
 /// One CPU/RSS sample of one process, on the same clock as [`IntervalPoint::t_s`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ResourceSample {
@@ -401,6 +438,12 @@ pub struct ScenarioResult {
     /// harness process offered it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<crate::workers::WorkerFigures>,
+    /// Faults injected into the measured phase, with their times (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultRecord>,
+    /// The measured phase cut at the faults: before, during and after (empty without faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<PhaseWindow>,
     pub verdict: Verdict,
     #[serde(default)]
     pub intervals: Vec<IntervalPoint>,

@@ -411,6 +411,16 @@ async fn run_scenarios(
             results.push(skipped);
             continue;
         }
+        if cluster.is_none() && crate::scenarios::cluster_faults::NEEDS_CLUSTER.contains(&def.name)
+        {
+            let mut skipped = skipped_result(def, table, config);
+            skipped.notes.push(format!(
+                "needs a NATS cluster: run `cargo xtask bench --nats cluster --scenario {}`",
+                def.name
+            ));
+            results.push(skipped);
+            continue;
+        }
         let ctx = ScenarioContext {
             name: def.name,
             title: def.title,
@@ -621,6 +631,8 @@ fn skipped_result(
         proof_path: None,
         curve: Vec::new(),
         workers: Vec::new(),
+        faults: Vec::new(),
+        windows: Vec::new(),
         harness_lag: None,
         verdict: Verdict::Skipped,
         intervals: Vec::new(),

@@ -2,11 +2,13 @@
 //!
 //! Callers describe a chart ([`ChartSpec`]: axes, series, optional per-point tooltips); this module
 //! draws it. Plotters escapes the text it writes; the only SVG added here (an accessible title and
-//! the invisible hover targets that carry `<title>` tooltips) is escaped by [`xml_escape`].
+//! the invisible hover targets that carry `<title>` tooltips, of points and of bands) is escaped
+//! by [`xml_escape`].
 //! Legends are returned as data so the HTML can lay them out next to the chart.
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 /// Colour-blind-safe series colours (Okabe–Ito).
@@ -127,6 +129,25 @@ impl Series {
     }
 }
 
+/// A shaded vertical band over a span of the x axis, e.g. a fault injected into the measured phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub from: f64,
+    /// `None`: to the right edge of the chart.
+    pub to: Option<f64>,
+    /// Drawn at the top of the band (short: "kill n2").
+    pub label: String,
+    /// Tooltip of the whole band.
+    pub tip: String,
+}
+
+/// Fill of a band: neutral grey, mostly transparent, so the lines (whose colours come from
+/// [`PALETTE`]) stay readable and no band is mistaken for a series.
+const BAND_FILL: RGBAColor = RGBAColor(110, 110, 110, 0.14);
+/// Its left edge (where the fault began) and its label.
+const BAND_EDGE: RGBAColor = RGBAColor(70, 70, 70, 0.8);
+const BAND_TEXT: RGBColor = RGBColor(50, 50, 50);
+
 /// A chart to draw.
 #[derive(Debug, Clone)]
 pub struct ChartSpec {
@@ -137,6 +158,8 @@ pub struct ChartSpec {
     pub x: Axis,
     pub y: Axis,
     pub series: Vec<Series>,
+    /// Shaded spans drawn under the series (empty for none).
+    pub bands: Vec<Band>,
 }
 
 /// One legend entry, for the HTML.
@@ -274,6 +297,7 @@ where
 {
     let mut buf = String::new();
     let mut tips: Vec<(i32, i32, String, usize)> = Vec::new();
+    let mut band_tips: Vec<BandTip> = Vec::new();
     {
         let root = SVGBackend::with_string(&mut buf, (spec.width, spec.height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
@@ -308,6 +332,51 @@ where
             .axis_style(RGBColor(150, 150, 150))
             .draw()
             .map_err(plot_err)?;
+        // Bands under the lines, clamped to the x axis; one that falls outside it is not drawn.
+        for (i, band) in spec.bands.iter().enumerate() {
+            let Some((from, to)) = band_span(band, &spec.x) else {
+                continue;
+            };
+            let (top, bottom) = (spec.y.max, spec.y.min);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(from, top), (to, bottom)],
+                    BAND_FILL.filled(),
+                )))
+                .map_err(plot_err)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(from, top), (from, bottom)],
+                    BAND_EDGE.stroke_width(1),
+                )))
+                .map_err(plot_err)?;
+            let (x0, y0) = chart.backend_coord(&(from, top));
+            let (x1, y1) = chart.backend_coord(&(to, bottom));
+            // Labels of bands close together are staggered so they do not overlap.
+            let stagger = (i % 3) as i32 * 13;
+            let font = ("sans-serif", 12).into_font().color(&BAND_TEXT);
+            // Near the right edge the label ends there instead of running off the chart.
+            let right = chart.backend_coord(&(spec.x.max, top)).0;
+            let approx_width = 7 * band.label.chars().count() as i32;
+            let (label_x, font) = if x0 + 4 + approx_width > right {
+                (right - 4, font.pos(Pos::new(HPos::Right, VPos::Top)))
+            } else {
+                (x0 + 4, font)
+            };
+            root.draw(&Text::new(
+                band.label.clone(),
+                (label_x, y0 + 3 + stagger),
+                font,
+            ))
+            .map_err(plot_err)?;
+            band_tips.push(BandTip {
+                x: x0,
+                y: y0,
+                width: (x1 - x0).max(1),
+                height: (y1 - y0).max(1),
+                tip: band.tip.clone(),
+            });
+        }
         for series in &spec.series {
             let style = ShapeStyle::from(color(series.color)).stroke_width(series.width);
             let points = series
@@ -343,16 +412,57 @@ where
         }
         root.present().map_err(plot_err)?;
     }
-    Ok(decorate(buf, &spec.title, &tips))
+    Ok(decorate(buf, &spec.title, &band_tips, &tips))
 }
 
-/// Add the accessible title and the tooltip targets to plotters' SVG.
-fn decorate(mut svg: String, title: &str, tips: &[(i32, i32, String, usize)]) -> String {
+/// The x span of `band` inside the axis, or `None` when nothing of it is inside.
+fn band_span(band: &Band, x: &Axis) -> Option<(f64, f64)> {
+    if band.from.is_nan() || band.to.is_some_and(f64::is_nan) {
+        return None;
+    }
+    let from = band.from.max(x.min);
+    let to = band.to.unwrap_or(x.max).min(x.max);
+    (from < to).then_some((from, to))
+}
+
+/// Where a band was drawn, in pixels, and its tooltip.
+struct BandTip {
+    x: i32,
+    y: i32,
+    width: i32,
+    height: i32,
+    tip: String,
+}
+
+/// Add the accessible title and the tooltip targets (bands, then points) to plotters' SVG.
+fn decorate(
+    mut svg: String,
+    title: &str,
+    bands: &[BandTip],
+    tips: &[(i32, i32, String, usize)],
+) -> String {
     if let Some(open_end) = svg
         .find("<svg")
         .and_then(|start| svg[start..].find('>').map(|end| start + end + 1))
     {
         svg.insert_str(open_end, &format!("\n<title>{}</title>", xml_escape(title)));
+    }
+    if !bands.is_empty() {
+        let mut overlay = String::from("<g class=\"bands\">\n");
+        for b in bands {
+            overlay.push_str(&format!(
+                "<rect class=\"band\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill-opacity=\"0\"><title>{}</title></rect>\n",
+                b.x,
+                b.y,
+                b.width,
+                b.height,
+                xml_escape(&b.tip)
+            ));
+        }
+        overlay.push_str("</g>\n");
+        if let Some(end) = svg.rfind("</svg>") {
+            svg.insert_str(end, &overlay);
+        }
     }
     if !tips.is_empty() {
         let mut overlay = String::from("<g class=\"tips\">\n");
@@ -417,10 +527,61 @@ mod tests {
                 dots: true,
                 ..Series::line(evil, 0, vec![(0.0, 1.0), (1.0, 2.0)])
             }],
+            bands: vec![Band {
+                from: 0.25,
+                to: None,
+                label: evil.into(),
+                tip: evil.into(),
+            }],
         })
         .unwrap();
         assert!(!chart.svg.contains("<script"), "{}", chart.svg);
         assert!(chart.svg.contains("&lt;script&gt;"), "{}", chart.svg);
-        assert_eq!(chart.svg.matches("<title>").count(), 3);
+        assert_eq!(chart.svg.matches("<title>").count(), 4);
+        assert_eq!(chart.svg.matches("class=\"band\"").count(), 1);
+    }
+
+    fn band_chart(bands: Vec<Band>) -> String {
+        render(&ChartSpec {
+            title: "t".into(),
+            width: 400,
+            height: 200,
+            x: Axis::fit("x", [0.0, 10.0], Scale::Linear),
+            y: Axis::fit("y", [1.0, 2.0], Scale::Linear),
+            series: vec![Series::line("s", 0, vec![(0.0, 1.0), (10.0, 2.0)])],
+            bands,
+        })
+        .unwrap()
+        .svg
+    }
+
+    #[test]
+    fn bands_are_shaded_labelled_and_clamped() {
+        let band = |from: f64, to: Option<f64>| Band {
+            from,
+            to,
+            label: "kill n2".into(),
+            tip: "kill nats node n2".into(),
+        };
+        let plain = band_chart(Vec::new());
+        assert!(!plain.contains("class=\"band\""));
+        let svg = band_chart(vec![band(3.0, Some(5.0))]);
+        assert!(svg.contains(">\nkill n2\n</text>"), "{svg}");
+        assert!(svg.contains("<title>kill nats node n2</title>"), "{svg}");
+        assert!(svg.contains("opacity=\"0.14\""), "{svg}");
+        // Not lifted: to the right edge, the same as a band that ends there.
+        let x_max = Axis::fit("x", [0.0, 10.0], Scale::Linear).max;
+        assert_eq!(
+            band_chart(vec![band(3.0, None)]),
+            band_chart(vec![band(3.0, Some(x_max))])
+        );
+        // Past the right edge: clamped; wholly outside the axis: not drawn.
+        assert_eq!(
+            band_chart(vec![band(3.0, Some(x_max * 3.0))]),
+            band_chart(vec![band(3.0, None)])
+        );
+        assert_eq!(band_chart(vec![band(x_max + 1.0, None)]), plain);
+        assert_eq!(band_chart(vec![band(5.0, Some(3.0))]), plain);
+        assert_eq!(band_chart(vec![band(f64::NAN, None)]), plain);
     }
 }

@@ -3,12 +3,13 @@
 //!
 //! Per scenario: the HdrHistogram percentile spectrum with the baseline overlaid (only when the
 //! environments are comparable), latency over time from the interval histograms, throughput per
-//! interval, CPU and RSS of each process on the same time axis, accounting, targets and verdicts.
+//! interval, CPU and RSS of each process on the same time axis (faults injected into the phase
+//! shaded on each), accounting, targets and verdicts.
 
-use super::charts::{self, Axis, Chart, ChartSpec, Scale, Series, Stroke, Ticks};
+use super::charts::{self, Axis, Band, Chart, ChartSpec, Scale, Series, Stroke, Ticks};
 use super::view::{RunView, ScenarioView};
 use crate::histogram;
-use crate::results::{IntervalPoint, RunResults, ScenarioResult};
+use crate::results::{FaultRecord, IntervalPoint, RunResults, ScenarioResult};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -233,6 +234,7 @@ fn spectrum_chart(
         x,
         y: Axis::fit("latency (ms)", ys, Scale::Linear),
         series,
+        bands: Vec::new(),
     };
     Some(ChartView::from_spec(&spec))
 }
@@ -325,6 +327,7 @@ fn curve_chart(s: &ScenarioResult) -> Option<ChartView> {
         x,
         y,
         series,
+        bands: Vec::new(),
     };
     Some(ChartView::from_spec(&spec))
 }
@@ -378,13 +381,22 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
             ),
         );
     }
-    // One time axis for every chart of the scenario, so they line up vertically.
+    // One time axis for every chart of the scenario, so they line up vertically; it reaches
+    // every fault's start and end too, so none falls off it.
     let t_end = intervals
         .iter()
         .map(|i| i.t_s + i.length_s)
         .chain(resources.iter().map(|r| r.t_s))
+        .chain(
+            s.faults
+                .iter()
+                .flat_map(|f| [Some(f.start_s), f.end_s])
+                .flatten(),
+        )
+        .filter(|t| t.is_finite())
         .fold(0.0, f64::max)
         .max(1.0);
+    let bands = fault_bands(&s.faults);
     let time = Axis {
         desc: "time since start of measurement (s)".into(),
         min: 0.0,
@@ -399,6 +411,7 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
         x: time.clone(),
         y,
         series,
+        bands: bands.clone(),
     };
     let mut out = Vec::new();
     let measured: Vec<&IntervalPoint> = intervals.iter().filter(|i| i.count > 0).collect();
@@ -475,6 +488,42 @@ fn timeline_charts(s: &ScenarioResult, run_dir: &Path) -> (Vec<ChartView>, Optio
         )));
     }
     (out, note)
+}
+
+/// A short name of what a fault hit, for a chart label: the last word of its target before any
+/// parenthesis (`nats node n2 (JetStream meta leader)` → `n2`).
+fn short_target(target: &str) -> &str {
+    let head = target.split('(').next().unwrap_or_default();
+    head.split_whitespace().last().unwrap_or_default()
+}
+
+/// The label of a fault on a chart: its kind and what it hit, e.g. `kill n2`.
+fn fault_label(f: &FaultRecord) -> String {
+    let target: String = short_target(&f.target).chars().take(24).collect();
+    if target.is_empty() {
+        f.kind.clone()
+    } else {
+        format!("{} {target}", f.kind)
+    }
+}
+
+/// A band on every timeline chart per fault, from its start to its end (or the right edge when
+/// it was never lifted), with the whole story as its tooltip.
+fn fault_bands(faults: &[FaultRecord]) -> Vec<Band> {
+    faults
+        .iter()
+        .map(|f| Band {
+            from: f.start_s,
+            to: f.end_s,
+            label: fault_label(f),
+            tip: format!(
+                "{}: {}, {}",
+                f.kind,
+                f.target,
+                super::view::fault_span(f.start_s, f.end_s)
+            ),
+        })
+        .collect()
 }
 
 /// How points that share a bucket are combined.
@@ -584,6 +633,24 @@ mod tests {
             legend.contains(&"p99 objective 10 ms".to_owned()),
             "{legend:?}"
         );
+    }
+
+    #[test]
+    fn fault_labels_are_short() {
+        let fault = |kind: &str, target: &str| FaultRecord {
+            kind: kind.into(),
+            target: target.into(),
+            start_s: 1.0,
+            end_s: None,
+        };
+        let label = |k, t| fault_label(&fault(k, t));
+        assert_eq!(
+            label("kill", "nats node n2 (JetStream meta leader)"),
+            "kill n2"
+        );
+        assert_eq!(label("pause", "dbservice"), "pause dbservice");
+        assert_eq!(label("restart", ""), "restart");
+        assert_eq!(label("partition", "(all)"), "partition");
     }
 
     #[test]

@@ -177,6 +177,7 @@ fn trends(runs: &[&RunResults]) -> Vec<TrendRow> {
                         x,
                         y,
                         series,
+                        bands: Vec::new(),
                     }))
                 })
                 .collect();

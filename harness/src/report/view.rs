@@ -3,7 +3,7 @@
 //! output format escapes them on the way out.
 
 use crate::compare::{ChangeVerdict, Comparison};
-use crate::results::{RunResults, ScenarioResult, TargetCheck, Verdict};
+use crate::results::{FaultRecord, PhaseWindow, RunResults, ScenarioResult, TargetCheck, Verdict};
 use serde::Serialize;
 
 /// A label and a value, e.g. one row of the environment table.
@@ -112,6 +112,35 @@ pub struct CurveRow {
     pub harness: String,
 }
 
+/// A fault injected into the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRow {
+    /// `kill`, `pause`, `partition`, `restart`.
+    pub kind: String,
+    /// What it hit (untrusted text).
+    pub target: String,
+    /// Seconds since the start of the measured phase, e.g. "12.5 s".
+    pub start: String,
+    /// When it was lifted, or "not lifted".
+    pub end: String,
+}
+
+/// One window of a phase with a fault (before, during or after it).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowRow {
+    pub name: String,
+    /// "0–12.5 s".
+    pub span: String,
+    pub confirmed: String,
+    pub lost: String,
+    /// Milliseconds, "–" when nothing was confirmed.
+    pub p50_ms: String,
+    pub p99_ms: String,
+    pub max_ms: String,
+    /// Confirmations per second.
+    pub throughput: String,
+}
+
 /// Everything the report says about one scenario, besides charts.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioView {
@@ -127,6 +156,10 @@ pub struct ScenarioView {
     pub histograms: Vec<HistogramRow>,
     /// A rate sweep's steps (empty for single-rate scenarios).
     pub curve: Vec<CurveRow>,
+    /// Faults injected into the measured phase (empty: none).
+    pub faults: Vec<FaultRow>,
+    /// The phase cut at the fault (empty without faults).
+    pub windows: Vec<WindowRow>,
     pub metrics: Vec<KeyValue>,
     pub notes: Vec<String>,
     pub error: Option<String>,
@@ -199,6 +232,42 @@ pub fn fmt_bytes(b: f64) -> String {
 
 fn fmt_opt(v: Option<f64>, suffix: &str) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{}{suffix}", sig3(v)))
+}
+
+/// Seconds of the measured phase, e.g. "12.5 s".
+fn fmt_s(v: f64) -> String {
+    format!("{} s", trimmed(v))
+}
+
+/// A fault's time in words: "from 5 s to 12 s", "from 5 s, not lifted".
+pub fn fault_span(start_s: f64, end_s: Option<f64>) -> String {
+    match end_s {
+        Some(end) => format!("from {} to {}", fmt_s(start_s), fmt_s(end)),
+        None => format!("from {}, not lifted", fmt_s(start_s)),
+    }
+}
+
+fn fault_row(f: &FaultRecord) -> FaultRow {
+    FaultRow {
+        kind: f.kind.clone(),
+        target: f.target.clone(),
+        start: fmt_s(f.start_s),
+        end: f.end_s.map_or_else(|| "not lifted".into(), fmt_s),
+    }
+}
+
+fn window_row(w: &PhaseWindow) -> WindowRow {
+    let ms = |ns: Option<u64>| ns.map_or_else(|| "–".into(), |ns| sig3(ns as f64 / 1e6));
+    WindowRow {
+        name: w.name.clone(),
+        span: format!("{}–{} s", trimmed(w.from_s), trimmed(w.to_s)),
+        confirmed: fmt_count(w.confirmed),
+        lost: fmt_count(w.lost),
+        p50_ms: ms(w.p50_ns),
+        p99_ms: ms(w.p99_ns),
+        max_ms: ms(w.max_ns),
+        throughput: sig3(w.throughput_per_s),
+    }
 }
 
 /// Thousands separated with a thin space, for counts.
@@ -637,6 +706,8 @@ pub(crate) fn scenario_view(s: &ScenarioResult) -> ScenarioView {
                 },
             })
             .collect(),
+        faults: s.faults.iter().map(fault_row).collect(),
+        windows: s.windows.iter().map(window_row).collect(),
         metrics: s.metrics.iter().map(|(k, v)| kv(k, trimmed(*v))).collect(),
         notes: s.notes.clone(),
         error: s.error.clone(),
@@ -658,5 +729,45 @@ mod tests {
         assert_eq!(fmt_count(999), "999");
         assert_eq!(sig3(0.0421), "0.042");
         assert_eq!(short_rev("0123456789"), "0123456");
+        assert_eq!(fault_span(5.0, Some(12.5)), "from 5 s to 12.5 s");
+        assert_eq!(fault_span(5.0, None), "from 5 s, not lifted");
+    }
+
+    #[test]
+    fn windows_and_faults_are_formatted() {
+        let w = PhaseWindow {
+            name: "during".into(),
+            from_s: 10.0,
+            to_s: 17.5,
+            confirmed: 12_345,
+            lost: 3,
+            p50_ns: Some(1_234_567),
+            p99_ns: None,
+            max_ns: Some(250_000_000),
+            throughput_per_s: 1646.0,
+        };
+        let row = window_row(&w);
+        assert_eq!(row.span, "10–17.5 s");
+        assert_eq!(row.confirmed, "12\u{2009}345");
+        assert_eq!(
+            (
+                row.p50_ms.as_str(),
+                row.p99_ms.as_str(),
+                row.max_ms.as_str()
+            ),
+            ("1.23", "–", "250")
+        );
+        assert_eq!(row.throughput, "1646");
+        let f = FaultRecord {
+            kind: "pause".into(),
+            target: "nats node n1".into(),
+            start_s: 3.0,
+            end_s: None,
+        };
+        let row = fault_row(&f);
+        assert_eq!(
+            (row.start.as_str(), row.end.as_str()),
+            ("3 s", "not lifted")
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! [`all`], and give it a `[scenarios.<name>]` table (with targets) in `harness/bench.toml`.
 
 pub mod calibration;
+pub mod cluster_faults;
 pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
@@ -66,6 +67,9 @@ pub fn all() -> Vec<ScenarioDef> {
         // Last: they restart nats-server, which every connection then has to come back from.
         service_restart::NATS_CORE,
         service_restart::NATS_DURABLE,
+        cluster_faults::NODE_LOSS,
+        cluster_faults::PARTITION,
+        cluster_faults::FREEZE,
     ]
 }
 

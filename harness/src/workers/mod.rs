@@ -25,12 +25,11 @@ pub mod local;
 pub mod worker;
 
 use crate::histogram;
-use crate::histogram::{Packed, PackedInterval};
 use crate::load::{
     DrainUntil, HopOutcome, Ids, InstanceNotices, KindOutcome, PhaseOutcome, PhaseSpec, Proof,
     Script, SendStats, SendVia,
 };
-use crate::record::{PhaseRecord, Unconfirmed, INTERVAL};
+use crate::record::{PhaseRecord, Unconfirmed};
 use anyhow::Context;
 use async_nats::Client;
 use futures::StreamExt;
@@ -192,6 +191,9 @@ pub struct RemoteOutcome {
     pub latency: String,
     /// One per second from the slice's start.
     pub intervals: Vec<String>,
+    /// One per second of intended send time from the slice's start.
+    #[serde(default)]
+    pub by_intended: Vec<String>,
     pub first_confirm_ns: Option<u64>,
     pub last_confirm_ns: Option<u64>,
     /// Never-confirmed messages: (index within the slice, intended offset in ns); at most
@@ -249,6 +251,11 @@ impl RemoteOutcome {
             latency: histogram::encode(&r.latency)?,
             intervals: r
                 .intervals
+                .iter()
+                .map(|iv| histogram::encode(&iv.histogram.unpack()))
+                .collect::<anyhow::Result<_>>()?,
+            by_intended: r
+                .by_intended
                 .iter()
                 .map(|iv| histogram::encode(&iv.histogram.unpack()))
                 .collect::<anyhow::Result<_>>()?,
@@ -347,6 +354,7 @@ pub fn merge(
     let mut latency = histogram::new_histogram();
     let mut send_delay = histogram::new_histogram();
     let mut intervals: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let mut by_intended: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let mut kinds: Vec<KindOutcome> = Vec::new();
     let mut instances: Vec<InstanceNotices> = Vec::new();
     let mut unconfirmed = Vec::new();
@@ -360,6 +368,7 @@ pub fn merge(
             rejected: 0,
             latency: histogram::new_histogram(),
             intervals: Vec::new(),
+            by_intended: Vec::new(),
             start,
             start_wall,
             first_confirm: None,
@@ -411,6 +420,12 @@ pub fn merge(
                 intervals.push(histogram::new_histogram());
             }
             add(&mut intervals[i], encoded, "interval histogram", who)?;
+        }
+        for (i, encoded) in o.by_intended.iter().enumerate() {
+            if by_intended.len() <= i {
+                by_intended.push(histogram::new_histogram());
+            }
+            add(&mut by_intended[i], encoded, "interval histogram", who)?;
         }
         if let Some(f) = o.first_confirm_ns.map(at) {
             r.first_confirm = Some(r.first_confirm.map_or(f, |x| x.min(f)));
@@ -495,16 +510,8 @@ pub fn merge(
     unconfirmed.sort_by_key(|u| u.index);
     instances.sort_by_key(|i| i.first);
     m.record.latency = latency;
-    m.record.intervals = intervals
-        .iter()
-        .enumerate()
-        .map(|(i, h)| PackedInterval {
-            start: INTERVAL * u32::try_from(i).unwrap_or(u32::MAX),
-            length: INTERVAL,
-            tag: Some("latency".to_owned()),
-            histogram: Packed::pack(h),
-        })
-        .collect();
+    m.record.intervals = crate::record::pack_seconds(&intervals, "latency");
+    m.record.by_intended = crate::record::pack_seconds(&by_intended, "latency_by_intended");
     m.record.unconfirmed = unconfirmed;
     m.send.send_delay = send_delay;
     m.kinds = kinds;

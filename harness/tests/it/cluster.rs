@@ -135,3 +135,135 @@ fn a_three_node_cluster_forms_takes_each_fault_and_leaves_nothing_behind() {
         );
     }
 }
+
+/// The service binaries of this build (built here if the test run has not built them yet).
+fn service_binaries() -> harness::services::ServiceBinaries {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/it-<hash> → target/<profile>/
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "rosey-dbservice",
+            "-p",
+            "rosey-bot",
+            "--bins",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the services");
+    harness::services::ServiceBinaries {
+        dbservice: dir.join("rosey-dbservice"),
+        bot: dir.join("rosey-bot"),
+    }
+}
+
+const NODE_LOSS_CONFIG: &str = r#"
+# The engine's accounting across a node loss, not the machine's quiet: a lag limit no loaded
+# test machine reaches.
+[self_check]
+send_delay_p99_max_us = 1000000.0
+send_delay_target_fraction = 1.0
+floor_events = 100
+
+[services]
+start_bot = false
+ready_timeout_s = 20.0
+sample_interval_ms = 250
+
+[scenarios.cluster_node_loss]
+rate_per_s = 200
+duration_s = 6
+warmup_s = 0.5
+payload_bytes = 32
+mode = "durable"
+fault = "kill"
+target = "meta_leader"
+fault_at_s = 2.0
+fault_duration_s = 1.5
+recovered_p99_factor = 1.2
+drain_timeout_s = 45
+targets = [{ metric = "accounting.lost", op = "<=", threshold = 0.0 }]
+"#;
+
+#[test]
+fn killing_the_meta_leader_under_durable_load_loses_nothing() {
+    let _alone = crate::alone();
+    if !docker_or_skip() {
+        return;
+    }
+    let binaries = service_binaries();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("bench.toml");
+    std::fs::write(&config_path, NODE_LOSS_CONFIG).unwrap();
+    let outcome = harness::run_bench(harness::BenchOptions {
+        services: harness::ServicesUnderTest::Spawn(binaries),
+        nats: harness::provision::NatsChoice::Cluster,
+        scenarios: vec!["cluster_node_loss".into()],
+        profile: "default".into(),
+        config_path,
+        out: Some(dir.path().join("run")),
+        runs_dir: dir.path().join("runs"),
+        seed: 3,
+        progress: false,
+        status: |line| eprintln!("{line}"),
+        service_log: "info".into(),
+        workers: Default::default(),
+    })
+    .unwrap();
+    assert!(
+        outcome.results.harness_errors.is_empty(),
+        "{:?}",
+        outcome.results.harness_errors
+    );
+    assert_eq!(outcome.results.environment.nats.kind, "cluster");
+    let s = outcome.results.scenario("cluster_node_loss").unwrap();
+    assert_eq!(s.error, None);
+    let a = &s.accounting;
+    assert_eq!(a.sent, 1_200, "{a:?}");
+    assert_eq!((a.committed, a.lost, a.duplicated), (1_200, 0, 0), "{a:?}");
+    assert_eq!(s.metrics["db_rows_mismatch"], 0.0);
+    assert_eq!(s.metrics["faulted_meta_leader"], 1.0);
+    assert!(
+        s.metrics.contains_key("first_commit_after_fault_ms"),
+        "{:?}",
+        s.notes
+    );
+    assert_eq!(s.faults.len(), 1);
+    assert_eq!(s.faults[0].kind, "kill");
+    assert!(s.faults[0].target.contains("meta leader"), "{:?}", s.faults);
+    let names: Vec<&str> = s.windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["before", "during", "after"]);
+    let in_windows: u64 = s.windows.iter().map(|w| w.confirmed).sum();
+    assert_eq!(in_windows, 1_200, "every committed message in one window");
+    assert_eq!(
+        s.metrics["stream_replicas"], 3.0,
+        "the durable stream is R3"
+    );
+    let log = std::fs::read_dir(&outcome.run_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("nats-cluster"));
+    assert!(log, "the nodes' logs are kept in the run directory");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "containers left"
+    );
+    let out = std::process::Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("label={LABEL}")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "networks left"
+    );
+}

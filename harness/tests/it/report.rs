@@ -717,3 +717,84 @@ fn outputs_are_replaced_whole_never_rewritten_in_place() {
         }
     }
 }
+
+/// A scenario with a fault: the fault is shaded on every chart over time (no extra chart), and
+/// both reports list it and the before/during/after windows; its target is untrusted text.
+#[test]
+fn a_fault_is_shaded_on_the_timeline_and_its_windows_are_tabled() {
+    let _alone = crate::alone();
+    let (dir, mut run) = temp_run(&CURRENT);
+    let window =
+        |name: &str, from_s: f64, to_s: f64, lost: u64, p99: Option<u64>| results::PhaseWindow {
+            name: name.into(),
+            from_s,
+            to_s,
+            confirmed: if p99.is_some() { 1600 } else { 0 },
+            lost,
+            p50_ns: p99.map(|p| p / 4),
+            p99_ns: p99,
+            max_ns: p99.map(|p| p * 2),
+            throughput_per_s: if p99.is_some() { 200.0 } else { 0.0 },
+        };
+    let s = &mut run.scenarios[0];
+    s.faults = vec![results::FaultRecord {
+        kind: "kill".into(),
+        target: "nats node n2 (JetStream meta leader) <script>x</script>".into(),
+        start_s: 8.0,
+        end_s: Some(12.5),
+    }];
+    s.windows = vec![
+        window("before", 0.0, 8.0, 0, Some(2_000_000)),
+        window("during", 8.0, 12.5, 37, None),
+        window("after", 12.5, 20.0, 0, Some(3_100_000)),
+    ];
+
+    let html = report::render_html(&run, dir.path(), None, None).unwrap();
+    // Scenario 0 has 4 charts over time, each with the band; the chart count is unchanged.
+    assert!(html.contains("<meta name=\"rosey-charts\" content=\"16\">"));
+    assert_eq!(html.matches("<svg").count(), 16);
+    assert!(!html.contains("class=\"chart-error\""));
+    assert_eq!(html.matches("<rect class=\"band\"").count(), 4, "{html}");
+    assert_eq!(html.matches(">\nkill n2\n</text>").count(), 4);
+    assert!(html.contains("<h3>Before / during / after the fault</h3>"));
+    assert!(html.contains(
+        "<tr><td class=\"l\">during</td><td class=\"l\">8–12.5 s</td><td>0</td><td>37</td><td>–</td><td>–</td><td>–</td><td>0</td></tr>"
+    ), "{html}");
+    assert!(html.contains("<td>8 s</td><td>12.5 s</td>"));
+    assert!(
+        !html.contains("<script"),
+        "the fault's target was not escaped"
+    );
+    // Escaped in the table (by the template) and in the band's tooltip (by the chart).
+    assert!(html.contains(
+        "<td class=\"l wrap\">nats node n2 (JetStream meta leader) &lt;script&gt;x&lt;/script&gt;</td>"
+    ), "{html}");
+    assert_eq!(
+        html.matches(
+            "<title>kill: nats node n2 (JetStream meta leader) &lt;script&gt;x&lt;/script&gt;, from 8 s to 12.5 s</title>"
+        )
+        .count(),
+        4
+    );
+
+    let md = report::render_markdown(&run, None, None).unwrap();
+    assert!(!md.contains("<script"), "{md}");
+    let start = md.find("**Faults**").expect("faults listed");
+    let end = start + md[start..].find("\n###").unwrap();
+    insta::assert_snapshot!("report_md_fault", &md[start..end]);
+
+    // Never lifted: the band runs to the right edge and the lists say so.
+    run.scenarios[0].faults[0].end_s = None;
+    let html = report::render_html(&run, dir.path(), None, None).unwrap();
+    assert_eq!(html.matches("<rect class=\"band\"").count(), 4);
+    assert!(html.contains("from 8 s, not lifted</title>"), "{html}");
+    assert!(html.contains("<td>8 s</td><td>not lifted</td>"));
+    let md = report::render_markdown(&run, None, None).unwrap();
+    assert!(md.contains("| 8 s | not lifted |"), "{md}");
+
+    // Other scenarios, and a scenario without faults, are untouched.
+    run.scenarios[0].faults.clear();
+    run.scenarios[0].windows.clear();
+    let html = report::render_html(&run, dir.path(), None, None).unwrap();
+    assert!(!html.contains("class=\"band\"") && !html.contains("Before / during / after"));
+}
