@@ -59,7 +59,12 @@ pub const FREEZE: ScenarioDef = ScenarioDef {
 };
 
 /// The scenarios that need `--nats cluster` (the run skips them on a single server).
-pub const NEEDS_CLUSTER: [&str; 3] = [NODE_LOSS.name, PARTITION.name, FREEZE.name];
+pub const NEEDS_CLUSTER: [&str; 4] = [
+    NODE_LOSS.name,
+    PARTITION.name,
+    FREEZE.name,
+    super::cluster_replication::DEF.name,
+];
 
 fn run(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
     Box::pin(fault(ctx))
@@ -107,6 +112,8 @@ impl crate::config::ScenarioParams for Params {
 
 /// What the fault task saw, on the harness's clock.
 struct Injected {
+    /// (connection, node it was on) of the harness's connections when the fault began.
+    placement: Vec<(String, String)>,
     node: String,
     was_meta_leader: bool,
     applied_at: Instant,
@@ -163,8 +170,17 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         Mode::Core => plan.phase.drain_until = DrainUntil::LastProven,
     }
     let deadline = Duration::from_secs_f64(p.timing.drain_timeout_s + p.timing.duration_s);
+    // The harness's own connections: which node each was on when the fault began.
+    let mut connections = vec![("proof listener".to_owned(), ctx.client.clone())];
+    for (k, c) in plan.phase.senders.clients().iter().enumerate() {
+        connections.push((format!("publisher {}", k + 1), c.clone()));
+    }
     let inject = async {
         tokio::time::sleep(Duration::from_secs_f64(p.fault_at_s)).await;
+        let placement: Vec<(String, String)> = connections
+            .iter()
+            .map(|(role, c)| (role.clone(), c.server_info().server_name))
+            .collect();
         let c = cluster.clone();
         let (applied, applied_at, apply) = tokio::task::spawn_blocking(move || {
             let node = c.pick(p.target)?;
@@ -184,6 +200,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             .context("the thread lifting the fault")??;
         let first_commit = first_commit_seen(ctx, deadline).await?;
         anyhow::Ok(Injected {
+            placement,
             node: applied.node,
             was_meta_leader: applied.was_meta_leader,
             applied_at,
@@ -314,6 +331,34 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             Mode::Core => String::new(),
         }
     ));
+    let on_node: Vec<&str> = injected
+        .placement
+        .iter()
+        .filter(|(_, server)| *server == injected.node)
+        .map(|(role, _)| role.as_str())
+        .collect();
+    result.notes.push(format!(
+        "the harness's connections when the fault began: {}{}",
+        injected
+            .placement
+            .iter()
+            .map(|(role, server)| format!("{role} on {server}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if on_node.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the {} was on the faulted node, so the latency includes its failover, as any \
+                 client's on that node would",
+                on_node.join(" and the ")
+            )
+        }
+    ));
+    result.metrics.insert(
+        "harness_connections_on_faulted_node".into(),
+        on_node.len() as f64,
+    );
     if p.mode == Mode::Core {
         result.accounting.loss_expected = true;
     }

@@ -7,6 +7,7 @@
 
 pub mod calibration;
 pub mod cluster_faults;
+pub mod cluster_replication;
 pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
@@ -23,7 +24,7 @@ pub mod service_restart;
 pub mod stats_end_to_end;
 pub mod throughput;
 
-use crate::load::{self, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script};
+use crate::load::{self, Ids, Message, PayloadFn, PhaseOutcome, PhaseSpec, Proof, Script, SendVia};
 use crate::publishers::Publishers;
 use crate::results::LoadInfo;
 use crate::scenario::{fill_from_phase, ScenarioContext, ScenarioDef};
@@ -70,6 +71,7 @@ pub fn all() -> Vec<ScenarioDef> {
         cluster_faults::NODE_LOSS,
         cluster_faults::PARTITION,
         cluster_faults::FREEZE,
+        cluster_replication::DEF,
     ]
 }
 
@@ -548,9 +550,13 @@ pub fn service_counters(
     }
     if after.disconnects > before.disconnects {
         result.notes.push(format!(
-            "the database service lost its NATS connection {} times during the phase (core mode: \
-             what was in flight on it is lost)",
-            after.disconnects - before.disconnects
+            "the database service lost its NATS connection {} times during the phase ({})",
+            after.disconnects - before.disconnects,
+            match plan.phase.via {
+                SendVia::Core => "core mode: what was in flight on it is lost",
+                SendVia::JetStream =>
+                    "durable mode: what was in flight on it returns after the consumer's ack wait",
+            }
         ));
     }
     let service_committed = after.committed.saturating_sub(before.committed);

@@ -187,10 +187,19 @@ fault_duration_s = 1.5
 recovered_p99_factor = 1.2
 drain_timeout_s = 45
 targets = [{ metric = "accounting.lost", op = "<=", threshold = 0.0 }]
+
+[scenarios.cluster_replication_cost]
+rate_per_s = 200
+duration_s = 1.5
+warmup_s = 0.3
+drain_timeout_s = 45
+payload_bytes = 32
+rounds = 1
+targets = []
 "#;
 
 #[test]
-fn killing_the_meta_leader_under_durable_load_loses_nothing() {
+fn killing_the_meta_leader_under_durable_load_loses_nothing_and_r3_is_measured_beside_r1() {
     let _alone = crate::alone();
     if !docker_or_skip() {
         return;
@@ -202,7 +211,10 @@ fn killing_the_meta_leader_under_durable_load_loses_nothing() {
     let outcome = harness::run_bench(harness::BenchOptions {
         services: harness::ServicesUnderTest::Spawn(binaries),
         nats: harness::provision::NatsChoice::Cluster,
-        scenarios: vec!["cluster_node_loss".into()],
+        scenarios: vec![
+            "cluster_node_loss".into(),
+            "cluster_replication_cost".into(),
+        ],
         profile: "default".into(),
         config_path,
         out: Some(dir.path().join("run")),
@@ -248,6 +260,32 @@ fn killing_the_meta_leader_under_durable_load_loses_nothing() {
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().starts_with("nats-cluster"));
     assert!(log, "the nodes' logs are kept in the run directory");
+    // R3 and R1 steps on the same cluster, each fully accounted, the stream placed before each.
+    let r = outcome
+        .results
+        .scenario("cluster_replication_cost")
+        .unwrap();
+    assert_eq!(r.error, None);
+    assert_eq!(
+        (r.accounting.sent, r.accounting.lost),
+        (600, 0),
+        "{:?}",
+        r.accounting
+    );
+    let count = |name: &str| {
+        r.histograms
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.summary.count)
+    };
+    assert_eq!((count("latency"), count("r1")), (Some(300), Some(300)));
+    for key in [
+        "replication_cost_p50_ms",
+        "round1.r3.placed_ms",
+        "round1.r1.placed_ms",
+    ] {
+        assert!(r.metrics.contains_key(key), "{key}: {:?}", r.metrics);
+    }
     let out = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={LABEL}")])
         .output()
