@@ -14,7 +14,11 @@
 //!
 //! [`ClusterControl`] applies and removes the faults of [`FaultKind`] to one node: kill (SIGKILL,
 //! later started again on the same store), pause (`docker pause`: frozen, its sockets open),
-//! and partition (disconnected from the network, later connected again under the same name).
+//! partition (disconnected from the network, later connected again under the same name), and a
+//! slow link (added delay and packet loss, `tc qdisc … netem` on the host's end of the node's
+//! virtual interface, found through the node's own `/sys/class/net/*/iflink`; this needs `tc`
+//! from iproute2 and a kernel with the netem queueing discipline, and says so when either is
+//! missing).
 //! Dropping the [`Cluster`] keeps each node's log in the run directory and removes its
 //! containers and its network, whatever state a fault left them in.
 
@@ -68,8 +72,9 @@ pub enum Target {
     NonLeader,
 }
 
-/// What happens to the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What happens to the node. In `bench.toml`: `fault = "kill"`, or for a slow link
+/// `fault = { slow_link = { delay_ms = 50.0, loss_pct = 1.0 } }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// SIGKILL; at the fault's end the container starts again on its store.
@@ -79,6 +84,9 @@ pub enum FaultKind {
     /// Disconnected from the cluster's network (clients and routes cut); connected again at
     /// the end under the same name.
     Partition,
+    /// Every packet to the node delayed by `delay_ms` and dropped with probability `loss_pct`
+    /// (netem on the host's end of its link); removed at the end.
+    SlowLink { delay_ms: f64, loss_pct: f64 },
 }
 
 impl FaultKind {
@@ -87,6 +95,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::SlowLink { .. } => "slow_link",
         }
     }
 }
@@ -144,6 +153,8 @@ pub struct AppliedFault {
     /// Whether it was the meta leader when the fault began.
     pub was_meta_leader: bool,
     container: String,
+    /// A slow link: the host's end of the node's interface.
+    interface: Option<String>,
 }
 
 impl Cluster {
@@ -492,6 +503,68 @@ async fn prove_formed_async(addrs: &[String], id: &str, deadline: Instant) -> Re
     result
 }
 
+/// The host's end of the container's network interface: the container's own
+/// `/sys/class/net/<if>/iflink` (read through `/proc/<pid>/root`) names the index of its peer,
+/// which `/sys/class/net/*/ifindex` on the host names.
+pub fn host_interface(container: &str) -> Result<String> {
+    let pid = crate::provision::container_pid(container)?;
+    let inside = PathBuf::from(format!("/proc/{pid}/root/sys/class/net"));
+    let read = |p: PathBuf| -> Result<String> {
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_owned())
+    };
+    let mut peers = Vec::new();
+    for entry in
+        std::fs::read_dir(&inside).with_context(|| format!("listing {}", inside.display()))?
+    {
+        let entry = entry?;
+        if entry.file_name() == "lo" {
+            continue;
+        }
+        peers.push(read(entry.path().join("iflink"))?);
+    }
+    ensure!(
+        peers.len() == 1,
+        "the container has {} interfaces besides lo, not one",
+        peers.len()
+    );
+    let host = Path::new("/sys/class/net");
+    for entry in std::fs::read_dir(host).context("listing /sys/class/net")? {
+        let entry = entry?;
+        if read(entry.path().join("ifindex")).ok().as_deref() == Some(peers[0].as_str()) {
+            return Ok(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    bail!(
+        "no interface of this host has index {} (the harness must run in the Docker host's \
+         network namespace)",
+        peers[0]
+    )
+}
+
+/// Runs `tc` with `args`; says what is missing when `tc` or the kernel's netem is.
+fn tc(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("tc")
+        .args(args)
+        .output()
+        .context(
+            "running tc: install iproute2 (`apt-get install iproute2`) for a slow-link fault",
+        )?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if err.contains("qdisc kind is unknown") {
+        bail!(
+            "this kernel has no netem queueing discipline (sch_netem), so a slow link cannot be \
+             emulated here (tc said: {err})"
+        );
+    }
+    bail!("tc {} failed: {err}", args.join(" "))
+}
+
 /// GET `path` from a node's monitoring endpoint, as JSON.
 fn monitor(addr: &str, path: &str, timeout: Duration) -> Result<serde_json::Value> {
     let socket = addr
@@ -583,6 +656,11 @@ impl ClusterControl {
             .ok_or_else(|| anyhow!("the cluster has no node {name}"))
     }
 
+    /// The host's end of `node`'s network interface (see [`host_interface`]).
+    pub fn host_interface(&self, node: &str) -> Result<String> {
+        host_interface(&self.node(node)?.container)
+    }
+
     /// Picks the node for `target`.
     pub fn pick(&self, target: Target) -> Result<String> {
         let leader = self.meta_leader()?;
@@ -601,16 +679,30 @@ impl ClusterControl {
         let n = self.node(node)?;
         let was_meta_leader = self.meta_leader().map(|l| l == node).unwrap_or(false);
         let network = self.lock().network.clone();
+        let mut interface = None;
         match kind {
             FaultKind::Kill => docker(
                 &["kill", "--signal", "KILL", &n.container],
                 DOCKER_QUICK_TIMEOUT,
-            ),
-            FaultKind::Pause => docker(&["pause", &n.container], DOCKER_QUICK_TIMEOUT),
+            )
+            .map(drop),
+            FaultKind::Pause => docker(&["pause", &n.container], DOCKER_QUICK_TIMEOUT).map(drop),
             FaultKind::Partition => docker(
                 &["network", "disconnect", &network, &n.container],
                 DOCKER_QUICK_TIMEOUT,
-            ),
+            )
+            .map(drop),
+            FaultKind::SlowLink { delay_ms, loss_pct } => {
+                host_interface(&n.container).and_then(|dev| {
+                    let (delay, loss) = (format!("{delay_ms}ms"), format!("{loss_pct}%"));
+                    tc(&[
+                        "qdisc", "replace", "dev", &dev, "root", "netem", "delay", &delay, "loss",
+                        &loss,
+                    ])?;
+                    interface = Some(dev);
+                    Ok(())
+                })
+            }
         }
         .with_context(|| format!("applying a {kind} to cluster node {node}"))?;
         Ok(AppliedFault {
@@ -618,6 +710,7 @@ impl ClusterControl {
             node: node.to_owned(),
             was_meta_leader,
             container: n.container,
+            interface,
         })
     }
 
@@ -627,8 +720,14 @@ impl ClusterControl {
         let network = self.lock().network.clone();
         let started = Instant::now();
         match fault.kind {
-            FaultKind::Kill => docker(&["start", &fault.container], DOCKER_QUICK_TIMEOUT),
-            FaultKind::Pause => docker(&["unpause", &fault.container], DOCKER_QUICK_TIMEOUT),
+            FaultKind::Kill => docker(&["start", &fault.container], DOCKER_QUICK_TIMEOUT).map(drop),
+            FaultKind::Pause => {
+                docker(&["unpause", &fault.container], DOCKER_QUICK_TIMEOUT).map(drop)
+            }
+            FaultKind::SlowLink { .. } => match &fault.interface {
+                Some(dev) => tc(&["qdisc", "del", "dev", dev, "root"]),
+                None => Ok(()),
+            },
             FaultKind::Partition => docker(
                 &[
                     "network",
@@ -639,7 +738,8 @@ impl ClusterControl {
                     &fault.container,
                 ],
                 DOCKER_QUICK_TIMEOUT,
-            ),
+            )
+            .map(drop),
         }
         .with_context(|| format!("ending the {} of cluster node {}", fault.kind, fault.node))?;
         // A started or reconnected container may have a new address (or published port).

@@ -100,6 +100,9 @@ pub fn run(mut args: Args) -> anyhow::Result<u8> {
         ("cluster", _) => NatsChoice::Cluster,
         _ => NatsChoice::Auto,
     };
+    if nats == NatsChoice::Cluster {
+        ensure_tc();
+    }
     let workers = match (args.workers, args.worker_processes, args.remote_workers) {
         (Some(count), _, _) => harness::workers::WorkerSource::Containers {
             count,
@@ -244,6 +247,26 @@ pub fn build_services(root: &Path) -> anyhow::Result<ServiceBinaries> {
 pub fn build_loadgen(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("bench: building rosey-loadgen (release)");
     crate::cargo::build_loadgen(root)
+}
+
+/// `tc` (iproute2) for `cluster_slow_link`, installed when missing and installing is allowed;
+/// without it only that scenario fails, saying what to install.
+fn ensure_tc() {
+    let found = std::process::Command::new("tc")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return;
+    }
+    let missing = anyhow::anyhow!(
+        "tc is not installed: cluster_slow_link needs it (`apt-get install iproute2`)"
+    );
+    if let Err(err) = crate::system::apt_install("iproute2", "bench", missing) {
+        eprintln!("bench: {err:#}");
+    }
 }
 
 #[cfg(test)]

@@ -58,11 +58,21 @@ pub const FREEZE: ScenarioDef = ScenarioDef {
     run,
 };
 
+pub const SLOW_LINK: ScenarioDef = ScenarioDef {
+    name: "cluster_slow_link",
+    title: "Cluster slow link",
+    description: "delay and packet loss added on one node's link of a three-node NATS cluster mid-stream (netem), then removed, while events go into an R3 stream: loss, duplicates and recovery, before/during/after",
+    needs_services: true,
+    check: crate::config::check_params::<Params>,
+    run,
+};
+
 /// The scenarios that need `--nats cluster` (the run skips them on a single server).
-pub const NEEDS_CLUSTER: [&str; 4] = [
+pub const NEEDS_CLUSTER: [&str; 5] = [
     NODE_LOSS.name,
     PARTITION.name,
     FREEZE.name,
+    SLOW_LINK.name,
     super::cluster_replication::DEF.name,
 ];
 
@@ -77,7 +87,7 @@ struct Params {
     payload_bytes: usize,
     /// `durable` (the R3 stream) or `core`.
     mode: Mode,
-    /// `kill`, `pause` or `partition`.
+    /// `kill`, `pause`, `partition`, or `{ slow_link = { delay_ms = …, loss_pct = … } }`.
     fault: FaultKind,
     /// `meta_leader` or `non_leader`.
     target: Target,
@@ -106,6 +116,16 @@ impl crate::config::ScenarioParams for Params {
             self.recovered_p99_factor.is_finite() && self.recovered_p99_factor >= 1.0,
             "recovered_p99_factor must be at least 1"
         );
+        if let FaultKind::SlowLink { delay_ms, loss_pct } = self.fault {
+            anyhow::ensure!(
+                delay_ms.is_finite() && delay_ms >= 0.0,
+                "slow_link.delay_ms must not be negative"
+            );
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&loss_pct),
+                "slow_link.loss_pct must lie between 0 and 100"
+            );
+        }
         Ok(())
     }
 }

@@ -71,6 +71,7 @@ pub fn all() -> Vec<ScenarioDef> {
         cluster_faults::NODE_LOSS,
         cluster_faults::PARTITION,
         cluster_faults::FREEZE,
+        cluster_faults::SLOW_LINK,
         cluster_replication::DEF,
     ]
 }

@@ -122,6 +122,47 @@ fn a_three_node_cluster_forms_takes_each_fault_and_leaves_nothing_behind() {
         });
     }
 
+    // A slow link: the host's end of the node's interface is found; netem delays the node, or
+    // the kernel has none and the fault says so.
+    let node = control.pick(Target::NonLeader).unwrap();
+    let dev = control.host_interface(&node).unwrap();
+    assert!(
+        std::path::Path::new("/sys/class/net").join(&dev).exists(),
+        "{dev} is an interface of this host"
+    );
+    let slow = FaultKind::SlowLink {
+        delay_ms: 200.0,
+        loss_pct: 0.0,
+    };
+    match control.apply(slow, &node) {
+        Ok(applied) => {
+            // The handshake crosses the delayed link: a client cannot get INFO within 100 ms.
+            let started = Instant::now();
+            assert!(control.answers(&node, Duration::from_secs(2)));
+            assert!(
+                started.elapsed() >= Duration::from_millis(200),
+                "{:?}",
+                started.elapsed()
+            );
+            control.remove(&applied).unwrap();
+            let started = Instant::now();
+            assert!(control.answers(&node, Duration::from_secs(2)));
+            assert!(
+                started.elapsed() < Duration::from_millis(200),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        Err(err) => {
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("netem") || text.contains("iproute2"),
+                "{text}"
+            );
+            eprintln!("SKIPPED the slow-link check: {text}");
+        }
+    }
+
     drop(cluster);
     assert_eq!(leftovers("container", &id), "", "containers left behind");
     assert_eq!(leftovers("network", &id), "", "networks left behind");
