@@ -421,6 +421,18 @@ async fn run_scenarios(
             results.push(skipped);
             continue;
         }
+        if nats_control.is_none()
+            && crate::scenarios::service_restart::NEEDS_LOCAL_NATS.contains(&def.name)
+        {
+            let mut skipped = skipped_result(def, table, config);
+            skipped.notes.push(format!(
+                "stops and starts nats-server, which the harness can only do with a server it runs \
+                 itself: run it with --nats local (`cargo xtask bench --nats local --scenario {}`)",
+                def.name
+            ));
+            results.push(skipped);
+            continue;
+        }
         let ctx = ScenarioContext {
             name: def.name,
             title: def.title,

@@ -79,6 +79,10 @@ pub const NATS_DURABLE: ScenarioDef = ScenarioDef {
     run: run_nats_durable,
 };
 
+/// The scenarios that stop and start nats-server, which the harness can only do with a server
+/// it runs itself (the run skips them otherwise, saying so).
+pub const NEEDS_LOCAL_NATS: [&str; 2] = [NATS_CORE.name, NATS_DURABLE.name];
+
 fn run_core(ctx: &ScenarioContext) -> BoxFuture<'_, anyhow::Result<ScenarioResult>> {
     Box::pin(restart(ctx, Mode::Core, What::Service))
 }
