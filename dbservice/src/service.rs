@@ -410,13 +410,25 @@ async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ru
     // connection pings: its answer proves that connection's SUBs (sent before) are active too.
     // (Asking from the events connection first could time out: its wildcard subscription also
     // matches the ping subject, so the server would not report "no responders".)
+    // On a cluster the two connections may sit on different servers, and the requests
+    // connection's interest reaches the other server a moment later: until then its answer is
+    // "no responders", so that is asked again (start-up, nothing is timed) until the deadline.
     let ready = async {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         for (what, client) in [("requests", &running.requests_client), ("events", &running.events_client)] {
-            match timeout(READY_TIMEOUT, client.request(subjects::SERVICE_PING, Bytes::new())).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(anyhow!("readiness ping from the {what} connection failed: {e}")),
-                Err(_) => {
-                    return Err(anyhow!("readiness ping from the {what} connection not answered within {READY_TIMEOUT:?}"))
+            loop {
+                match tokio::time::timeout_at(deadline, client.request(subjects::SERVICE_PING, Bytes::new())).await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(e))
+                        if e.kind() == async_nats::RequestErrorKind::NoResponders
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Err(e)) => return Err(anyhow!("readiness ping from the {what} connection failed: {e}")),
+                    Err(_) => {
+                        return Err(anyhow!("readiness ping from the {what} connection not answered within {READY_TIMEOUT:?}"))
+                    }
                 }
             }
         }
