@@ -11,6 +11,7 @@ pub mod cluster_replication;
 pub mod commit_curve;
 pub mod coordinated_omission;
 pub mod cpu_cost;
+pub mod fault_windows;
 pub mod hostile_inputs;
 pub mod knee;
 pub mod latency;

@@ -323,6 +323,9 @@ struct Params {
     /// How far the outage window reaches beyond its ends (before the stop request, after the
     /// new process's first commit): events in flight at either end may be lost with the outage.
     outage_margin_ms: f64,
+    /// After the outage, the p99 of the messages sent counts as recovered once within this
+    /// factor of the p99 before it (`p99_recovered_after_s`).
+    recovered_p99_factor: f64,
 }
 
 impl crate::config::ScenarioParams for Params {
@@ -335,6 +338,10 @@ impl crate::config::ScenarioParams for Params {
         anyhow::ensure!(
             self.outage_margin_ms.is_finite() && self.outage_margin_ms >= 0.0,
             "outage_margin_ms must not be negative"
+        );
+        anyhow::ensure!(
+            self.recovered_p99_factor.is_finite() && self.recovered_p99_factor >= 1.0,
+            "recovered_p99_factor must be at least 1"
         );
         Ok(())
     }
@@ -455,6 +462,28 @@ async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Resul
             .saturating_sub(margin),
         to: first_new.map(|t| t.saturating_duration_since(outcome.start) + margin),
     };
+    // The outage as a fault of the phase: from the stop request to the first commit after it.
+    result.faults.push(crate::results::FaultRecord {
+        kind: match p.stop {
+            StopHow::Kill => "kill".to_owned(),
+            StopHow::Graceful => "restart".to_owned(),
+        },
+        target: what.label().to_owned(),
+        start_s: stop_requested
+            .saturating_duration_since(outcome.start)
+            .as_secs_f64(),
+        end_s: first_new.map(|t| t.saturating_duration_since(outcome.start).as_secs_f64()),
+    });
+    super::fault_windows::record(
+        &mut result,
+        &outcome,
+        (
+            stop_requested.saturating_duration_since(outcome.start),
+            first_new.map(|t| t.saturating_duration_since(outcome.start)),
+        ),
+        &recovered,
+        p.recovered_p99_factor,
+    );
     let split = classify_loss(
         outcome
             .record
