@@ -656,6 +656,21 @@ impl ClusterControl {
             .ok_or_else(|| anyhow!("the cluster has no node {name}"))
     }
 
+    /// Whether a slow link can be applied to `node` here (`tc` present, the kernel has netem):
+    /// a netem of no delay is put on its link and taken off again.
+    pub fn check_slow_link(&self, node: &str) -> Result<()> {
+        let dev = self.host_interface(node)?;
+        tc(&[
+            "qdisc", "replace", "dev", &dev, "root", "netem", "delay", "0ms",
+        ])?;
+        tc(&["qdisc", "del", "dev", &dev, "root"])
+    }
+
+    /// The URL of `node` alone (a client pinned to it).
+    pub fn client_url(&self, node: &str) -> Result<String> {
+        Ok(format!("nats://{}", self.node(node)?.client_addr))
+    }
+
     /// The host's end of `node`'s network interface (see [`host_interface`]).
     pub fn host_interface(&self, node: &str) -> Result<String> {
         host_interface(&self.node(node)?.container)

@@ -151,6 +151,26 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         )
     })?;
     let mut result = ctx.result(p.timing.load_info(1, Some(p.payload_bytes)));
+    // The node the fault hits, chosen now; the harness's own connections go to another one, so
+    // the fault delays the services and the cluster, never the harness's sending or listening.
+    let c = cluster.clone();
+    let (target, fault) = (p.target, p.fault);
+    let (node, harness_node) = tokio::task::spawn_blocking(move || {
+        let node = c.pick(target)?;
+        if let FaultKind::SlowLink { .. } = fault {
+            c.check_slow_link(&node)
+                .context("checking that a slow link can be emulated, before the phase")?;
+        }
+        let other = c
+            .node_names()
+            .into_iter()
+            .find(|n| *n != node)
+            .context("a cluster of one node")?;
+        let url = c.client_url(&other)?;
+        anyhow::Ok((node, (other, url)))
+    })
+    .await
+    .context("the thread choosing the node")??;
     let original_mode = enter_mode(ctx, p.mode).await?;
     if p.mode == Mode::Durable {
         // What the run is about: the stream kept on every node.
@@ -167,7 +187,11 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             .metrics
             .insert("stream_replicas".into(), info.config.num_replicas as f64);
     }
-    let sender = super::connect_publishers(ctx, 1).await?;
+    let sender =
+        crate::publishers::Publishers::connect(&harness_node.1, &format!("bench-{}", ctx.name), 1)
+            .await?;
+    let listener =
+        crate::load::connect(&harness_node.1, &format!("bench-{}-proofs", ctx.name)).await?;
     let mut plan = Plan::open_loop(
         &OpenLoopParams {
             timing: p.timing,
@@ -182,6 +206,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         ),
         Proof::CommitNotices(Ids::Direct),
     );
+    plan.listener = Some(listener.clone());
     match p.mode {
         Mode::Durable => plan.phase.via = SendVia::JetStream,
         // Once the last event is proven, anything earlier still unproven was never received.
@@ -189,7 +214,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     }
     let deadline = Duration::from_secs_f64(p.timing.drain_timeout_s + p.timing.duration_s);
     // The harness's own connections: which node each was on when the fault began.
-    let mut connections = vec![("proof listener".to_owned(), ctx.client.clone())];
+    let mut connections = vec![("proof listener".to_owned(), listener.clone())];
     for (k, c) in plan.phase.senders.clients().iter().enumerate() {
         connections.push((format!("publisher {}", k + 1), c.clone()));
     }
@@ -200,8 +225,8 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             .map(|(role, c)| (role.clone(), c.server_info().server_name))
             .collect();
         let c = cluster.clone();
+        let node = node.clone();
         let (applied, applied_at, apply) = tokio::task::spawn_blocking(move || {
-            let node = c.pick(p.target)?;
             let at = Instant::now();
             let applied = c.apply(p.fault, &node)?;
             anyhow::Ok((applied, at, at.elapsed()))

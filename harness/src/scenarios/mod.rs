@@ -233,6 +233,7 @@ pub async fn prefill(
                 deadline,
             )
         },
+        listener: None,
     };
     let joins = Script::new(&["user_joined", "high_water"], |_, i| {
         if i < PREFILL_USERS {
@@ -269,7 +270,7 @@ pub async fn prefill(
 pub async fn setup_phase(ctx: &ScenarioContext, plan: &Plan, tag: &str) -> anyhow::Result<()> {
     let bar = ctx.progress_bar(tag, plan.phase.count);
     let outcome = load::run_phase(
-        &ctx.client,
+        plan.listener(ctx),
         plan.spec(ctx.id_prefix(tag), plan.phase.count),
         &bar,
     )
@@ -294,6 +295,9 @@ pub struct Plan {
     pub warmup_count: u64,
     /// The measured phase; each run of it gets its own ids ([`Plan::spec`]).
     pub phase: PhaseSpec,
+    /// The connection that receives the proofs; `None`: the harness's own (`ctx.client`). A
+    /// cluster fault scenario pins it to a node the fault does not hit.
+    pub listener: Option<async_nats::Client>,
 }
 
 impl Plan {
@@ -311,7 +315,13 @@ impl Plan {
                 count: p.timing.count(),
                 ..PhaseSpec::new(senders, script, proof, p.timing.drain_timeout())
             },
+            listener: None,
         }
+    }
+
+    /// The connection that receives this plan's proofs.
+    pub fn listener<'a>(&'a self, ctx: &'a ScenarioContext) -> &'a async_nats::Client {
+        self.listener.as_ref().unwrap_or(&ctx.client)
     }
 
     /// The phase of this plan with `count` messages and ids starting with `id_prefix`.
@@ -448,7 +458,10 @@ pub async fn run_plan_phase(
             return workers.run_phase(&spec, &script, publishers, bar).await;
         }
     }
-    Ok((load::run_phase(&ctx.client, spec, bar).await?, Vec::new()))
+    Ok((
+        load::run_phase(plan.listener(ctx), spec, bar).await?,
+        Vec::new(),
+    ))
 }
 
 /// The workers' breakdown of a measured phase: each worker's figures, the slowest worker's send

@@ -51,6 +51,7 @@ impl BotLoadParams {
                     t.drain_timeout(),
                 )
             },
+            listener: None,
         })
     }
 }
@@ -115,6 +116,7 @@ pub async fn join_users(
                 Duration::from_secs(10),
             )
         },
+        listener: None,
     };
     super::setup_phase(ctx, &plan, tag)
         .await

@@ -119,6 +119,7 @@ async fn burst(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
                 Duration::from_secs_f64(p.drain_timeout_s),
             )
         },
+        listener: None,
     };
     let outcome = warm_then_measure(
         ctx,

@@ -280,6 +280,11 @@ fn killing_the_meta_leader_under_durable_load_loses_nothing_and_r3_is_measured_b
     assert_eq!((a.committed, a.lost, a.duplicated), (1_200, 0, 0), "{a:?}");
     assert_eq!(s.metrics["db_rows_mismatch"], 0.0);
     assert_eq!(s.metrics["faulted_meta_leader"], 1.0);
+    assert_eq!(
+        s.metrics["harness_connections_on_faulted_node"], 0.0,
+        "the harness measures from a node the fault does not hit: {:?}",
+        s.notes
+    );
     assert!(
         s.metrics.contains_key("first_commit_after_fault_ms"),
         "{:?}",
