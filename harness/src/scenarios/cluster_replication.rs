@@ -4,8 +4,8 @@
 //! Durable single-event load (`rosey.db.message.log` published to JetStream with
 //! `Nats-Msg-Id`, proven by commit notices) is measured in steps that alternate the stream's
 //! replicas, 3 then 1, `rounds` times: the harness changes the stream's `num_replicas` between
-//! steps and waits until JetStream reports the new placement current (a leader and every
-//! replica caught up) before the step's warm-up. The R3 steps together are the headline
+//! steps and waits until JetStream reports the new placement of the stream and of the service's
+//! consumer current (a leader and every replica caught up) before the step's warm-up. The R3 steps together are the headline
 //! (`latency`), the R1 steps the `r1` histogram, and `replication_cost_p50_ms` /
 //! `replication_cost_p99_ms` their difference. The stream is left with three replicas.
 
@@ -207,23 +207,33 @@ async fn set_replicas(ctx: &ScenarioContext, replicas: usize) -> anyhow::Result<
         .await
         .with_context(|| format!("giving the stream {replicas} replicas"))?;
     }
-    loop {
-        let info = stream
-            .info()
-            .await
-            .context("reading the stream's placement")?;
-        let placed = info.cluster.as_ref().is_some_and(|c| {
+    let placed = |c: Option<&async_nats::jetstream::stream::ClusterInfo>| {
+        c.is_some_and(|c| {
             c.leader.is_some()
                 && c.replicas.len() + 1 == replicas
                 && c.replicas.iter().all(|r| r.current)
-        });
-        if placed {
+        })
+    };
+    loop {
+        // The stream and the service's consumer (which follows the stream's replicas).
+        let info = stream
+            .info()
+            .await
+            .context("reading the stream's placement")?
+            .clone();
+        let consumer = stream
+            .consumer_info(subjects::DURABLE_CONSUMER)
+            .await
+            .context("reading the consumer's placement")?;
+        if placed(info.cluster.as_ref()) && placed(consumer.cluster.as_ref()) {
             return Ok(started.elapsed());
         }
         anyhow::ensure!(
             started.elapsed() < PLACEMENT_TIMEOUT,
-            "JetStream did not place the stream on {replicas} nodes within {PLACEMENT_TIMEOUT:?}: {:?}",
-            info.cluster
+            "JetStream did not place the stream and its consumer on {replicas} nodes within \
+             {PLACEMENT_TIMEOUT:?}: stream {:?}, consumer {:?}",
+            info.cluster,
+            consumer.cluster
         );
         // Between steps, before a warm-up: no message is being timed.
         tokio::time::sleep(Duration::from_millis(100)).await;
