@@ -17,11 +17,11 @@
 //!
 //! Without a cluster (`--nats` other than `cluster`) these scenarios are skipped, saying so.
 
-use super::service_restart::{enter_mode, first_commit_seen, leave_mode, prove_durable};
-use super::{OpenLoopParams, Plan};
+use super::service_restart::{
+    enter_mode, fault_plan, first_commit_seen, leave_mode, prove_durable,
+};
 use crate::cluster::{FaultKind, Target};
 use crate::config::DbServiceMode as Mode;
-use crate::load::{DrainUntil, Ids, Proof, Script, SendVia};
 use crate::results::{FaultRecord, ScenarioResult};
 use crate::scenario::{BoxFuture, ScenarioContext, ScenarioDef};
 use anyhow::Context as _;
@@ -192,26 +192,8 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             .await?;
     let listener =
         crate::load::connect(&harness_node.1, &format!("bench-{}-proofs", ctx.name)).await?;
-    let mut plan = Plan::open_loop(
-        &OpenLoopParams {
-            timing: p.timing,
-            payload_bytes: p.payload_bytes,
-            publishers: 1,
-            prefill_events: 0,
-        },
-        sender,
-        Script::uniform(
-            subjects::MESSAGE_LOG,
-            super::message_log_payload(p.payload_bytes),
-        ),
-        Proof::CommitNotices(Ids::Direct),
-    );
+    let mut plan = fault_plan(p.timing, p.payload_bytes, p.mode, sender);
     plan.listener = Some(listener.clone());
-    match p.mode {
-        Mode::Durable => plan.phase.via = SendVia::JetStream,
-        // Once the last event is proven, anything earlier still unproven was never received.
-        Mode::Core => plan.phase.drain_until = DrainUntil::LastProven,
-    }
     let deadline = Duration::from_secs_f64(p.timing.drain_timeout_s + p.timing.duration_s);
     // The harness's own connections: which node each was on when the fault began.
     let mut connections = vec![("proof listener".to_owned(), listener.clone())];

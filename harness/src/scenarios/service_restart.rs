@@ -153,6 +153,37 @@ struct NatsRestart {
     first_commit: Option<Instant>,
 }
 
+/// The load a fault or a restart is measured under: `rosey.db.message.log` events at `timing`,
+/// proven by commit notices; in durable mode published to JetStream (again until stored), in
+/// core mode drained only until the last event is proven (anything earlier still unproven was
+/// never received: lost while no service listened).
+pub(super) fn fault_plan(
+    timing: super::Timing,
+    payload_bytes: usize,
+    mode: Mode,
+    sender: crate::publishers::Publishers,
+) -> Plan {
+    let mut plan = Plan::open_loop(
+        &OpenLoopParams {
+            timing,
+            payload_bytes,
+            publishers: 1,
+            prefill_events: 0,
+        },
+        sender,
+        Script::uniform(
+            subjects::MESSAGE_LOG,
+            super::message_log_payload(payload_bytes),
+        ),
+        Proof::CommitNotices(Ids::Direct),
+    );
+    match mode {
+        Mode::Durable => plan.phase.via = SendVia::JetStream,
+        Mode::Core => plan.phase.drain_until = DrainUntil::LastProven,
+    }
+    plan
+}
+
 /// The arrival of the first commit notice seen by a connection opened now (any service
 /// instance, any publisher), waiting up to `deadline`: the end of an outage.
 pub(super) async fn first_commit_seen(
@@ -370,28 +401,7 @@ async fn restart(ctx: &ScenarioContext, mode: Mode, what: What) -> anyhow::Resul
     let mut result = ctx.result(p.timing.load_info(1, Some(p.payload_bytes)));
     let original_mode = enter_mode(ctx, mode).await?;
     let sender = super::connect_publishers(ctx, 1).await?;
-    let mut plan = Plan::open_loop(
-        &OpenLoopParams {
-            timing: p.timing,
-            payload_bytes: p.payload_bytes,
-            publishers: 1,
-            prefill_events: 0,
-        },
-        sender,
-        Script::uniform(
-            subjects::MESSAGE_LOG,
-            super::message_log_payload(p.payload_bytes),
-        ),
-        Proof::CommitNotices(Ids::Direct),
-    );
-    if mode == Mode::Durable {
-        plan.phase.via = SendVia::JetStream;
-    }
-    // Core mode: once the last event is proven, anything earlier still unproven was never
-    // received (lost while no service listened), so the drain can end there.
-    if mode == Mode::Core {
-        plan.phase.drain_until = DrainUntil::LastProven;
-    }
+    let plan = fault_plan(p.timing, p.payload_bytes, mode, sender);
     // The fault: scheduled relative to the measured phase's start (the wait is not part of any
     // message's measurement), then the restart, timed from the stop request.
     let fault = async {
