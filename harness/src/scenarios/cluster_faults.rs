@@ -172,6 +172,24 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     .await
     .context("the thread choosing the node")??;
     let original_mode = enter_mode(ctx, p.mode).await?;
+    // The services go back to the run's mode whatever happened to the phase.
+    let measured = measure(ctx, &p, &cluster, node, harness_node, &mut result).await;
+    let left = leave_mode(ctx, p.mode, &original_mode).await;
+    measured?;
+    left?;
+    Ok(result)
+}
+
+/// The phase with the fault: `node` is hit, the harness sends and listens through
+/// `harness_node` (its name and URL).
+async fn measure(
+    ctx: &ScenarioContext,
+    p: &Params,
+    cluster: &crate::cluster::ClusterControl,
+    node: String,
+    harness_node: (String, String),
+    result: &mut ScenarioResult,
+) -> anyhow::Result<()> {
     if p.mode == Mode::Durable {
         // What the run is about: the stream kept on every node.
         let js = async_nats::jetstream::new(ctx.client.clone());
@@ -208,9 +226,10 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             .collect();
         let c = cluster.clone();
         let node = node.clone();
+        let fault = p.fault;
         let (applied, applied_at, apply) = tokio::task::spawn_blocking(move || {
             let at = Instant::now();
-            let applied = c.apply(p.fault, &node)?;
+            let applied = c.apply(fault, &node)?;
             anyhow::Ok((applied, at, at.elapsed()))
         })
         .await
@@ -238,7 +257,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     let (outcome, injected) = super::warm_then_measure_during(
         ctx,
         &plan,
-        &mut result,
+        result,
         "intended send time → commit notice, across the fault (it shows in the tail)",
         inject,
     )
@@ -248,7 +267,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     ctx.refresh_sampled_processes().await;
 
     let recovered = match p.mode {
-        Mode::Durable => prove_durable(ctx, &outcome, &mut result).await?,
+        Mode::Durable => prove_durable(ctx, &outcome, result).await?,
         Mode::Core => Default::default(),
     };
     let offset = |t: Instant| t.saturating_duration_since(outcome.start);
@@ -269,7 +288,7 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
         end_s: Some(fault_to.as_secs_f64()),
     });
     super::fault_windows::record(
-        &mut result,
+        result,
         &outcome,
         (fault_from, Some(fault_to)),
         &recovered,
@@ -356,6 +375,5 @@ async fn fault(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     if p.mode == Mode::Core {
         result.accounting.loss_expected = true;
     }
-    leave_mode(ctx, p.mode, &original_mode).await?;
-    Ok(result)
+    Ok(())
 }

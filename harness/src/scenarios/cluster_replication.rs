@@ -135,8 +135,11 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
     .await;
     // Leave the stream as the cluster run keeps it, whatever happened.
     let restored = set_replicas(ctx, 3).await;
+    // The services go back to the run's mode whatever happened to the steps.
+    let left = leave_mode(ctx, Mode::Durable, &original_mode).await;
     measured?;
     restored.context("giving the stream its three replicas back")?;
+    left?;
     result.histograms = vec![
         histogram::named(
             "latency",
@@ -180,7 +183,6 @@ async fn measure(ctx: &ScenarioContext) -> anyhow::Result<ScenarioResult> {
             crate::report::view::trimmed(p.timing.warmup_s),
         ));
     }
-    leave_mode(ctx, Mode::Durable, &original_mode).await?;
     Ok(result)
 }
 
