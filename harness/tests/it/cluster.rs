@@ -4,15 +4,17 @@
 use harness::cluster::{Cluster, FaultKind, Target, LABEL};
 use std::time::{Duration, Instant};
 
-/// Docker is needed; without it the test says so and passes (CI has Docker).
+/// Docker is needed: without it the test fails, saying how to skip it
+/// (`ROSEY_SKIP_DOCKER_TESTS=1`, as the other Docker tests).
 fn docker_or_skip() -> bool {
-    match harness::provision::docker_answers() {
-        Ok(()) => true,
-        Err(err) => {
-            eprintln!("SKIPPED: the cluster tests need Docker: {err:#}");
-            false
-        }
+    if crate::infra::docker_tests_skipped() {
+        eprintln!("ROSEY_SKIP_DOCKER_TESTS=1: skipping a cluster test");
+        return false;
     }
+    if let Err(err) = harness::provision::docker_answers() {
+        panic!("{err:#}\n(set ROSEY_SKIP_DOCKER_TESTS=1 to skip the tests that need Docker)");
+    }
+    true
 }
 
 /// What `docker <what> ls` lists with the cluster's label.
