@@ -625,6 +625,24 @@ impl ClusterControl {
         Err(last).context("asking the cluster for its JetStream meta leader")
     }
 
+    /// The node a client connection named `name` is on (from each node's `/connz`), if one is.
+    pub fn node_of_connection(&self, name: &str) -> Option<String> {
+        let nodes = self.lock().nodes.clone();
+        nodes.into_iter().find_map(|node| {
+            let v = monitor(
+                &node.monitor_addr,
+                "/connz?limit=4096",
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            let here = v["connections"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"].as_str() == Some(name));
+            here.then_some(node.name)
+        })
+    }
+
     /// The routes `node` has open, by remote server name (empty if it does not answer).
     pub fn routes_of(&self, node: &str) -> Result<Vec<String>> {
         let n = self.node(node)?;

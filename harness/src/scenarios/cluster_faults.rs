@@ -132,6 +132,8 @@ impl crate::config::ScenarioParams for Params {
 struct Injected {
     /// (connection, node it was on) of the harness's connections when the fault began.
     placement: Vec<(String, String)>,
+    /// The node the database service's events connection was on, if found.
+    service_node: Option<String>,
     node: String,
     was_meta_leader: bool,
     applied_at: Instant,
@@ -224,6 +226,13 @@ async fn measure(
             .iter()
             .map(|(role, c)| (role.clone(), c.server_info().server_name))
             .collect();
+        // Where the database service consumes from (its events connection keeps the default
+        // name): a fault on that node makes the service fail over, which shows in the figures.
+        let c = cluster.clone();
+        let service_node =
+            tokio::task::spawn_blocking(move || c.node_of_connection("rosey-dbservice"))
+                .await
+                .context("the thread reading the nodes' connections")?;
         let c = cluster.clone();
         let node = node.clone();
         let fault = p.fault;
@@ -245,6 +254,7 @@ async fn measure(
         let first_commit = first_commit_seen(ctx, deadline).await?;
         anyhow::Ok(Injected {
             placement,
+            service_node,
             node: applied.node,
             was_meta_leader: applied.was_meta_leader,
             applied_at,
@@ -372,6 +382,27 @@ async fn measure(
         "harness_connections_on_faulted_node".into(),
         on_node.len() as f64,
     );
+    match &injected.service_node {
+        Some(n) => {
+            result.metrics.insert(
+                "service_connection_on_faulted_node".into(),
+                f64::from(u8::from(*n == injected.node)),
+            );
+            result.notes.push(format!(
+                "the database service consumed through node {n}{}",
+                if *n == injected.node {
+                    ", the faulted one: the figures include its failover"
+                } else {
+                    ""
+                }
+            ));
+        }
+        None => result.notes.push(
+            "the database service's events connection (named rosey-dbservice) was on no node \
+             when the fault began"
+                .into(),
+        ),
+    }
     if p.mode == Mode::Core {
         result.accounting.loss_expected = true;
     }

@@ -235,10 +235,21 @@ pub(super) async fn leave_mode(
         .with_context(|| format!("switching the database service back to {original} mode"))?;
     ctx.refresh_sampled_processes().await;
     if original == "core" {
+        // Right after a fault JetStream may not answer at once (a cluster electing or catching
+        // up): asked again for up to 30 s. Tear-down, nothing is timed.
         let js = async_nats::jetstream::new(ctx.client.clone());
-        js.delete_stream(subjects::DURABLE_STREAM)
-            .await
-            .context("deleting the durable stream after the scenario")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match js.delete_stream(subjects::DURABLE_STREAM).await {
+                Ok(_) => break,
+                // Already gone (JetStream's "stream not found").
+                Err(e) if e.to_string().contains("not found") => break,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).context("deleting the durable stream after the scenario"),
+            }
+        }
     }
     Ok(())
 }

@@ -292,6 +292,11 @@ fn killing_the_meta_leader_under_durable_load_loses_nothing_and_r3_is_measured_b
         "{:?}",
         s.notes
     );
+    assert!(
+        s.metrics.contains_key("service_connection_on_faulted_node"),
+        "the node the service consumed through is found: {:?}",
+        s.notes
+    );
     assert_eq!(s.faults.len(), 1);
     assert_eq!(s.faults[0].kind, "kill");
     assert!(s.faults[0].target.contains("meta leader"), "{:?}", s.faults);
