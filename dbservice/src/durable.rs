@@ -82,17 +82,15 @@ pub async fn ensure(
         .await
         .with_context(|| format!("creating jetstream stream {}", subjects::DURABLE_STREAM))?;
     let info = stream.info().await.context("reading stream info")?.clone();
+    // What differs from the wanted stream is repaired in one update of the stream as it is.
+    let mut fixed = info.config.clone();
     let mut have = info.config.subjects.clone();
     have.sort();
     let mut want = wanted.subjects.clone();
     want.sort();
     if have != want {
         tracing::warn!(?have, ?want, "stream subjects differ; updating them");
-        let mut fixed = info.config.clone();
         fixed.subjects = wanted.subjects.clone();
-        js.update_stream(fixed)
-            .await
-            .context("updating the stream's subjects")?;
     }
     if info.config.num_replicas != wanted.num_replicas {
         tracing::warn!(
@@ -100,17 +98,12 @@ pub async fn ensure(
             want = wanted.num_replicas,
             "the stream keeps another number of replicas; updating it"
         );
-        let mut fixed = js
-            .get_stream(subjects::DURABLE_STREAM)
-            .await
-            .context("reading the stream again")?
-            .cached_info()
-            .config
-            .clone();
         fixed.num_replicas = wanted.num_replicas;
+    }
+    if fixed != info.config {
         js.update_stream(fixed)
             .await
-            .context("updating the stream's replicas")?;
+            .context("updating the stream's subjects and replicas")?;
     }
     if info.config.retention != wanted.retention {
         tracing::warn!(retention = ?info.config.retention, "existing stream does not use work-queue retention; keeping it");

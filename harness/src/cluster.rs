@@ -244,14 +244,14 @@ impl Cluster {
             address(node, ClientPath::ContainerNetwork)?;
         }
         let deadline = Instant::now() + FORM_TIMEOUT;
+        // Either the server is still starting or its address is not routable here: the
+        // published port tells which.
+        let mut published = nodes[0].clone();
+        address(&mut published, ClientPath::PublishedPorts)?;
         let direct = loop {
             match read_server_info(&nodes[0].client_addr, Duration::from_millis(500)) {
                 Ok(_) => break true,
                 Err(_) if Instant::now() < deadline => {
-                    // Either the server is still starting or the address is not routable here:
-                    // the published port tells which.
-                    let mut published = nodes[0].clone();
-                    address(&mut published, ClientPath::PublishedPorts)?;
                     if read_server_info(&published.client_addr, Duration::from_millis(500)).is_ok()
                     {
                         break false;

@@ -82,6 +82,28 @@ async fn stream_captures_events_only_and_requests_still_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_other_subjects_is_repaired_at_start() {
+    let mut env = Env::start_with(|c| c.mode = Mode::Durable).await;
+    env.stop_service().await;
+    let js = jetstream::new(env.client.clone());
+    let mut stream = js.get_stream(subjects::DURABLE_STREAM).await.unwrap();
+    let mut narrowed = stream.info().await.unwrap().config.clone();
+    narrowed.subjects = vec![subjects::MESSAGE_LOG.to_owned()];
+    js.update_stream(narrowed).await.unwrap();
+    env.restart_service(|c| c.mode = Mode::Durable).await;
+    let info = stream.info().await.unwrap();
+    let mut got = info.config.subjects.clone();
+    got.sort();
+    let mut want: Vec<String> = subjects::EVENT_SUBJECTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "the service put back every event subject");
+    assert_eq!(info.config.num_replicas, 1, "the replicas it was asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_ids_are_skipped_but_acknowledged() {
     let env = Env::start_with(|c| c.mode = Mode::Durable).await;
     let js = jetstream::new(env.client.clone());
